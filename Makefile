@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test test-python test-zapier test-n8n bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: venv
+	$(BIN)/paywalls-relay run
+
+test: test-python test-zapier test-n8n
+
+test-python: venv
+	$(BIN)/pytest
+
+test-zapier: venv
+	@if [ -f zapier_app/package.json ]; then cd zapier_app && npm ci --no-audit --no-fund && npm test; fi
+
+test-n8n: venv
+	@if [ -f n8n_node/package.json ]; then cd n8n_node && npm ci --no-audit --no-fund --ignore-scripts && npm test; fi
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache
