@@ -1,0 +1,61 @@
+'use strict';
+
+// HTTP middleware for every z.request the app makes.
+//
+// beforeRequest:
+// - a relative URL ("/v1/relay/me") is resolved against the connection's Relay URL;
+// - the relay token goes in "Authorization: Bearer"; a Paywalls secret key is refused
+//   before it ever leaves Zapier;
+// - Accept asks for JSON (and problem+json for errors).
+// afterResponse: relay errors (application/problem+json) become Zapier errors whose
+// messages say what to do (lib/errors.js).
+
+const { version } = require('./package.json');
+const { messages, errorForResponse } = require('./lib/errors');
+const { normalizeBaseUrl } = require('./lib/relay');
+
+const USER_AGENT = `paywalls-relay-zapier/${version}`;
+
+const resolveRelayUrl = (request, z, bundle) => {
+  if (typeof request.url === 'string' && request.url.startsWith('/')) {
+    const { url, error } = normalizeBaseUrl(bundle.authData && bundle.authData.baseUrl);
+    if (error) {
+      throw new z.errors.Error(error, 'bad-base-url', 400);
+    }
+    request.url = url + request.url;
+  }
+  return request;
+};
+
+const includeToken = (request, z, bundle) => {
+  const token = String((bundle.authData && bundle.authData.token) || '').trim();
+  if (!token) {
+    throw new z.errors.Error(messages.missingToken(), 'unauthorized', 401);
+  }
+  if (/^sk-/i.test(token)) {
+    throw new z.errors.Error(messages.secretKeyPasted(), 'unauthorized', 401);
+  }
+  request.headers = request.headers || {};
+  request.headers.Authorization = `Bearer ${token}`;
+  return request;
+};
+
+const includeHeaders = (request) => {
+  request.headers = request.headers || {};
+  request.headers.Accept = 'application/json, application/problem+json';
+  request.headers['User-Agent'] = USER_AGENT;
+  return request;
+};
+
+const handleRelayErrors = (response, z) => {
+  const error = errorForResponse(z, response);
+  if (error) {
+    throw error;
+  }
+  return response;
+};
+
+const befores = [resolveRelayUrl, includeToken, includeHeaders];
+const afters = [handleRelayErrors];
+
+module.exports = { befores, afters, USER_AGENT };

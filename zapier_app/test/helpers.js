@@ -1,0 +1,36 @@
+'use strict';
+
+// Shared bits of the unit tests (the e2e tests have their own in test/e2e/).
+
+const BASE_URL = 'https://relay.test';
+const TOKEN = 'pwr_unit_test_token';
+
+const authData = (overrides = {}) => ({ baseUrl: BASE_URL, token: TOKEN, ...overrides });
+
+const problem = (name, status, extra = {}) => ({
+  type: `urn:paywalls-relay:problem:${name}`,
+  title: name,
+  status,
+  detail: `detail of ${name}`,
+  ...extra,
+});
+
+const PROBLEM_HEADERS = { 'Content-Type': 'application/problem+json' };
+
+// z.errors.Error and ThrottledError carry a JSON message; this reads it back.
+const errorOf = async (promise) => {
+  try {
+    await promise;
+  } catch (error) {
+    let parsed = {};
+    try {
+      parsed = JSON.parse(error.message);
+    } catch (_e) {
+      parsed = { message: error.message };
+    }
+    return { name: error.name, ...parsed };
+  }
+  throw new Error('expected the call to fail, but it succeeded');
+};
+
+module.exports = { BASE_URL, TOKEN, authData, problem, PROBLEM_HEADERS, errorOf };
