@@ -5,10 +5,15 @@ n8n node; schemas/idempotency-vectors.json is its test.
 """
 
 import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import rfc8785
+from sqlalchemy import delete, select, update
 
-from . import amounts
+from . import amounts, messages, tokens
+from .db import insert_ignore
+from .models import IdempotencyKey, utcnow
 
 DEFAULT_FIELDS = ("user", "amount", "metadata")
 KEY_PREFIX = "pwk1_"
@@ -32,3 +37,114 @@ def derive_key(op: str, body: dict, fields=DEFAULT_FIELDS) -> str:
         picked[path] = value
     document = {"v": 1, "op": op, "fields": picked}
     return KEY_PREFIX + hashlib.sha256(rfc8785.dumps(document)).hexdigest()
+
+
+def fingerprint(op: str, body: dict) -> str:
+    return derive_key(op, body, DEFAULT_FIELDS)
+
+
+# --- the header --------------------------------------------------------------------------------------------
+
+def header_key(value: str | None) -> str | None:
+    """The client's Idempotency-Key, bare or as a structured-field string; None when absent."""
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    if not 1 <= len(value) <= 255 or not all(" " <= ch <= "~" for ch in value):
+        raise messages.bad_idempotency_key()
+    return value
+
+
+def upstream_key(scope: str, key: str, generation: int) -> str:
+    """Deterministic, so a retry after a crash or an ambiguous failure re-sends the same key."""
+    return "pwr1_" + hashlib.sha256(f"{scope}\n{key}\n{generation}".encode()).hexdigest()
+
+
+# --- the claim: phase 1 of a deposit or charge -------------------------------------------------------------
+
+@dataclass
+class Claim:
+    row_id: int
+    scope: str
+    key: str
+    generation: int
+    reserved_micros: int
+    reserved_periods: list
+
+    @property
+    def upstream_key(self) -> str:
+        return upstream_key(self.scope, self.key, self.generation)
+
+
+@dataclass
+class Replay:
+    status: int
+    body: str
+
+
+class InFlight(Exception):
+    pass
+
+
+def claim(session, token, op: str, key: str, fingerprint: str, micros: int, now: datetime,
+          lock_timeout: float) -> Claim | Replay:
+    """Own the key (and reserve the caps), or learn its stored answer. One transaction, atomic
+    across processes: the unique (scope, key) row decides who calls Paywalls."""
+    scope = f"ns:{token.namespace}" if token.namespace else token.id
+    fresh = {"scope": scope, "key": key, "fingerprint": fingerprint, "token_id": token.id, "operation": op,
+             "state": "in_flight", "locked_at": now, "generation": 0, "reserved_micros": 0,
+             "reserved_periods": [], "created_at": now}
+    inserted = insert_ignore(session, IdempotencyKey, fresh)
+    row = session.scalars(select(IdempotencyKey).where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
+                          .with_for_update()).one()
+    if not inserted:
+        if row.fingerprint != fingerprint:
+            raise messages.key_reused()
+        if row.state == "done":
+            return Replay(row.response_status, row.response_body)
+        if row.state == "in_flight" and _age(row.locked_at, now) < lock_timeout:
+            raise InFlight()
+    # New, open after an unconfirmed attempt, or abandoned by a dead process: ours now.
+    row.state, row.locked_at = "in_flight", now
+    if row.reserved_micros == 0:
+        row.reserved_periods = tokens.reserve(session, token, micros, now)
+        row.reserved_micros = micros
+    return Claim(row.id, scope, key, row.generation, row.reserved_micros, list(row.reserved_periods))
+
+
+def _age(moment: datetime | None, now: datetime) -> float:
+    if moment is None:
+        return float("inf")
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return (now - moment).total_seconds()
+
+
+# --- recording the outcome: phase 3 --------------------------------------------------------------------------
+
+def finish(session, claim: Claim, status: int, body: str):
+    """A definite answer: stored and replayed from now on."""
+    session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claim.row_id).values(
+        state="done", locked_at=None, response_status=status, response_body=body, finished_at=utcnow()))
+
+
+def reopen(session, claim: Claim, *, next_generation: bool = False):
+    """Not final: the next retry takes the key over and calls Paywalls again."""
+    values = {"state": "open", "locked_at": None}
+    if next_generation:
+        values["generation"] = claim.generation + 1
+    session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claim.row_id).values(**values))
+
+
+def drop_reservation(session, claim: Claim, token_id: str, *, settled: bool):
+    (tokens.settle if settled else tokens.release)(session, token_id, claim.reserved_micros, claim.reserved_periods)
+    session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claim.row_id).values(
+        reserved_micros=0, reserved_periods=[]))
+
+
+def purge(session, older_than: datetime) -> int:
+    """Forget finished and open keys created before `older_than` (in-flight ones stay)."""
+    result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < older_than,
+                                                          IdempotencyKey.state != "in_flight"))
+    return result.rowcount

@@ -1,0 +1,95 @@
+"""Token management over HTTP: /v1/admin/tokens, behind RELAY_ADMIN_KEY only (never a relay token)."""
+
+import hmac
+
+from flask import Blueprint, current_app, jsonify, request
+
+from . import db, messages, tokens
+from .messages import Problem, field_error
+
+bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
+
+
+@bp.before_request
+def require_admin_key():
+    admin_key = current_app.config["RELAY"]["RELAY_ADMIN_KEY"]
+    if not admin_key:
+        raise messages.admin_disabled()
+    limits, client = current_app.extensions["relay.ratelimits"], request.remote_addr or "-"
+    wait = limits.auth_blocked(client)
+    if wait:
+        raise messages.rate_limited(wait, "auth")
+    presented = tokens.bearer(request.headers.get("Authorization")) or ""
+    if not hmac.compare_digest(presented.encode(), admin_key.encode()):
+        limits.auth_failed(client)
+        raise messages.admin_unauthorized()
+
+
+def _spec() -> dict:
+    spec = request.get_json(silent=True)
+    if not isinstance(spec, dict):
+        raise messages.malformed_body("Send the token settings as a JSON object.")
+    return spec
+
+
+def _invalid(error: tokens.SpecError) -> Problem:
+    return messages.validation(error.errors)
+
+
+def _find(session, token_id: str):
+    token = tokens.get(session, token_id)
+    if token is None:
+        raise messages.not_found(f"Token {token_id}")
+    return token
+
+
+@bp.post("/tokens")
+def create():
+    spec = _spec()
+    try:
+        with db.transaction() as session:
+            token, text = tokens.create(session, spec)
+            described = tokens.describe(token)
+    except tokens.SpecError as error:
+        raise _invalid(error) from None
+    return jsonify(**described, token=text), 201
+
+
+@bp.get("/tokens")
+def list_tokens():
+    with db.read() as session:
+        return jsonify(data=[tokens.describe(t) for t in tokens.all_tokens(session)])
+
+
+@bp.get("/tokens/<token_id>")
+def show(token_id):
+    with db.read() as session:
+        return jsonify(tokens.describe(_find(session, token_id)))
+
+
+@bp.patch("/tokens/<token_id>")
+def update(token_id):
+    spec = _spec()
+    if "label" in spec and not str(spec["label"]).strip():
+        raise messages.validation([field_error("label", "label must not be empty")])
+    try:
+        with db.transaction() as session:
+            return jsonify(tokens.describe(tokens.update_token(session, _find(session, token_id), spec)))
+    except tokens.SpecError as error:
+        raise _invalid(error) from None
+
+
+@bp.post("/tokens/<token_id>/revoke")
+def revoke(token_id):
+    with db.transaction() as session:
+        token = _find(session, token_id)
+        tokens.revoke(token)
+        return jsonify(tokens.describe(token))
+
+
+@bp.post("/tokens/<token_id>/rotate")
+def rotate(token_id):
+    with db.transaction() as session:
+        token = _find(session, token_id)
+        text = tokens.rotate(token)
+        return jsonify(**tokens.describe(token), token=text)

@@ -1,0 +1,86 @@
+"""The application factory: configuration in, a wired Flask app out."""
+
+import logging
+
+from flask import Flask, current_app, g
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import admin, api, config, db, health, logs, messages, sandbox, validation
+from .ratelimits import RateLimits
+from .upstream import Upstream
+
+log = logging.getLogger("relay")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+    "Strict-Transport-Security": "max-age=31536000",
+}
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    settings = config.from_env(overrides=overrides)
+    app = Flask(__name__, instance_relative_config=True)
+    logs.configure(settings["RELAY_LOG_LEVEL"])
+    if settings["SANDBOX"]:
+        settings["PAYWALLS_BASE_URL"] = sandbox.ensure_embedded(settings["PAYWALLS_API_KEY"])
+        log.warning(messages.SANDBOX_BANNER)
+    app.config.update(RELAY=settings, MAX_CONTENT_LENGTH=validation.MAX_BODY_BYTES)
+    if settings["RELAY_TRUST_PROXY"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings["RELAY_TRUST_PROXY"], x_proto=settings["RELAY_TRUST_PROXY"])
+
+    db.init_app(app, settings["DATABASE_URL"] or db.default_url(app.instance_path))
+    app.extensions["relay.upstream"] = Upstream(settings)
+    app.extensions["relay.ratelimits"] = RateLimits(settings)
+    logs.init_app(app)
+    register_errors(app)
+    app.after_request(headers)
+    for blueprint in (api.bp, admin.bp, health.bp):
+        app.register_blueprint(blueprint)
+    return app
+
+
+def headers(response):
+    response.headers.update(SECURITY_HEADERS)
+    if current_app.config["RELAY"]["SANDBOX"]:
+        response.headers["X-Relay-Sandbox"] = "true"
+    return response
+
+
+def register_errors(app: Flask):
+    @app.errorhandler(messages.Problem)
+    def problem(error: messages.Problem):
+        return error.response(request_id=g.get("request_id"))
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_error):
+        return messages.body_too_large(validation.MAX_BODY_BYTES).response(request_id=g.get("request_id"))
+
+    @app.errorhandler(NotFound)
+    def not_found(_error):
+        return messages.not_found("This path").response(request_id=g.get("request_id"))
+
+    @app.errorhandler(MethodNotAllowed)
+    def not_allowed(_error):
+        return messages.method_not_allowed().response(request_id=g.get("request_id"))
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        problem = messages.Problem(error.code or 500, "http", error.name, error.description or error.name)
+        return problem.response(request_id=g.get("request_id"))
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
+    def database_down(_error):
+        log.exception("database unavailable")
+        return messages.database_unavailable().response(request_id=g.get("request_id"))
+
+    @app.errorhandler(Exception)
+    def unexpected(_error):
+        log.exception("unexpected error")
+        return messages.internal_error().response(request_id=g.get("request_id"))

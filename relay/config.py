@@ -1,0 +1,80 @@
+"""Configuration, read once from the environment (and a .env file) into a plain dict."""
+
+import os
+import secrets
+from dataclasses import dataclass
+
+from dotenv import load_dotenv
+
+DEFAULT_BASE_URL = "https://api.paywalls.ai/v1"
+
+
+class ConfigError(RuntimeError):
+    """The relay refuses to start; the message says what to set."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: object
+    cast: type
+    meaning: str
+
+
+# The README's configuration table is generated from this list (see tests/test_docs.py).
+SETTINGS = [
+    Setting("PAYWALLS_API_KEY", None, str, "Your Paywalls secret key. Unset: sandbox mode against the embedded simulated upstream."),
+    Setting("PAYWALLS_BASE_URL", DEFAULT_BASE_URL, str, "Where the Paywalls API lives."),
+    Setting("DATABASE_URL", None, str, "SQLAlchemy URL. Default: SQLite file `instance/relay.db`. PostgreSQL: `postgresql+psycopg://user@host/db`."),
+    Setting("RELAY_ADMIN_KEY", None, str, "Bearer key for `/v1/admin/tokens`. Unset: the admin API is off."),
+    Setting("RELAY_ENV", "development", str, "`development` or `production` (production refuses to start without `PAYWALLS_API_KEY`)."),
+    Setting("REDIS_URL", None, str, "Share rate limits across processes (`redis://127.0.0.1:6379/0`). Unset: per-process memory."),
+    Setting("RELAY_AMOUNT_DECIMALS", 2, int, "Fraction digits accepted in `amount` (0-6)."),
+    Setting("RELAY_CONNECT_TIMEOUT", 3.05, float, "Seconds to connect to Paywalls."),
+    Setting("RELAY_READ_TIMEOUT", 10.0, float, "Seconds to wait for Paywalls' answer to one attempt."),
+    Setting("RELAY_UPSTREAM_BUDGET", 20.0, float, "Total seconds for all attempts of one call (under Zapier's 30 s)."),
+    Setting("RELAY_UPSTREAM_RETRIES", 3, int, "Retries after the first attempt on connection errors, 429 and 5xx."),
+    Setting("RELAY_INFLIGHT_WAIT", 2.0, float, "Seconds a duplicate waits for the same key in flight before 409."),
+    Setting("RELAY_LOCK_TIMEOUT", 30.0, float, "Seconds after which a claim left by a dead process may be taken over."),
+    Setting("RELAY_IDEMPOTENCY_RETENTION_DAYS", 30, int, "Days idempotency keys and answers are kept."),
+    Setting("RELAY_AUTH_FAILURE_LIMIT", "20/minute", str, "Failed authentications allowed per client address."),
+    Setting("RELAY_TRUST_PROXY", 0, int, "How many proxies in front set X-Forwarded-For (Heroku, Render: 1)."),
+    Setting("RELAY_LOG_LEVEL", "INFO", str, "Log level of the JSON request log."),
+]
+
+
+def _cast(setting: Setting, raw: str):
+    try:
+        return setting.cast(raw)
+    except ValueError:
+        raise ConfigError(f"{setting.name}={raw!r} is not a valid {setting.cast.__name__}") from None
+
+
+def from_env(environ=None, overrides=None) -> dict:
+    """The relay's configuration; `overrides` (tests) win over the environment."""
+    if environ is None:
+        load_dotenv(override=False)
+        environ = os.environ
+    config = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.name)
+        config[setting.name] = setting.default if raw in (None, "") else _cast(setting, raw)
+    config.update(overrides or {})
+    return _checked(config)
+
+
+def _checked(config: dict) -> dict:
+    if config["RELAY_ENV"] not in ("development", "production"):
+        raise ConfigError("RELAY_ENV must be 'development' or 'production'")
+    config["SANDBOX"] = not config["PAYWALLS_API_KEY"]
+    if config["SANDBOX"] and config["RELAY_ENV"] == "production":
+        raise ConfigError(
+            "RELAY_ENV=production needs PAYWALLS_API_KEY: refusing to start a production relay "
+            "against the simulated sandbox upstream. Set PAYWALLS_API_KEY to your Paywalls secret key."
+        )
+    if not 0 <= config["RELAY_AMOUNT_DECIMALS"] <= 6:
+        raise ConfigError("RELAY_AMOUNT_DECIMALS must be between 0 and 6")
+    if config["SANDBOX"]:
+        # The embedded sandbox gets a key of its own, so the upstream path is exercised as in production.
+        config["PAYWALLS_API_KEY"] = "sk-sandbox-" + secrets.token_urlsafe(16)
+    return config

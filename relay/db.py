@@ -1,0 +1,95 @@
+"""The database: one SQLAlchemy engine per app, SQLite (WAL) by default, PostgreSQL to scale out."""
+
+import os
+from contextlib import contextmanager
+
+from flask import current_app
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def default_url(instance_path: str) -> str:
+    os.makedirs(instance_path, exist_ok=True)
+    return "sqlite:///" + os.path.join(instance_path, "relay.db")
+
+
+def make_engine(url: str, writer: bool = True) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate if writer else _sqlite_begin_deferred)
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=5)
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    # Let SQLAlchemy, not the driver, decide when a transaction starts.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(connection):
+    # Writers queue up at BEGIN instead of failing on a lock upgrade mid-transaction.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_begin_deferred(connection):
+    connection.exec_driver_sql("BEGIN")
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def init_app(app, url: str):
+    engine = make_engine(url)
+    # SQLite: readers get their own engine so they never queue behind BEGIN IMMEDIATE (WAL lets them run).
+    reader = make_engine(url, writer=False) if engine.dialect.name == "sqlite" else engine
+    app.extensions["relay.engine"] = engine
+    app.extensions["relay.sessions"] = sessionmaker(engine, expire_on_commit=False)
+    app.extensions["relay.readers"] = sessionmaker(reader, expire_on_commit=False)
+
+
+def engine() -> Engine:
+    return current_app.extensions["relay.engine"]
+
+
+@contextmanager
+def transaction():
+    """One short transaction: committed on success, rolled back on any error."""
+    with current_app.extensions["relay.sessions"].begin() as session:
+        yield session
+
+
+@contextmanager
+def read():
+    """A read-only transaction."""
+    with current_app.extensions["relay.readers"].begin() as session:
+        yield session
+
+
+def ping() -> bool:
+    try:
+        with engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+def insert_ignore(session: Session, model, values: dict) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING; True when this call inserted the row."""
+    if is_postgres(session.get_bind()):
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    result = session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    return result.rowcount == 1

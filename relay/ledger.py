@@ -1,0 +1,111 @@
+"""The operations ledger: every call the relay made on a balance, the record Paywalls does not expose.
+
+Outcomes: credited, charged, declined (charge answered success:false), rejected (Paywalls 4xx),
+failed (nothing applied), ambiguous (may have applied; a retry settles it), replayed, balance.
+"""
+
+import csv
+import io
+import json
+from datetime import datetime
+
+from sqlalchemy import select
+
+from .models import LedgerEntry
+from .tokens import iso
+
+EXPORT_COLUMNS = ["id", "created_at", "operation", "outcome", "user", "amount", "metadata", "idempotency_key",
+                  "upstream_key", "upstream_status", "latency_ms", "balance_formatted", "token_id", "token_label",
+                  "request_id"]
+
+
+def record(session, token, operation: str, outcome: str, **fields) -> LedgerEntry:
+    entry = LedgerEntry(token_id=token.id, token_label=token.label, operation=operation, outcome=outcome, **fields)
+    session.add(entry)
+    return entry
+
+
+def entry_id(entry: LedgerEntry) -> str:
+    return f"led_{entry.id}"
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    if cursor in (None, ""):
+        return None
+    if not cursor.startswith("led_") or not cursor[4:].isdigit():
+        raise ValueError(cursor)
+    return int(cursor[4:])
+
+
+def deposits(session, *, user=None, since: datetime | None = None, limit=50, before_id=None,
+             allowed=lambda user: True) -> tuple[list[dict], str | None]:
+    """Credits the relay applied, newest first, with a cursor for the next page."""
+    query = select(LedgerEntry).where(LedgerEntry.operation == "deposit", LedgerEntry.outcome == "credited")
+    if user:
+        query = query.where(LedgerEntry.user == user)
+    if since:
+        query = query.where(LedgerEntry.created_at >= since)
+    if before_id:
+        query = query.where(LedgerEntry.id < before_id)
+    page, last_seen = [], None
+    # A token only sees users its pattern allows; scan on until the page is full.
+    for entry in session.scalars(query.order_by(LedgerEntry.id.desc()).limit(limit * 20 + 1)):
+        last_seen = entry
+        if allowed(entry.user):
+            page.append(entry)
+            if len(page) == limit + 1:
+                break
+    more = len(page) > limit
+    page = page[:limit]
+    next_cursor = entry_id(page[-1]) if more and page else None
+    return [deposit_view(entry) for entry in page], next_cursor
+
+
+def deposit_view(entry: LedgerEntry) -> dict:
+    return {
+        "id": entry_id(entry),
+        "created_at": iso(entry.created_at),
+        "user": entry.user,
+        "amount": entry.amount,
+        "metadata": entry.metadata_ or {},
+        "idempotency_key": entry.idempotency_key,
+        "token_id": entry.token_id,
+        "token_label": entry.token_label,
+        "balance_formatted": entry.balance_formatted,
+    }
+
+
+def export_rows(session, since: datetime, until: datetime | None = None, outcomes=None):
+    query = select(LedgerEntry).where(LedgerEntry.created_at >= since)
+    if until:
+        query = query.where(LedgerEntry.created_at < until)
+    if outcomes:
+        query = query.where(LedgerEntry.outcome.in_(outcomes))
+    for entry in session.scalars(query.order_by(LedgerEntry.id).execution_options(yield_per=500)):
+        yield {
+            "id": entry_id(entry), "created_at": iso(entry.created_at), "operation": entry.operation,
+            "outcome": entry.outcome, "user": entry.user, "amount": entry.amount, "metadata": entry.metadata_,
+            "idempotency_key": entry.idempotency_key, "upstream_key": entry.upstream_key,
+            "upstream_status": entry.upstream_status, "latency_ms": entry.latency_ms,
+            "balance_formatted": entry.balance_formatted, "token_id": entry.token_id,
+            "token_label": entry.token_label, "request_id": entry.request_id,
+        }
+
+
+def write_export(rows, out, fmt: str):
+    if fmt == "jsonl":
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return
+    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        row = dict(row, metadata=json.dumps(row["metadata"], ensure_ascii=False, sort_keys=True)
+                   if row["metadata"] is not None else "")
+        writer.writerow(row)
+
+
+def export_text(rows, fmt: str) -> str:
+    out = io.StringIO()
+    write_export(rows, out, fmt)
+    return out.getvalue()

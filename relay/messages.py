@@ -1,0 +1,232 @@
+"""Every message a user can see. Error text is product surface: it shows in Zap history and n8n.
+
+Each refusal is a Problem (RFC 9457 problem+json). Messages say what went wrong and what to do.
+"""
+
+import json
+
+from flask import Response
+
+PROBLEM_JSON = "application/problem+json"
+SAFE_TO_RETRY = "Retrying with the same fields is safe: the relay and Paywalls will not credit twice."
+
+
+class Problem(Exception):
+    def __init__(self, status: int, name: str, title: str, detail: str, headers=None, **extra):
+        super().__init__(detail)
+        self.status, self.name, self.title, self.detail = status, name, title, detail
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> dict:
+        return {
+            "type": f"urn:paywalls-relay:problem:{self.name}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
+
+    def response(self, **more) -> Response:
+        body = {**self.body(), **more}
+        return Response(json.dumps(body), self.status, self.headers, mimetype=PROBLEM_JSON)
+
+
+# --- request shape -----------------------------------------------------------------------------
+
+def malformed_body(why: str) -> Problem:
+    return Problem(400, "malformed-body", "The request body is not valid JSON",
+                   f"{why} Send a JSON object such as {{\"user\": \"acme:user_123\", \"amount\": \"10\"}}.")
+
+
+def unsupported_media_type(got: str) -> Problem:
+    return Problem(415, "unsupported-media-type", "Send JSON",
+                   f"The body was sent as {got or 'no content type'}; send it as application/json "
+                   "(in Zapier and n8n: a JSON body, not form fields).")
+
+
+def body_too_large(limit: int) -> Problem:
+    return Problem(413, "body-too-large", "The request body is too large",
+                   f"The body is over {limit // 1024} KiB. Keep metadata small: ids and short labels only.")
+
+
+def validation(errors: list[dict]) -> Problem:
+    fields = ", ".join(e["field"] for e in errors)
+    return Problem(422, "validation", "Some fields are invalid",
+                   f"Nothing was sent to Paywalls. Fix these fields: {fields}.", errors=errors)
+
+
+def field_error(field: str, message: str) -> dict:
+    pointer = "/" + field.replace(".", "/") if field else ""
+    return {"field": field or "(body)", "pointer": pointer, "message": message}
+
+
+# What each schema rule means, per field, in plain words. Keys: (field, JSON Schema keyword).
+FIELD_MESSAGES = {
+    ("user", "required"): "user is required: the Paywalls user id to credit, e.g. acme:user_123.",
+    ("user", "type"): "user must be text, e.g. acme:user_123.",
+    ("user", "minLength"): "user is empty: map the Paywalls user id, e.g. acme:user_123.",
+    ("user", "maxLength"): "user is longer than 128 characters.",
+    ("user", "pattern"): "user may contain only letters, digits and _ - . : (no spaces, no @). "
+                         "Use a pseudonymous id such as acme:user_123, not an email address.",
+    ("amount", "required"): "amount is required: a positive decimal such as \"10\" or \"2.50\".",
+    ("amount", "*"): "amount must be a positive decimal such as \"10\" or \"2.50\": digits with an optional "
+                     "decimal point, no sign, no exponent, no currency symbol, not zero, below 1,000,000,000.",
+    ("metadata", "type"): "metadata must be an object of key/value pairs, e.g. {\"invoice_id\": \"in_123\"}.",
+    ("metadata", "maxProperties"): "metadata has more than 50 keys; keep only what reconciliation needs.",
+}
+
+
+def schema_message(field: str, keyword: str, fallback: str) -> str:
+    top = field.split(".")[0]
+    return FIELD_MESSAGES.get((top, keyword)) or FIELD_MESSAGES.get((top, "*")) or fallback
+
+
+def unknown_field(name: str, known: list[str]) -> str:
+    return f"{name} is not a field of this call (did you mean one of: {', '.join(known)}?). " \
+           "Put extra data inside metadata."
+
+
+def too_many_decimals(allowed: int) -> str:
+    if allowed == 0:
+        return "amount must be a whole number on this relay (RELAY_AMOUNT_DECIMALS=0)."
+    return f"amount has more than {allowed} decimal places; round it to {allowed} (e.g. \"2.50\")."
+
+
+METADATA_TOO_LARGE = "metadata is over 4 KiB once serialized; keep only ids and short labels."
+METADATA_UNSAFE_INTEGER = "is an integer beyond +/-9007199254740991, which other tools cannot read exactly; send it as a string."
+
+
+def required_metadata(key: str) -> str:
+    return f"metadata.{key} is required by this token: map the source event's id here (e.g. the Stripe invoice id)."
+
+
+def invalid_query(field: str, message: str) -> Problem:
+    return validation([field_error(field, message)])
+
+
+# --- authentication and token limits ----------------------------------------------------------
+
+RECONNECT = "Create or rotate a token with `paywalls-relay tokens create` and reconnect the Zapier/n8n account."
+
+
+def unauthorized(reason: str) -> Problem:
+    details = {
+        "missing": "No relay token was sent. Send it as 'Authorization: Bearer pwr_...'.",
+        "malformed": "This is not a relay token (wrong prefix, length or checksum). Copy the whole token again.",
+        "invalid": "The relay token is not valid.",
+        "revoked": "The relay token was revoked.",
+        "expired": "The relay token has expired.",
+        "disabled": "The relay token is disabled.",
+    }
+    return Problem(401, "unauthorized", "Relay token refused", f"{details[reason]} {RECONNECT}",
+                   {"WWW-Authenticate": 'Bearer realm="paywalls-relay"'}, reason=reason)
+
+
+def admin_unauthorized() -> Problem:
+    return Problem(401, "unauthorized", "Admin key refused",
+                   "The admin API takes only 'Authorization: Bearer <RELAY_ADMIN_KEY>'; relay tokens are not accepted here.",
+                   {"WWW-Authenticate": 'Bearer realm="paywalls-relay-admin"'})
+
+
+def admin_disabled() -> Problem:
+    return Problem(404, "not-found", "Admin API is off", "Set RELAY_ADMIN_KEY to turn the admin API on.")
+
+
+def operation_not_granted(operation: str, granted: list[str]) -> Problem:
+    return Problem(403, "forbidden", "This token may not do that",
+                   f"This token is not allowed to {operation} (it may: {', '.join(granted)}). "
+                   "Ask the relay operator for a token with that operation.", limit="operation")
+
+
+def over_max_amount(amount: str, maximum: str) -> Problem:
+    return Problem(403, "forbidden", "Amount over this token's per-call maximum",
+                   f"amount {amount} is over this token's maximum of {maximum} per call. Nothing was sent to Paywalls.",
+                   limit="max_amount", remaining=maximum)
+
+
+def user_not_allowed(user: str) -> Problem:
+    return Problem(403, "forbidden", "User not allowed for this token",
+                   f"This token may not act on user '{user}': it is limited to users matching its user pattern. "
+                   "Check the user id mapping, or ask for a token that covers these users.", limit="user_pattern")
+
+
+def over_cap(period: str, remaining: str, cap: str) -> Problem:
+    name = {"d": "daily", "m": "monthly"}[period]
+    when = {"d": "at midnight UTC", "m": "on the 1st of the month (UTC)"}[period]
+    return Problem(403, "forbidden", f"This token's {name} cap is reached",
+                   f"This call would take the token over its {name} cap of {cap}; {remaining} remains. "
+                   f"The cap resets {when}. Nothing was sent to Paywalls.",
+                   limit=f"{name}_cap", remaining=remaining)
+
+
+def rate_limited(retry_after: int, what: str) -> Problem:
+    detail = {
+        "token": "This token is over its request rate limit.",
+        "auth": "Too many failed authentications from this address.",
+    }[what]
+    return Problem(429, "rate-limited", "Too many requests", f"{detail} Retry after {retry_after} seconds.",
+                   {"Retry-After": str(retry_after)})
+
+
+# --- idempotency -------------------------------------------------------------------------------
+
+def key_reused() -> Problem:
+    return Problem(422, "idempotency-key-reused", "Idempotency key reused with different fields",
+                   "This Idempotency-Key was already used for a call with different fields. A key names one "
+                   "operation: send a new key (or a new reference) for a different credit.")
+
+
+def in_flight(retry_after: int) -> Problem:
+    return Problem(409, "idempotency-in-flight", "The same call is still in progress",
+                   f"An identical call with this Idempotency-Key is still being processed. Retry after "
+                   f"{retry_after} seconds: you will get its answer, and nothing is applied twice.",
+                   {"Retry-After": str(retry_after)})
+
+
+def bad_idempotency_key() -> Problem:
+    return validation([field_error("Idempotency-Key",
+                                   "The Idempotency-Key header must be 1-255 printable ASCII characters "
+                                   "(optionally in double quotes). Leave it out to let the relay derive one.")])
+
+
+# --- upstream ----------------------------------------------------------------------------------
+
+def upstream_rejected(status: int, message: str) -> Problem:
+    return Problem(status, "upstream-rejected", "Paywalls refused the call",
+                   f"Paywalls answered {status}: {message}", upstream_status=status)
+
+
+def upstream_ambiguous(status: int, why: str) -> Problem:
+    return Problem(status, "upstream-ambiguous", "Paywalls did not confirm the call",
+                   f"{why} The deposit or charge may or may not have been applied. {SAFE_TO_RETRY}")
+
+
+def upstream_unavailable(why: str) -> Problem:
+    """For reads (balance): nothing was changed."""
+    return Problem(502, "upstream-unavailable", "Paywalls is unavailable", f"{why} Nothing was changed; retry later.")
+
+
+def database_unavailable() -> Problem:
+    return Problem(503, "unavailable", "The relay's database is unavailable",
+                   f"The relay could not reach its database. {SAFE_TO_RETRY}",
+                   {"Retry-After": "5"})
+
+
+def not_found(what: str) -> Problem:
+    return Problem(404, "not-found", "Not found", f"{what} does not exist.")
+
+
+def method_not_allowed() -> Problem:
+    return Problem(405, "method-not-allowed", "Method not allowed", "This path does not take that method.")
+
+
+def internal_error() -> Problem:
+    return Problem(500, "internal", "Internal error",
+                   "The relay hit an unexpected error; it is logged with this request id. " + SAFE_TO_RETRY)
+
+
+# --- startup and CLI ---------------------------------------------------------------------------
+
+SANDBOX_BANNER = ("SANDBOX MODE: PAYWALLS_API_KEY is not set, so the relay talks to its embedded simulated "
+                  "upstream. No real balance changes. Set PAYWALLS_API_KEY to go live.")

@@ -1,0 +1,103 @@
+"""Tables. Amounts are integers of millionths (see amounts.py) so every database compares them exactly."""
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+BigInt = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrement needs INTEGER
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # public id, embedded in the token
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(200))
+    notes: Mapped[str | None] = mapped_column(Text)
+    operations: Mapped[list] = mapped_column(JSON)
+    max_amount_micros: Mapped[int | None] = mapped_column(BigInteger)
+    daily_cap_micros: Mapped[int | None] = mapped_column(BigInteger)
+    monthly_cap_micros: Mapped[int | None] = mapped_column(BigInteger)
+    user_pattern: Mapped[str | None] = mapped_column(String(200))
+    required_metadata: Mapped[list] = mapped_column(JSON, default=list)
+    rate_limit: Mapped[str | None] = mapped_column(String(50))
+    dedupe_on: Mapped[list] = mapped_column(JSON)
+    namespace: Mapped[str | None] = mapped_column(String(100))
+    expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked_at: Mapped[datetime | None]
+
+
+class Usage(Base):
+    """Per token and period ("d:2026-11-26", "m:2026-11"): settled plus reserved amounts."""
+
+    __tablename__ = "usage"
+
+    token_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    settled_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotency_scope_key"),)
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(120))  # the token id, or "ns:<namespace>"
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(80))
+    token_id: Mapped[str] = mapped_column(String(16))
+    operation: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))  # in_flight | open | done
+    locked_at: Mapped[datetime | None]
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    # What the current attempt reserved against the caps, and in which periods.
+    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_periods: Mapped[list] = mapped_column(JSON, default=list)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+Index("ix_idempotency_created", IdempotencyKey.created_at)
+
+
+class LedgerEntry(Base):
+    """Every operation the relay performed: the record Paywalls does not expose."""
+
+    __tablename__ = "ledger"
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    token_id: Mapped[str] = mapped_column(String(16))
+    token_label: Mapped[str] = mapped_column(String(200))
+    operation: Mapped[str] = mapped_column(String(16))
+    user: Mapped[str | None] = mapped_column(String(128))
+    amount: Mapped[str | None] = mapped_column(String(32))
+    metadata_: Mapped[dict | None] = mapped_column("metadata", JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    upstream_key: Mapped[str | None] = mapped_column(String(80))
+    upstream_status: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    # credited | charged | declined | rejected | ambiguous | balance | replayed
+    outcome: Mapped[str] = mapped_column(String(16))
+    balance_formatted: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+
+Index("ix_ledger_outcome_id", LedgerEntry.outcome, LedgerEntry.id)
+Index("ix_ledger_created", LedgerEntry.created_at)
+Index("ix_ledger_user", LedgerEntry.user)

@@ -1,0 +1,111 @@
+"""OpenAPI 3.1 for the whole relay API, built from schemas/ so the two cannot disagree."""
+
+from functools import cache
+
+from . import __version__
+from .validation import load_schema
+
+SCHEMA_FILES = ["common.json", "deposit-request.json", "charge-request.json", "deposit-response.json",
+                "balance-response.json", "charge-response.json", "me-response.json", "deposits-response.json",
+                "problem.json"]
+
+
+def _component(name: str) -> str:
+    return name.removesuffix(".json").replace("-", "_")
+
+
+def _inline(schema, name: str):
+    """Rewrite file references ("common.json#/$defs/user") to component references."""
+    if isinstance(schema, dict):
+        out = {}
+        for key, value in schema.items():
+            if key == "$ref" and ".json" in value:
+                file, _, pointer = value.partition("#")
+                if file == "common.json":
+                    out[key] = "#/components/schemas/" + pointer.rsplit("/", 1)[-1]
+                else:
+                    out[key] = "#/components/schemas/" + _component(file)
+            elif key in ("$id", "$schema"):
+                continue
+            elif key == "$defs":
+                continue
+            else:
+                out[key] = _inline(value, name)
+        return out
+    if isinstance(schema, list):
+        return [_inline(item, name) for item in schema]
+    return schema
+
+
+def _problem(description: str) -> dict:
+    return {"description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/problem"}}}}
+
+
+PROBLEMS = {
+    "400": _problem("Malformed body"), "401": _problem("Token refused"), "403": _problem("A token limit refused the call"),
+    "422": _problem("Validation failed, or an idempotency key reused"), "429": _problem("Rate limited"),
+    "502": _problem("Paywalls unavailable or the outcome is unknown"),
+}
+MONEY_PROBLEMS = {**PROBLEMS, "409": _problem("The same idempotency key is in flight"),
+                  "413": _problem("Body too large"), "415": _problem("Not JSON"),
+                  "504": _problem("Paywalls timed out; the outcome is unknown")}
+IDEMPOTENCY_HEADER = {"name": "Idempotency-Key", "in": "header", "required": False,
+                      "description": "Optional. When absent the relay derives one from the fields (schemas/idempotency.md).",
+                      "schema": {"type": "string", "minLength": 1, "maxLength": 257}}
+
+
+def _json(ref: str, description="OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def _money(summary: str, request_ref: str, response_ref: str) -> dict:
+    return {"post": {
+        "summary": summary, "security": [{"relayToken": []}], "parameters": [IDEMPOTENCY_HEADER],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{request_ref}"}}}},
+        "responses": {"200": _json(response_ref), **MONEY_PROBLEMS},
+    }}
+
+
+@cache
+def document() -> dict:
+    components = {}
+    for file in SCHEMA_FILES:
+        schema = load_schema(file)
+        if file == "common.json":
+            for name, definition in schema["$defs"].items():
+                components[name] = _inline(definition, name)
+        else:
+            components[_component(file)] = _inline(schema, file)
+    user_param = {"name": "user", "in": "query", "required": True, "schema": {"$ref": "#/components/schemas/user"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Paywalls Relay", "version": __version__,
+                 "description": "A scoped, idempotent relay in front of the Paywalls.ai balance API."},
+        "paths": {
+            "/v1/user/balance/deposit": _money("Add credits to a user's balance", "deposit_request", "deposit_response"),
+            "/v1/user/charge": _money("Charge a user's balance", "charge_request", "charge_response"),
+            "/v1/user/balance": {"get": {"summary": "A user's balance", "security": [{"relayToken": []}],
+                                         "parameters": [user_param],
+                                         "responses": {"200": _json("balance_response"), **PROBLEMS}}},
+            "/v1/relay/me": {"get": {"summary": "The calling token: scopes, usage, remaining allowance",
+                                     "security": [{"relayToken": []}],
+                                     "responses": {"200": _json("me_response"), "401": PROBLEMS["401"], "429": PROBLEMS["429"]}}},
+            "/v1/relay/deposits": {"get": {
+                "summary": "Credits applied through the relay, newest first", "security": [{"relayToken": []}],
+                "parameters": [
+                    {"name": "user", "in": "query", "schema": {"$ref": "#/components/schemas/user"}},
+                    {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": _json("deposits_response"), **PROBLEMS}}},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
+            "/readyz": {"get": {"summary": "Readiness", "responses": {"200": {"description": "Ready"},
+                                                                      "503": {"description": "Not ready"}}}},
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"relayToken": {"type": "http", "scheme": "bearer",
+                                               "description": "A scoped relay token (pwr_...)."}},
+        },
+    }

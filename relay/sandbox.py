@@ -1,0 +1,211 @@
+"""A simulated Paywalls upstream: the three balance endpoints, Idempotency-Key handling, and
+fault injection that tests drive through /_sandbox/*.
+
+It runs embedded (sandbox mode: no PAYWALLS_API_KEY) or standalone (`paywalls-relay sandbox`).
+State lives in memory, so one sandbox is one process.
+"""
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from decimal import Decimal
+
+from flask import Flask, abort, jsonify, request
+from werkzeug.serving import make_server
+
+from . import amounts
+
+FAULT_KINDS = {"status", "rate_limit", "latency", "drop_after_credit"}
+TOPUP_MESSAGE = "Insufficient balance: {user} needs to top up. Authorize or top up at https://sandbox.paywalls.invalid/topup?user={user}"
+
+
+class State:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        self.balances = defaultdict(Decimal)
+        self.deposits, self.charges, self.faults = [], [], []
+        self.calls = defaultdict(int)
+        self.answers = {}  # Idempotency-Key -> (status, body), as Paywalls retains keys
+        self.key_locks = defaultdict(threading.Lock)
+        self.bad_auth = 0
+
+    def take_fault(self, endpoint: str):
+        with self.lock:
+            for fault in self.faults:
+                if fault.get("endpoint") in (None, endpoint) and fault["count"] > 0:
+                    fault["count"] -= 1
+                    return dict(fault)
+        return None
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {
+                "balances": {user: amounts.canonical(b) for user, b in self.balances.items()},
+                "deposits": list(self.deposits),
+                "charges": list(self.charges),
+                "calls": dict(self.calls),
+                "faults": [f for f in self.faults if f["count"] > 0],
+                "bad_auth": self.bad_auth,
+            }
+
+
+def formatted(balance: Decimal) -> str:
+    return f"{balance:.2f}" if balance == balance.quantize(Decimal("0.01")) else amounts.canonical(balance)
+
+
+def create_sandbox_app(api_key: str | None = None) -> Flask:
+    app = Flask("paywalls-sandbox")
+    state = State()
+    app.extensions["sandbox.state"] = state
+
+    @app.before_request
+    def check_key():
+        if request.path.startswith("/_sandbox"):
+            return None
+        if api_key and request.headers.get("Authorization") != f"Bearer {api_key}":
+            with state.lock:
+                state.bad_auth += 1
+            return jsonify(error="Invalid API key"), 401
+        return None
+
+    def drop_connection():
+        sock = request.environ.get("werkzeug.socket") or request.environ.get("gunicorn.socket")
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+        return "", 204
+
+    def money_call(endpoint: str, apply):
+        with state.lock:
+            state.calls[endpoint] += 1
+        fault = state.take_fault(endpoint)
+        if fault and fault["kind"] == "status":
+            return jsonify(error=f"Simulated upstream error {fault['status']}"), fault["status"]
+        if fault and fault["kind"] == "rate_limit":
+            return jsonify(error="Too many requests"), 429, {"Retry-After": str(fault.get("retry_after", 1))}
+        body = request.get_json(silent=True) or {}
+        user, amount = body.get("user") or request.headers.get("X-Paywall-User"), body.get("amount")
+        if not user or amounts.parse(amount) is None or amounts.parse(amount) <= 0:
+            return jsonify(error="user and a positive amount are required"), 400
+        key = request.headers.get("Idempotency-Key")
+        with state.key_locks[key] if key else contextlib.nullcontext():
+            if fault and fault["kind"] == "latency":
+                time.sleep(fault.get("seconds", 1))
+            if key and key in state.answers:
+                status, answer = state.answers[key]
+                return jsonify(answer), status
+            with state.lock:
+                answer = apply(user, amounts.parse(amount), body.get("metadata"), key)
+                if key:
+                    state.answers[key] = (200, answer)
+            if fault and fault["kind"] == "drop_after_credit":
+                return drop_connection()
+            return jsonify(answer), 200
+
+    @app.post("/v1/user/balance/deposit")
+    def deposit():
+        def apply(user, amount, metadata, key):
+            state.balances[user] += amount
+            state.deposits.append({"user": user, "amount": amounts.canonical(amount), "metadata": metadata,
+                                   "idempotency_key": key})
+            return {"balanceFormatted": formatted(state.balances[user])}
+        return money_call("deposit", apply)
+
+    @app.post("/v1/user/charge")
+    def charge():
+        def apply(user, amount, metadata, key):
+            if state.balances[user] < amount:
+                return {"success": False, "message": TOPUP_MESSAGE.format(user=user)}
+            state.balances[user] -= amount
+            state.charges.append({"user": user, "amount": amounts.canonical(amount), "metadata": metadata,
+                                  "idempotency_key": key})
+            return {"success": True, "message": "Charged"}
+        return money_call("charge", apply)
+
+    @app.get("/v1/user/balance")
+    def balance():
+        with state.lock:
+            state.calls["balance"] += 1
+        fault = state.take_fault("balance")
+        if fault and fault["kind"] == "status":
+            return jsonify(error=f"Simulated upstream error {fault['status']}"), fault["status"]
+        if fault and fault["kind"] == "latency":
+            time.sleep(fault.get("seconds", 1))
+        user = request.args.get("user") or request.headers.get("X-Paywall-User")
+        if not user:
+            return jsonify(error="user is required"), 400
+        with state.lock:
+            value = state.balances[user]
+        return jsonify(balance=str(int(value * amounts.MICROS)), balanceFormatted=formatted(value))
+
+    @app.get("/_sandbox/state")
+    def get_state():
+        return jsonify(state.snapshot())
+
+    @app.post("/_sandbox/reset")
+    def reset():
+        with state.lock:
+            state.reset()
+        return jsonify(ok=True)
+
+    @app.post("/_sandbox/faults")
+    def add_fault():
+        fault = request.get_json(force=True)
+        if fault.get("kind") not in FAULT_KINDS:
+            abort(400, f"kind must be one of {sorted(FAULT_KINDS)}")
+        fault.setdefault("count", 1)
+        with state.lock:
+            state.faults.append(fault)
+        return jsonify(fault), 201
+
+    @app.put("/_sandbox/balances/<user>")
+    def set_balance(user):
+        value = amounts.parse((request.get_json(force=True) or {}).get("balance"))
+        if value is None:
+            abort(400, "balance must be a decimal")
+        with state.lock:
+            state.balances[user] = value
+        return jsonify(user=user, balance=amounts.canonical(value))
+
+    return app
+
+
+class Server:
+    """A sandbox served from a background thread (embedded mode and tests)."""
+
+    def __init__(self, host="127.0.0.1", port=0, api_key=None):
+        self.app = create_sandbox_app(api_key)
+        self.server = make_server(host, port, self.app, threaded=True)
+        self.url = f"http://{host}:{self.server.server_port}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="sandbox")
+
+    @property
+    def state(self) -> State:
+        return self.app.extensions["sandbox.state"]
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+
+
+_embedded: Server | None = None
+_embedded_lock = threading.Lock()
+
+
+def ensure_embedded(api_key: str) -> str:
+    """The URL of this process's embedded sandbox, started once (or inherited from a gunicorn master)."""
+    global _embedded
+    if os.environ.get("RELAY_SANDBOX_URL"):
+        return os.environ["RELAY_SANDBOX_URL"]
+    with _embedded_lock:
+        if _embedded is None:
+            _embedded = Server(api_key=None).start()
+        return _embedded.url

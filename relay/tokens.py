@@ -1,0 +1,420 @@
+"""Scoped relay tokens: the format, how they are stored and checked, what each may do, and its caps.
+
+A token looks like `pwr_` + 12-char public id + 32-char secret + 6-char CRC32 checksum, all
+base62, so a double click selects it whole and a scanner can recognise it offline. Only the
+SHA-256 of the secret is stored; it is shown once, at creation or rotation.
+"""
+
+import hashlib
+import hmac
+import re
+import secrets
+import zlib
+from re import _constants as sre_constants  # the regex parser, to vet user patterns
+from re import _parser as sre_parse
+from datetime import datetime, timedelta, timezone
+
+from limits import parse_many
+from sqlalchemy import select, update
+
+from . import amounts, idempotency, messages
+from .db import insert_ignore
+from .messages import field_error
+from .models import Token, Usage, utcnow
+
+PREFIX = "pwr_"
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+ID_LENGTH, SECRET_LENGTH, CHECKSUM_LENGTH = 12, 32, 6  # 32 base62 chars = 190 bits of secret
+TOKEN_LENGTH = len(PREFIX) + ID_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH
+TOKEN_RE = re.compile(rf"^{PREFIX}[0-9A-Za-z]{{{ID_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH}}}$")
+OPERATIONS = ("deposit", "charge", "balance", "ledger")
+MAX_PATTERN_LENGTH = 200
+DURATION_RE = re.compile(r"^([1-9][0-9]{0,5})([smhd])$")
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+# --- format --------------------------------------------------------------------------------------
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    while number:
+        number, digit = divmod(number, 62)
+        digits.append(ALPHABET[digit])
+    return "".join(reversed(digits)).rjust(width, "0")
+
+
+def _random(length: int) -> str:
+    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode()), CHECKSUM_LENGTH)
+
+
+def new_token() -> tuple[str, str, str]:
+    """(public id, secret, token text)."""
+    token_id, secret = _random(ID_LENGTH), _random(SECRET_LENGTH)
+    body = PREFIX + token_id + secret
+    return token_id, secret, body + _checksum(body)
+
+
+def new_secret_for(token_id: str) -> tuple[str, str]:
+    secret = _random(SECRET_LENGTH)
+    body = PREFIX + token_id + secret
+    return secret, body + _checksum(body)
+
+
+def split(text: str) -> tuple[str, str] | None:
+    """(public id, secret) of a well-formed token, or None; no database needed."""
+    if not TOKEN_RE.match(text or ""):
+        return None
+    body, checksum = text[:-CHECKSUM_LENGTH], text[-CHECKSUM_LENGTH:]
+    if not hmac.compare_digest(_checksum(body), checksum):
+        return None
+    rest = body[len(PREFIX):]
+    return rest[:ID_LENGTH], rest[ID_LENGTH:]
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# --- authentication --------------------------------------------------------------------------------
+
+def bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else ""
+
+
+def authenticate(session, header: str | None, now: datetime) -> Token:
+    """The token behind an Authorization header, or a 401 Problem saying why not."""
+    text = bearer(header)
+    if text is None:
+        raise messages.unauthorized("missing")
+    parts = split(text)
+    if parts is None:
+        raise messages.unauthorized("malformed")
+    token = session.get(Token, parts[0])
+    # Unknown id and wrong secret give the same answer, so a guesser learns nothing.
+    if token is None or not hmac.compare_digest(token.secret_hash, hash_secret(parts[1])):
+        raise messages.unauthorized("invalid")
+    if token.revoked_at is not None:
+        raise messages.unauthorized("revoked")
+    if token.disabled:
+        raise messages.unauthorized("disabled")
+    if token.expires_at is not None and _aware(token.expires_at) <= now:
+        raise messages.unauthorized("expired")
+    return token
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def touch(session, token: Token, now: datetime):
+    """Record use at most once a minute, so a busy token does not write on every call."""
+    if token.last_used_at is None or now - _aware(token.last_used_at) > timedelta(minutes=1):
+        session.execute(update(Token).where(Token.id == token.id).values(last_used_at=now))
+
+
+# --- scopes ---------------------------------------------------------------------------------------------
+
+def require_operation(token: Token, operation: str):
+    if operation not in token.operations:
+        raise messages.operation_not_granted(operation, token.operations)
+
+
+def authorize_money(token: Token, operation: str, body: dict):
+    """Per-call limits of a deposit or charge; caps are reserved later, atomically."""
+    require_operation(token, operation)
+    micros = amounts.to_micros(body["amount"])
+    if token.max_amount_micros is not None and micros > token.max_amount_micros:
+        raise messages.over_max_amount(body["amount"], amounts.from_micros(token.max_amount_micros))
+    authorize_user(token, body["user"])
+    metadata = body.get("metadata") or {}
+    missing = [key for key in token.required_metadata if metadata.get(key) in (None, "")]
+    if missing:
+        raise messages.validation([field_error(f"metadata.{key}", messages.required_metadata(key)) for key in missing])
+
+
+def authorize_user(token: Token, user: str):
+    if token.user_pattern and not re.fullmatch(token.user_pattern, user):
+        raise messages.user_not_allowed(user)
+
+
+def user_allowed(token: Token, user: str) -> bool:
+    return not token.user_pattern or re.fullmatch(token.user_pattern, user) is not None
+
+
+# --- caps -------------------------------------------------------------------------------------------------
+
+def periods(now: datetime) -> dict[str, str]:
+    return {"d": "d:" + now.strftime("%Y-%m-%d"), "m": "m:" + now.strftime("%Y-%m")}
+
+
+def reserve(session, token: Token, micros: int, now: datetime) -> list[str]:
+    """Reserve `micros` against the daily and monthly caps, or raise 403 with what remains.
+
+    The conditional UPDATE is atomic in both databases, so concurrent calls, in one process or
+    many, can never take a token past a cap.
+    """
+    reserved = []
+    for kind, period in periods(now).items():
+        cap = {"d": token.daily_cap_micros, "m": token.monthly_cap_micros}[kind]
+        insert_ignore(session, Usage, {"token_id": token.id, "period": period, "settled_micros": 0, "reserved_micros": 0})
+        statement = update(Usage).where(Usage.token_id == token.id, Usage.period == period)
+        if cap is not None:
+            statement = statement.where(Usage.settled_micros + Usage.reserved_micros + micros <= cap)
+        result = session.execute(statement.values(reserved_micros=Usage.reserved_micros + micros))
+        if result.rowcount != 1:
+            used = _used(session, token.id, period)
+            raise messages.over_cap(kind, amounts.from_micros(max(0, cap - used)), amounts.from_micros(cap))
+        reserved.append(period)
+    return reserved
+
+
+def settle(session, token_id: str, micros: int, reserved_periods: list[str]):
+    for period in reserved_periods:
+        session.execute(update(Usage).where(Usage.token_id == token_id, Usage.period == period).values(
+            reserved_micros=Usage.reserved_micros - micros, settled_micros=Usage.settled_micros + micros))
+
+
+def release(session, token_id: str, micros: int, reserved_periods: list[str]):
+    for period in reserved_periods:
+        session.execute(update(Usage).where(Usage.token_id == token_id, Usage.period == period).values(
+            reserved_micros=Usage.reserved_micros - micros))
+
+
+def _used(session, token_id: str, period: str) -> int:
+    row = session.get(Usage, (token_id, period), populate_existing=True)
+    return 0 if row is None else row.settled_micros + row.reserved_micros
+
+
+def usage(session, token: Token, now: datetime) -> dict:
+    today, month = periods(now)["d"], periods(now)["m"]
+    used_today, used_month = _used(session, token.id, today), _used(session, token.id, month)
+
+    def left(cap, used):
+        return None if cap is None else amounts.from_micros(max(0, cap - used))
+
+    return {
+        "usage": {"today": amounts.from_micros(used_today), "this_month": amounts.from_micros(used_month)},
+        "remaining": {"today": left(token.daily_cap_micros, used_today),
+                      "this_month": left(token.monthly_cap_micros, used_month)},
+    }
+
+
+# --- creating and describing ------------------------------------------------------------------------------
+
+class SpecError(ValueError):
+    def __init__(self, errors: list[dict]):
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        self.errors = errors
+
+
+def parse_duration(text: str) -> timedelta:
+    match = DURATION_RE.match(text.strip())
+    if not match:
+        raise ValueError("use a number and a unit: 30s, 15m, 12h or 90d")
+    return timedelta(**{DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def check_user_pattern(pattern: str) -> str:
+    """Refuse patterns that are too long or could backtrack catastrophically (ReDoS)."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise ValueError(f"is longer than {MAX_PATTERN_LENGTH} characters")
+    try:
+        parsed = sre_parse.parse(pattern)
+    except re.error as error:
+        raise ValueError(f"is not a valid regular expression ({error})") from None
+    if _risky(parsed, inside_repeat=False):
+        raise ValueError("could be very slow to match (a repeated group containing another repeat, an "
+                         "alternation or a back-reference); simplify it, e.g. acme:[A-Za-z0-9_]+")
+    return pattern
+
+
+def _risky(parsed, inside_repeat: bool) -> bool:
+    for op, arg in parsed:
+        if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, getattr(sre_constants, "POSSESSIVE_REPEAT", None)):
+            if inside_repeat:
+                return True
+            if _risky(arg[2], inside_repeat=True):
+                return True
+        elif op == sre_constants.GROUPREF:
+            return True
+        elif op == sre_constants.BRANCH:
+            if inside_repeat:
+                return True
+            if any(_risky(branch, inside_repeat) for branch in arg[1]):
+                return True
+        elif op == sre_constants.SUBPATTERN:
+            if _risky(arg[-1], inside_repeat):
+                return True
+        elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            if _risky(arg[1], inside_repeat):
+                return True
+    return False
+
+
+def _check_dedupe_path(path: str) -> str:
+    if path in idempotency.DEFAULT_FIELDS or re.fullmatch(r"metadata(\.[^.\s]+)+", path):
+        return path
+    raise ValueError(f"'{path}' is not a dedupe field (use user, amount, metadata or metadata.<key>)")
+
+
+def _amount_micros(value) -> int | None:
+    if value in (None, ""):
+        return None
+    amount = amounts.parse(value)
+    if amount is None or amount <= 0:
+        raise ValueError("must be a positive decimal, e.g. 25 or 2.50")
+    return amounts.to_micros(amount)
+
+
+def _operations(value) -> list[str]:
+    ops = value.split(",") if isinstance(value, str) else list(value)
+    ops = [op.strip() for op in ops if op.strip()]
+    unknown = [op for op in ops if op not in OPERATIONS]
+    if unknown or not ops:
+        raise ValueError(f"choose from {', '.join(OPERATIONS)}")
+    return sorted(set(ops), key=OPERATIONS.index)
+
+
+def _rate_limit(value) -> str | None:
+    if value in (None, ""):
+        return None
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError("use a count per period, e.g. 60/minute or 1000/hour") from None
+    return value
+
+
+def _list(value) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    return [item.strip() for item in items if item and item.strip()]
+
+
+def _expires_at(spec: dict, now: datetime) -> datetime | None:
+    if spec.get("expires_in"):
+        return now + parse_duration(spec["expires_in"])
+    if spec.get("expires_at"):
+        moment = datetime.fromisoformat(str(spec["expires_at"]).replace("Z", "+00:00"))
+        return _aware(moment)
+    return None
+
+
+FIELD_PARSERS = {
+    "label": lambda v: (str(v).strip() or _raise("must not be empty"))[:200],
+    "notes": lambda v: None if v in (None, "") else str(v),
+    "operations": _operations,
+    "max_amount": _amount_micros,
+    "daily_cap": _amount_micros,
+    "monthly_cap": _amount_micros,
+    "user_pattern": lambda v: None if v in (None, "") else check_user_pattern(str(v)),
+    "required_metadata": _list,
+    "rate_limit": _rate_limit,
+    "dedupe_on": lambda v: [_check_dedupe_path(p) for p in _list(v)] or _raise("list at least one field"),
+    "namespace": lambda v: None if v in (None, "") else re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", str(v)).group(0),
+    "disabled": bool,
+}
+COLUMN = {"max_amount": "max_amount_micros", "daily_cap": "daily_cap_micros", "monthly_cap": "monthly_cap_micros"}
+DEFAULTS = {"operations": ["deposit"], "required_metadata": [], "dedupe_on": "default"}
+
+
+def _raise(message):
+    raise ValueError(message)
+
+
+def parse_spec(spec: dict, now: datetime, creating: bool) -> dict:
+    """Column values from a token spec (CLI options or admin JSON), or SpecError naming each bad field."""
+    values, errors = {}, []
+    unknown = set(spec) - set(FIELD_PARSERS) - {"expires_in", "expires_at"}
+    for name in sorted(unknown):
+        errors.append(field_error(name, f"{name} is not a token setting"))
+    if creating and not spec.get("label"):
+        errors.append(field_error("label", "label is required, e.g. 'Zap: Stripe renewals'"))
+    for name, parser in FIELD_PARSERS.items():
+        if name not in spec:
+            continue
+        try:
+            values[COLUMN.get(name, name)] = parser(spec[name])
+        except (ValueError, TypeError, AttributeError) as error:
+            errors.append(field_error(name, f"{name} {error}" if str(error) else f"{name} is invalid"))
+    try:
+        if "expires_in" in spec or "expires_at" in spec:
+            values["expires_at"] = _expires_at(spec, now)
+    except ValueError as error:
+        errors.append(field_error("expires_in" if "expires_in" in spec else "expires_at", f"expiry {error}"))
+    if errors:
+        raise SpecError(errors)
+    if creating:
+        for name, default in DEFAULTS.items():
+            values.setdefault(name, list(idempotency.DEFAULT_FIELDS) if default == "default" else list(default))
+    return values
+
+
+def create(session, spec: dict, now: datetime | None = None) -> tuple[Token, str]:
+    now = now or utcnow()
+    values = parse_spec(spec, now, creating=True)
+    token_id, secret, text = new_token()
+    token = Token(id=token_id, secret_hash=hash_secret(secret), created_at=now, disabled=False, **values)
+    session.add(token)
+    return token, text
+
+
+def update_token(session, token: Token, spec: dict) -> Token:
+    for column, value in parse_spec(spec, utcnow(), creating=False).items():
+        setattr(token, column, value)
+    return token
+
+
+def rotate(token: Token) -> str:
+    secret, text = new_secret_for(token.id)
+    token.secret_hash = hash_secret(secret)
+    return text
+
+
+def revoke(token: Token, now: datetime | None = None):
+    token.revoked_at = token.revoked_at or now or utcnow()
+
+
+def get(session, token_id: str) -> Token | None:
+    return session.get(Token, token_id)
+
+
+def all_tokens(session) -> list[Token]:
+    return list(session.scalars(select(Token).order_by(Token.created_at)))
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else _aware(moment).isoformat().replace("+00:00", "Z")
+
+
+def describe(token: Token) -> dict:
+    """Everything about a token except its secret."""
+    status = "revoked" if token.revoked_at else "disabled" if token.disabled else \
+        "expired" if token.expires_at and _aware(token.expires_at) <= utcnow() else "active"
+    return {
+        "id": token.id,
+        "label": token.label,
+        "notes": token.notes,
+        "status": status,
+        "operations": token.operations,
+        "limits": {
+            "max_amount": amounts.from_micros(token.max_amount_micros),
+            "daily_cap": amounts.from_micros(token.daily_cap_micros),
+            "monthly_cap": amounts.from_micros(token.monthly_cap_micros),
+            "user_pattern": token.user_pattern,
+            "required_metadata": token.required_metadata,
+            "rate_limit": token.rate_limit,
+            "dedupe_on": token.dedupe_on,
+        },
+        "namespace": token.namespace,
+        "expires_at": iso(token.expires_at),
+        "created_at": iso(token.created_at),
+        "last_used_at": iso(token.last_used_at),
+        "revoked_at": iso(token.revoked_at),
+    }

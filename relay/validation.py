@@ -1,0 +1,135 @@
+"""Request validation against schemas/ (JSON Schema 2020-12), with one error per failing field."""
+
+import json
+import pathlib
+from decimal import Decimal
+from functools import cache
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from . import amounts, messages
+from .messages import field_error
+
+SCHEMAS_DIR = pathlib.Path(__file__).resolve().parent.parent / "schemas"
+MAX_BODY_BYTES = 16 * 1024
+MAX_METADATA_BYTES = 4 * 1024
+SAFE_INTEGER = 2**53 - 1
+
+
+@cache
+def load_schema(name: str) -> dict:
+    return json.loads((SCHEMAS_DIR / name).read_text(encoding="utf-8"))
+
+
+@cache
+def registry() -> Registry:
+    resources = []
+    for path in SCHEMAS_DIR.glob("*.json"):
+        schema = load_schema(path.name)
+        if "$id" in schema:
+            resources.append((schema["$id"], Resource.from_contents(schema)))
+    return Registry().with_resources(resources)
+
+
+@cache
+def validator(name: str) -> Draft202012Validator:
+    """Compiled once per schema: building a validator per request is the expensive part."""
+    return Draft202012Validator(load_schema(name), registry=registry())
+
+
+def _reject_duplicate_keys(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise messages.malformed_body(f"The key '{key}' appears twice in one object.")
+        obj[key] = value
+    return obj
+
+
+def parse_json_object(raw: bytes, content_type: str) -> dict:
+    """The body as a dict with Decimal numbers, or a Problem saying why not."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise messages.body_too_large(MAX_BODY_BYTES)
+    if (content_type or "").split(";")[0].strip().lower() != "application/json":
+        raise messages.unsupported_media_type(content_type)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise messages.malformed_body("The body is not valid UTF-8.") from None
+    try:
+        body = json.loads(text, parse_float=Decimal, object_pairs_hook=_reject_duplicate_keys)
+    except RecursionError:
+        raise messages.malformed_body("The body is nested too deeply.") from None
+    except ValueError as error:
+        raise messages.malformed_body(f"The body is not valid JSON ({error}).") from None
+    if not isinstance(body, dict):
+        raise messages.malformed_body("The body must be a JSON object, not a list or a single value.")
+    return body
+
+
+def _field_name(path) -> str:
+    return ".".join(str(part) for part in path)
+
+
+def schema_errors(name: str, instance: dict) -> list[dict]:
+    schema = load_schema(name)
+    known = list(schema.get("properties", {}))
+    errors = {}
+    for error in validator(name).iter_errors(instance):
+        if error.validator == "additionalProperties":
+            for extra in sorted(set(instance) - set(known)):
+                errors[extra] = field_error(extra, messages.unknown_field(extra, known))
+            continue
+        if error.validator == "required":
+            missing = error.message.split("'")[1]
+            field = _field_name([*error.absolute_path, missing])
+            keyword = "required"
+        else:
+            field = _field_name(error.absolute_path)
+            keyword = error.validator
+        errors.setdefault(field, field_error(field, messages.schema_message(field, keyword, error.message)))
+    return list(errors.values())
+
+
+def _walk_numbers(value, path, errors):
+    """Decimals become floats (as every JSON reader sees them); huge integers are refused."""
+    if isinstance(value, dict):
+        return {k: _walk_numbers(v, f"{path}.{k}", errors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_walk_numbers(v, f"{path}.{i}", errors) for i, v in enumerate(value)]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and abs(value) > SAFE_INTEGER:
+        errors.append(field_error(path, f"{path} {messages.METADATA_UNSAFE_INTEGER}"))
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def money_body(schema_name: str, raw: bytes, content_type: str, decimals: int) -> dict:
+    """A deposit or charge body, validated, with `amount` as canonical text ready for Paywalls."""
+    body = parse_json_object(raw, content_type)
+    errors = schema_errors(schema_name, body)  # jsonschema reads Decimal as a number
+    if "amount" in body and not any(e["field"] == "amount" for e in errors):
+        amount = amounts.parse(body["amount"])
+        if amounts.fraction_digits(amount) > decimals:
+            errors.append(field_error("amount", messages.too_many_decimals(decimals)))
+        else:
+            body["amount"] = amounts.canonical(amount)
+    if isinstance(body.get("metadata"), dict):
+        body["metadata"] = _walk_numbers(body["metadata"], "metadata", errors)
+        size = len(json.dumps(body["metadata"], separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_METADATA_BYTES:
+            errors.append(field_error("metadata", messages.METADATA_TOO_LARGE))
+    if errors:
+        raise messages.validation(errors)
+    return body
+
+
+def query(schema_name: str, args) -> dict:
+    values = {key: args.get(key) for key in args}
+    errors = schema_errors(schema_name, values)
+    if errors:
+        raise messages.validation(errors)
+    return values
