@@ -14,7 +14,8 @@ const { version } = require('./package.json');
 const { messages, errorForResponse } = require('./lib/errors');
 const { normalizeBaseUrl } = require('./lib/relay');
 
-const USER_AGENT = `paywalls-relay-zapier/${version}`;
+// Keeps "Zapier" in it: core uses that to recognise (and not double-log) its own requests.
+const USER_AGENT = `Zapier paywalls-relay-zapier/${version}`;
 
 const resolveRelayUrl = (request, z, bundle) => {
   if (typeof request.url === 'string' && request.url.startsWith('/')) {
@@ -42,8 +43,8 @@ const includeToken = (request, z, bundle) => {
 
 const includeHeaders = (request) => {
   request.headers = request.headers || {};
-  request.headers.Accept = 'application/json, application/problem+json';
-  request.headers['User-Agent'] = USER_AGENT;
+  request.headers.accept = 'application/json, application/problem+json';
+  request.headers['user-agent'] = USER_AGENT;
   return request;
 };
 

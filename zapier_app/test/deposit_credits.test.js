@@ -5,7 +5,7 @@ const zapier = require('zapier-platform-core');
 
 const App = require('../index');
 const { deriveKey } = require('../lib/idempotency');
-const { BASE_URL, TOKEN, authData, errorOf } = require('./helpers');
+const { BASE_URL, TOKEN, authData, errorOf, flatHeaders } = require('./helpers');
 
 const appTester = zapier.createAppTester(App);
 const perform = App.creates.deposit_credits.operation.perform;
@@ -32,10 +32,7 @@ const relayAnswers = (status, body, headers = {}) => {
   nock(BASE_URL)
     .post('/v1/user/balance/deposit')
     .reply(function reply(_uri, requestBody) {
-      // nock 13 gives header values as arrays for requests made with fetch.
-      seen.headers = Object.fromEntries(
-        Object.entries(this.req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : v]),
-      );
+      seen.headers = flatHeaders(this.req.headers);
       seen.body = requestBody;
       return [status, body, { 'Content-Type': 'application/json', ...headers }];
     });

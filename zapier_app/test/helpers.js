@@ -33,4 +33,8 @@ const errorOf = async (promise) => {
   throw new Error('expected the call to fail, but it succeeded');
 };
 
-module.exports = { BASE_URL, TOKEN, authData, problem, PROBLEM_HEADERS, errorOf };
+// nock 13 gives header values as arrays for requests made with fetch.
+const flatHeaders = (headers) =>
+  Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : v]));
+
+module.exports = { BASE_URL, TOKEN, authData, problem, PROBLEM_HEADERS, errorOf, flatHeaders };

@@ -1,0 +1,244 @@
+'use strict';
+
+// The relay's answers (problem+json, schemas/problem.json) become Zapier errors a user
+// can act on. Each case goes through the whole middleware pipeline (createAppTester).
+
+const nock = require('nock');
+const zapier = require('zapier-platform-core');
+
+const App = require('../index');
+const { messages } = require('../lib/errors');
+const { BASE_URL, authData, problem, PROBLEM_HEADERS, errorOf } = require('./helpers');
+
+const appTester = zapier.createAppTester(App);
+const deposit = App.creates.deposit_credits.operation.perform;
+const charge = App.creates.charge_user.operation.perform;
+const balance = App.searches.find_user_balance.operation.perform;
+const deposits = App.triggers.new_deposit.operation.perform;
+
+beforeAll(() => nock.disableNetConnect());
+afterAll(() => nock.enableNetConnect());
+afterEach(() => nock.cleanAll());
+
+const depositInput = { user: 'acme:user_123', amount: '20', reference: 'in_1' };
+
+const depositAnswers = (status, body, headers = PROBLEM_HEADERS) =>
+  nock(BASE_URL).post('/v1/user/balance/deposit').reply(status, body, headers);
+
+const depositError = () => errorOf(appTester(deposit, { authData: authData(), inputData: depositInput }));
+
+describe('validation (422)', () => {
+  it('names the Zapier field, the relay message and the fix', async () => {
+    depositAnswers(
+      422,
+      problem('validation', 422, {
+        errors: [{ field: 'amount', pointer: '/amount', message: 'amount must be a positive decimal such as "10".' }],
+      }),
+    );
+    const error = await depositError();
+    expect(error.name).toBe('AppError');
+    expect(error.code).toBe('validation');
+    expect(error.status).toBe(422);
+    expect(error.message).toContain('Amount: amount must be a positive decimal such as "10".');
+    expect(error.message).toContain('Enter or map a plain positive decimal into Amount');
+    expect(error.message).toContain('nothing was sent to Paywalls');
+  });
+
+  it('lists several fields, naming metadata keys as Extra Metadata rows or Reference', async () => {
+    depositAnswers(
+      422,
+      problem('validation', 422, {
+        errors: [
+          { field: 'user', pointer: '/user', message: 'user may contain only letters.' },
+          { field: 'metadata.invoice_id', pointer: '/metadata/invoice_id', message: 'metadata.invoice_id is required by this token.' },
+          { field: 'metadata.reference', pointer: '/metadata/reference', message: 'metadata.reference is required by this token.' },
+        ],
+      }),
+    );
+    const { message } = await depositError();
+    expect(message).toContain('User: user may contain only letters.');
+    expect(message).toContain('Extra Metadata > invoice_id: metadata.invoice_id is required by this token.');
+    expect(message).toContain('Add a row with key "invoice_id" under Extra Metadata');
+    expect(message).toContain('Reference: metadata.reference is required by this token.');
+    expect(message).toContain('into Reference');
+  });
+
+  it('idempotency-key-reused explains Deduplicate On', async () => {
+    depositAnswers(422, problem('idempotency-key-reused', 422));
+    const error = await depositError();
+    expect(error.code).toBe('idempotency-key-reused');
+    expect(error.message).toBe(messages.keyReused('deposit'));
+  });
+});
+
+describe('401: the token', () => {
+  it('says invalid, expired or revoked, and how to reconnect', async () => {
+    depositAnswers(401, problem('unauthorized', 401, { reason: 'revoked' }));
+    const error = await depositError();
+    expect(error.code).toBe('unauthorized');
+    expect(error.message).toMatch(/invalid, expired or revoked \(the relay says: revoked\)/);
+    expect(error.message).toContain('Reconnect');
+    expect(error.message).toContain(messages.RECONNECT);
+  });
+
+  it('even when a proxy answers 401 without a problem body', async () => {
+    depositAnswers(401, 'Unauthorized', { 'Content-Type': 'text/plain' });
+    const error = await depositError();
+    expect(error.message).toBe(messages.unauthorized(undefined));
+  });
+});
+
+describe('403: which limit refused', () => {
+  it('operation: names the operation the token lacks', async () => {
+    nock(BASE_URL)
+      .post('/v1/user/charge')
+      .reply(403, problem('forbidden', 403, { limit: 'operation', detail: 'This token is not allowed to charge (it may: deposit).' }), PROBLEM_HEADERS);
+    const error = await errorOf(appTester(charge, { authData: authData(), inputData: depositInput }));
+    expect(error.code).toBe('forbidden');
+    expect(error.message).toMatch(/not allowed to charge users/);
+    expect(error.message).toMatch(/"charge" operation/);
+    expect(error.message).toContain('(Relay: This token is not allowed to charge (it may: deposit).)');
+  });
+
+  it('operation on the trigger names the ledger operation', async () => {
+    nock(BASE_URL).get('/v1/relay/deposits').query(true).reply(403, problem('forbidden', 403, { limit: 'operation' }), PROBLEM_HEADERS);
+    const error = await errorOf(appTester(deposits, { authData: authData(), inputData: {} }));
+    expect(error.message).toMatch(/not allowed to list deposits.*"ledger" operation/);
+  });
+
+  it('max_amount: says the per-call maximum', async () => {
+    depositAnswers(403, problem('forbidden', 403, { limit: 'max_amount', remaining: '50' }));
+    const { message } = await depositError();
+    expect(message).toMatch(/over this token's per-call maximum of 50/);
+  });
+
+  it('user_pattern: names the user', async () => {
+    depositAnswers(403, problem('forbidden', 403, { limit: 'user_pattern' }));
+    const { message } = await depositError();
+    expect(message).toMatch(/may not act on user "acme:user_123"/);
+  });
+
+  it('daily_cap: says what remains and when it resets', async () => {
+    depositAnswers(403, problem('forbidden', 403, { limit: 'daily_cap', remaining: '12.5' }));
+    const { message } = await depositError();
+    expect(message).toMatch(/daily cap is reached: 12.5 remains today/);
+    expect(message).toMatch(/midnight UTC/);
+  });
+
+  it('monthly_cap: says what remains and when it resets', async () => {
+    depositAnswers(403, problem('forbidden', 403, { limit: 'monthly_cap', remaining: '0' }));
+    const { message } = await depositError();
+    expect(message).toMatch(/monthly cap is reached: 0 remains this month/);
+  });
+
+  it('user_pattern on a balance lookup names the queried user', async () => {
+    nock(BASE_URL).get('/v1/user/balance').query({ user: 'other:9' }).reply(403, problem('forbidden', 403, { limit: 'user_pattern' }), PROBLEM_HEADERS);
+    const { message } = await errorOf(appTester(balance, { authData: authData(), inputData: { user: 'other:9' } }));
+    expect(message).toMatch(/may not act on user "other:9"/);
+  });
+});
+
+describe('409 and 429: Zapier retries later', () => {
+  it('409 in flight is a ThrottledError with Retry-After', async () => {
+    depositAnswers(409, problem('idempotency-in-flight', 409), { ...PROBLEM_HEADERS, 'Retry-After': '3' });
+    const error = await depositError();
+    expect(error.name).toBe('ThrottledError');
+    expect(error.delay).toBe(3);
+    expect(error.message).toBe(messages.inFlight(3));
+  });
+
+  it('429 is a ThrottledError with our message (not the core default) and Retry-After', async () => {
+    depositAnswers(429, problem('rate-limited', 429, { detail: 'This token is over its request rate limit.' }), {
+      ...PROBLEM_HEADERS,
+      'Retry-After': '7',
+    });
+    const error = await depositError();
+    expect(error.name).toBe('ThrottledError');
+    expect(error.delay).toBe(7);
+    expect(error.message).toMatch(/Too many requests for this relay token/);
+    expect(error.message).toContain('in about 7 seconds');
+  });
+
+  it('429 without Retry-After still throttles', async () => {
+    depositAnswers(429, 'slow down', { 'Content-Type': 'text/plain' });
+    const error = await depositError();
+    expect(error.name).toBe('ThrottledError');
+    expect(error.delay).toBeNull();
+  });
+});
+
+describe('5xx: safe to replay', () => {
+  it.each([502, 504])('%i upstream-ambiguous says the step is safe to replay', async (status) => {
+    depositAnswers(status, problem('upstream-ambiguous', status, { detail: 'Paywalls timed out.' }));
+    const error = await depositError();
+    expect(error.name).toBe('AppError');
+    expect(error.code).toBe('upstream-ambiguous');
+    expect(error.message).toMatch(/^Paywalls did not confirm this deposit: it may or may not have been applied\./);
+    expect(error.message).toContain(messages.SAFE_TO_REPLAY);
+    expect(error.message).toContain('(Relay: Paywalls timed out.)');
+  });
+
+  it('a proxy 502 without a problem body is treated the same', async () => {
+    depositAnswers(502, '<html>Bad Gateway</html>', { 'Content-Type': 'text/html' });
+    const error = await depositError();
+    expect(error.message).toContain(messages.SAFE_TO_REPLAY);
+  });
+
+  it('503 unavailable: nothing was sent, safe to replay', async () => {
+    depositAnswers(503, problem('unavailable', 503));
+    const error = await depositError();
+    expect(error.code).toBe('unavailable');
+    expect(error.message).toMatch(/nothing was sent to Paywalls/);
+    expect(error.message).toContain(messages.SAFE_TO_REPLAY);
+  });
+
+  it('500 internal: safe to replay', async () => {
+    depositAnswers(500, problem('internal', 500));
+    const error = await depositError();
+    expect(error.message).toMatch(/HTTP 500/);
+    expect(error.message).toContain(messages.SAFE_TO_REPLAY);
+  });
+});
+
+describe('other refusals', () => {
+  it('upstream-rejected passes on what Paywalls said and warns a replay will fail again', async () => {
+    depositAnswers(400, problem('upstream-rejected', 400, { detail: 'Paywalls answered 400: deposits need Default mode.' }));
+    const error = await depositError();
+    expect(error.code).toBe('upstream-rejected');
+    expect(error.message).toMatch(/^Paywalls refused this deposit\. Replaying the same step will be refused again/);
+    expect(error.message).toContain('deposits need Default mode');
+  });
+
+  it.each([
+    ['malformed-body', 400],
+    ['body-too-large', 413],
+    ['unsupported-media-type', 415],
+  ])('%s shows the relay detail', async (name, status) => {
+    depositAnswers(status, problem(name, status));
+    const error = await depositError();
+    expect(error.code).toBe(name);
+    expect(error.message).toContain(`detail of ${name}`);
+  });
+
+  it('a 404 that is not from a relay points at the Relay URL', async () => {
+    depositAnswers(404, '<html>Not Found</html>', { 'Content-Type': 'text/html' });
+    const error = await depositError();
+    expect(error.code).toBe('not-a-relay');
+    expect(error.message).toContain(`No Paywalls Relay answered at ${BASE_URL} (HTTP 404)`);
+  });
+});
+
+describe('charge success:false is data, not an error', () => {
+  it('returns success false and the top-up message', async () => {
+    nock(BASE_URL)
+      .post('/v1/user/charge')
+      .reply(200, { success: false, message: 'Insufficient balance: top up at https://pay.example/top-up' }, {
+        'Content-Type': 'application/json',
+        'Idempotent-Replayed': 'false',
+      });
+    const result = await appTester(charge, { authData: authData(), inputData: depositInput });
+    expect(result.success).toBe(false);
+    expect(result.message).toMatch(/top up/);
+    expect(result.replayed).toBe(false);
+  });
+});
