@@ -11,7 +11,10 @@ export class PaywallsRelayApi implements ICredentialType {
 
 	displayName = 'Paywalls Relay API';
 
-	icon: Icon = 'file:../nodes/PaywallsRelay/paywallsRelay.svg';
+	icon: Icon = {
+		light: 'file:../nodes/PaywallsRelay/paywallsRelay.svg',
+		dark: 'file:../nodes/PaywallsRelay/paywallsRelay.dark.svg',
+	};
 
 	documentationUrl = 'https://www.npmjs.com/package/n8n-nodes-paywalls-relay#credentials';
 

@@ -68,8 +68,12 @@ NODE_GYP="$NPM_ROOT/node_modules/node-gyp/bin/node-gyp.js"
 SQLITE_DIRS=$(find "$WORK/app/node_modules" -type d -name sqlite3 -path '*/node_modules/sqlite3' -prune)
 [ -n "$SQLITE_DIRS" ] || { log "sqlite3 is not in the n8n install"; exit 1; }
 for d in $SQLITE_DIRS; do
-  ( cd "$d" && PATH="$WORK/node/bin:$PATH" "$WORK/node/bin/node" "$NODE_GYP" rebuild \
-      --release --nodedir="$WORK/node" --jobs="$(nproc)" --loglevel=warn ) >&2
+  if ! ( cd "$d" && PATH="$WORK/node/bin:$PATH" "$WORK/node/bin/node" "$NODE_GYP" rebuild \
+      --release --nodedir="$WORK/node" --jobs="$(nproc)" --loglevel=warn ) >"$WORK/sqlite3-build.log" 2>&1; then
+    tail -40 "$WORK/sqlite3-build.log" >&2
+    log "building sqlite3 failed (needs python3, make and a C++ compiler)"
+    exit 1
+  fi
   ( cd "$d" && "$WORK/node/bin/node" -e "require('./lib/sqlite3'); console.error('sqlite3 loads: ' + process.cwd())" )
 done
 
