@@ -91,5 +91,6 @@ def insert_ignore(session: Session, model, values: dict) -> bool:
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    result = session.execute(insert(model).values(**values).on_conflict_do_nothing())
-    return result.rowcount == 1
+    statement = insert(model).values(**values).on_conflict_do_nothing()
+    returned = session.execute(statement.returning(*model.__table__.primary_key.columns)).first()
+    return returned is not None

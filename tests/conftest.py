@@ -1,0 +1,196 @@
+"""Shared fixtures: a sandbox upstream on 127.0.0.1, a relay app on a fresh database, tokens.
+
+Every test gets a fresh SQLite database. With RELAY_TEST_DATABASE_URL set, tests marked
+`postgres` (and the `any_db` parametrisation) run against a fresh PostgreSQL database too.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from relay import db, migrate, tokens
+from relay.app import create_app
+from relay.sandbox import Server
+
+SANDBOX_KEY = "sk-paywalls-test-" + uuid.uuid4().hex
+PG_URL = os.environ.get("RELAY_TEST_DATABASE_URL")
+needs_postgres = pytest.mark.skipif(not PG_URL, reason="RELAY_TEST_DATABASE_URL is not set: PostgreSQL tests skipped")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "postgres: needs RELAY_TEST_DATABASE_URL")
+
+
+@pytest.fixture(scope="session")
+def sandbox_server():
+    server = Server(api_key=SANDBOX_KEY).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server):
+    """The sandbox, reset for this test."""
+    with sandbox_server.state.lock:
+        sandbox_server.state.reset()
+    return sandbox_server
+
+
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'relay.db'}"
+
+
+@contextmanager
+def postgres_database():
+    """A fresh PostgreSQL database, dropped afterwards."""
+    name = "relay_test_" + uuid.uuid4().hex[:12]
+    admin = create_engine(db.make_engine(PG_URL).url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = db.make_engine(PG_URL).url.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def base_settings(database_url: str, sandbox_url: str, **more) -> dict:
+    settings = {
+        "DATABASE_URL": database_url,
+        "PAYWALLS_API_KEY": SANDBOX_KEY,
+        "PAYWALLS_BASE_URL": sandbox_url,
+        "RELAY_ADMIN_KEY": "admin-" + uuid.uuid4().hex,
+        "REDIS_URL": None,
+        "RELAY_UPSTREAM_BUDGET": 5.0,
+        "RELAY_READ_TIMEOUT": 2.0,
+        "RELAY_INFLIGHT_WAIT": 2.0,
+        "RELAY_AUTH_FAILURE_LIMIT": "1000/minute",
+    }
+    settings.update(more)
+    return settings
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[needs_postgres, pytest.mark.postgres])])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@pytest.fixture
+def make_app(sandbox, tmp_path):
+    """Build a relay app with overrides; the database is migrated first."""
+    apps = []
+
+    def make(database_url=None, **overrides):
+        url = database_url or sqlite_url(tmp_path)
+        migrate.upgrade(url)
+        app = create_app(base_settings(url, sandbox.url, **overrides))
+        app.testing = True
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["relay.engine"].dispose()
+
+
+@pytest.fixture
+def app(make_app, database_url):
+    return make_app(database_url)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def make_token(app):
+    def make(**spec):
+        spec.setdefault("label", "test token")
+        spec.setdefault("operations", list(tokens.OPERATIONS))
+        with app.app_context(), db.transaction() as session:
+            token, text = tokens.create(session, spec)
+            return token.id, text
+    return make
+
+
+@pytest.fixture
+def token(make_token):
+    return make_token()[1]
+
+
+def auth(token_text: str) -> dict:
+    return {"Authorization": f"Bearer {token_text}"}
+
+
+def deposit(client, token_text, body=None, headers=None, **fields):
+    body = body if body is not None else {"user": "acme:user_1", "amount": "10", **fields}
+    return client.post("/v1/user/balance/deposit", json=body, headers={**auth(token_text), **(headers or {})})
+
+
+def credits(sandbox_server, user=None) -> list[dict]:
+    deposits = sandbox_server.state.snapshot()["deposits"]
+    return [d for d in deposits if user is None or d["user"] == user]
+
+
+# --- real processes, for concurrency and crash tests ---------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, seconds: float = 20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def relay_env(settings: dict) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYWALLS_", "RELAY_", "DATABASE_URL"))}
+    env.update({k: str(v) for k, v in settings.items() if v is not None})
+    return env
+
+
+@contextmanager
+def gunicorn_relay(settings: dict, workers: int = 1, threads: int = 8, log_path=None):
+    """The relay under gunicorn (the production server) on a free port."""
+    port = free_port()
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(workers), "--threads", str(threads), "relay.app:create_app()"],
+        env=relay_env(settings), cwd=os.path.dirname(os.path.dirname(__file__)), stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url)
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if log_path:
+            log.close()
