@@ -84,8 +84,8 @@ def hash_secret(secret: str) -> str:
 def bearer(header: str | None) -> str | None:
     if not header:
         return None
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else ""
+    scheme, _, value = header.strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
 def authenticate(session, header: str | None, now: datetime) -> Token:
