@@ -48,7 +48,7 @@ module.exports = {
       reason: 'subscription_renewal',
       reference: 'in_1Q2w3E4r',
       metadata: { reason: 'subscription_renewal', reference: 'in_1Q2w3E4r' },
-      new_balance: '$25.00',
+      new_balance: '25.00',
       idempotency_key: 'pwk1_17dfbe5531ecbd7d305a3dbb93bf51135ca896a68bd0f26ec6f404eb27b83828',
       replayed: false,
       sandbox: false,

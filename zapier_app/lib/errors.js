@@ -54,7 +54,7 @@ function fieldFix(field) {
   if (typeof field === 'string' && field.startsWith('metadata.')) {
     const key = field.slice('metadata.'.length);
     if (key === 'reference') {
-      return 'Map the source event id (e.g. the Stripe invoice id) into Reference.';
+      return 'Fill in the Reference field of this step (map the source event id into it).';
     }
     if (key === 'reason') {
       return 'Pick a Reason.';
@@ -94,6 +94,15 @@ function withDetail(message, detail) {
   return detail ? `${message} (Relay: ${detail})` : message;
 }
 
+// The relay's first sentence: for details whose rest repeats what our message says.
+function firstSentence(detail) {
+  if (!detail) {
+    return detail;
+  }
+  const match = /^.*?[.!?](?=\s|$)/.exec(detail);
+  return match ? match[0] : detail;
+}
+
 const messages = {
   RECONNECT,
   SAFE_TO_REPLAY,
@@ -126,30 +135,19 @@ const messages = {
           detail,
         );
       case 'max_amount':
-        return withDetail(
-          `The amount is over this token's per-call maximum${remaining ? ` of ${remaining}` : ''}. Nothing was sent to ` +
-            "Paywalls. Lower the Amount, or ask your relay operator to raise the token's maximum.",
-          detail,
-        );
+        return `The amount is over this token's per-call maximum${remaining ? ` of ${remaining}` : ''}. Nothing was sent to ` +
+          "Paywalls. Lower the Amount, or ask your relay operator to raise the token's maximum.";
       case 'user_pattern':
-        return withDetail(
-          `This token may not act on user ${user ? `"${user}"` : 'this user'}: it only covers users matching its user ` +
-            'pattern. Check what is mapped into User, or ask your relay operator for a token that covers these users.',
-          detail,
-        );
+        return `This token may not act on user ${user ? `"${user}"` : 'this user'}: it only covers users matching its user ` +
+          'pattern. Check what is mapped into User, or ask your relay operator for a token that covers these users.';
       case 'daily_cap':
-        return withDetail(
-          `This token's daily cap is reached${remaining ? `: ${remaining} remains today` : ''}. Nothing was sent to ` +
-            'Paywalls. The cap resets at midnight UTC: replay this step then, or ask your relay operator to raise the cap.',
-          detail,
-        );
+        return `This ${operation.noun} would go over this token's daily cap${remaining ? ` (${remaining} remains today)` : ''}. ` +
+          'Nothing was sent to Paywalls. Lower the Amount, replay this step after the cap resets at midnight UTC, or ask ' +
+          'your relay operator to raise the cap.';
       case 'monthly_cap':
-        return withDetail(
-          `This token's monthly cap is reached${remaining ? `: ${remaining} remains this month` : ''}. Nothing was ` +
-            'sent to Paywalls. The cap resets on the 1st of the month (UTC): replay this step then, or ask your relay ' +
-            'operator to raise the cap.',
-          detail,
-        );
+        return `This ${operation.noun} would go over this token's monthly cap${remaining ? ` (${remaining} remains this month)` : ''}. ` +
+          'Nothing was sent to Paywalls. Lower the Amount, replay this step after the cap resets on the 1st of the month ' +
+          '(UTC), or ask your relay operator to raise the cap.';
       default:
         return withDetail(
           `This relay token is not allowed to ${operation.verb}${limit ? ` (limit: ${limit})` : ''}. Ask your relay ` +
@@ -195,7 +193,7 @@ const messages = {
   ambiguous: (noun, detail) =>
     withDetail(
       `Paywalls did not confirm this ${noun}: it may or may not have been applied. ${SAFE_TO_REPLAY}`,
-      detail,
+      firstSentence(detail),
     ),
   unavailable: (detail) =>
     withDetail(`Paywalls Relay is temporarily unavailable; nothing was sent to Paywalls. ${SAFE_TO_REPLAY}`, detail),

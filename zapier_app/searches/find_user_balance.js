@@ -43,7 +43,7 @@ module.exports = {
       id: 'acme:user_123',
       user: 'acme:user_123',
       balance: '25000000',
-      balance_formatted: '$25.00',
+      balance_formatted: '25.00',
       sandbox: false,
     },
     outputFields: [

@@ -60,7 +60,7 @@ describe('validation (422)', () => {
     expect(message).toContain('Extra Metadata > invoice_id: metadata.invoice_id is required by this token.');
     expect(message).toContain('Add a row with key "invoice_id" under Extra Metadata');
     expect(message).toContain('Reference: metadata.reference is required by this token.');
-    expect(message).toContain('into Reference');
+    expect(message).toContain('Fill in the Reference field');
   });
 
   it('idempotency-key-reused explains Deduplicate On', async () => {
@@ -110,6 +110,7 @@ describe('403: which limit refused', () => {
     depositAnswers(403, problem('forbidden', 403, { limit: 'max_amount', remaining: '50' }));
     const { message } = await depositError();
     expect(message).toMatch(/over this token's per-call maximum of 50/);
+    expect(message).not.toContain('(Relay:'); // our words already carry the numbers
   });
 
   it('user_pattern: names the user', async () => {
@@ -121,14 +122,15 @@ describe('403: which limit refused', () => {
   it('daily_cap: says what remains and when it resets', async () => {
     depositAnswers(403, problem('forbidden', 403, { limit: 'daily_cap', remaining: '12.5' }));
     const { message } = await depositError();
-    expect(message).toMatch(/daily cap is reached: 12.5 remains today/);
+    expect(message).toMatch(/^This deposit would go over this token's daily cap \(12\.5 remains today\)/);
     expect(message).toMatch(/midnight UTC/);
   });
 
   it('monthly_cap: says what remains and when it resets', async () => {
     depositAnswers(403, problem('forbidden', 403, { limit: 'monthly_cap', remaining: '0' }));
     const { message } = await depositError();
-    expect(message).toMatch(/monthly cap is reached: 0 remains this month/);
+    expect(message).toMatch(/would go over this token's monthly cap \(0 remains this month\)/);
+    expect(message).toMatch(/1st of the month/);
   });
 
   it('user_pattern on a balance lookup names the queried user', async () => {
@@ -176,6 +178,12 @@ describe('5xx: safe to replay', () => {
     expect(error.message).toMatch(/^Paywalls did not confirm this deposit: it may or may not have been applied\./);
     expect(error.message).toContain(messages.SAFE_TO_REPLAY);
     expect(error.message).toContain('(Relay: Paywalls timed out.)');
+  });
+
+  it('keeps only the first sentence of the relay detail, whose rest repeats ours', async () => {
+    depositAnswers(502, problem('upstream-ambiguous', 502, { detail: 'Upstream error 503. The deposit may or may not have been applied.' }));
+    const error = await depositError();
+    expect(error.message).toMatch(/\(Relay: Upstream error 503\.\)$/);
   });
 
   it('a proxy 502 without a problem body is treated the same', async () => {

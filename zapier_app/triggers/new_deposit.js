@@ -75,9 +75,9 @@ module.exports = {
       reason: 'subscription_renewal',
       reference: 'in_1Q2w3E4r',
       metadata: { reason: 'subscription_renewal', reference: 'in_1Q2w3E4r' },
-      balance_formatted: '$25.00',
+      balance_formatted: '25.00',
       idempotency_key: 'pwk1_17dfbe5531ecbd7d305a3dbb93bf51135ca896a68bd0f26ec6f404eb27b83828',
-      token_id: 'tok_7H2k',
+      token_id: 'Uq8xoIK4PjS2',
       token_label: 'Zapier: Stripe renewals',
     },
     outputFields: [

@@ -21,7 +21,7 @@ const newDeposit = App.triggers.new_deposit.operation.perform;
 
 const harness = new Harness();
 let main; // all four operations
-let narrow; // deposit only, at most 5 per call
+let narrow; // deposit only, at most 5 per call, metadata.reference required
 let limited; // 1 request per minute
 
 const auth = (token = main) => ({ baseUrl: harness.relayUrl, token: token.token });
@@ -47,7 +47,7 @@ const depositsOf = (state, user) => state.deposits.filter((d) => d.user === user
 beforeAll(async () => {
   await harness.start();
   main = await harness.createToken('Zapier test', ['--ops', 'deposit,charge,balance,ledger']);
-  narrow = await harness.createToken('Zapier narrow', ['--ops', 'deposit', '--max-amount', '5']);
+  narrow = await harness.createToken('Zapier narrow', ['--ops', 'deposit', '--max-amount', '5', '--require-metadata', 'reference']);
   limited = await harness.createToken('Zapier limited', ['--ops', 'balance', '--rate-limit', '1/minute']);
 }, 120000);
 
@@ -125,6 +125,21 @@ describe('Deposit Credits', () => {
     expect(state.balances[input.user]).toBe('20');
     expect(depositsOf(state, input.user)).toHaveLength(1);
     expect(state.calls.deposit).toBe(depositCalls);
+  });
+
+  it('the relay derives the same key as the app when none is sent (same contract, two implementations)', async () => {
+    const raw = {
+      user: 'acme:e2e_derive',
+      amount: '1.50',
+      metadata: { reason: '返金', reference: 'in_ü_1', seats: 5, nested: { b: 2, a: [1, 'x'] } },
+    };
+    const response = await fetch(`${harness.relayUrl}/v1/user/balance/deposit`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${main.token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(raw),
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get('idempotency-key')).toBe(deriveKey('deposit', raw));
   });
 
   it('a new reference is a new deposit', async () => {
@@ -209,6 +224,15 @@ describe('token limits', () => {
     );
     expect(error.code).toBe('forbidden');
     expect(error.message).toMatch(/over this token's per-call maximum of 5/);
+  });
+
+  it('a reference the token requires is named as the Reference field', async () => {
+    const error = await failure(
+      appTester(deposit, { authData: auth(narrow), inputData: { user: 'acme:e2e_narrow', amount: '1' } }),
+    );
+    expect(error.code).toBe('validation');
+    expect(error.message).toMatch(/Reference: metadata\.reference is required by this token/);
+    expect(error.message).toContain('Fill in the Reference field of this step');
   });
 
   it('403 operation names the missing operation', async () => {
