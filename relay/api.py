@@ -121,12 +121,12 @@ def record_outcome(token, op: str, body: dict, key: str, claim: Claim, outcome) 
             idempotency.drop_reservation(session, claim, token.id, settled=False)
             idempotency.reopen(session, claim)
             ledger.record(session, token, op, "failed", **entry)
-            problem = messages.upstream_unavailable(outcome.message.capitalize() + ".")
+            problem = messages.upstream_unavailable(outcome.message)
             return problem.status, json.dumps(problem.body())
         # Ambiguous: the key stays open and keeps its reservation; a retry re-sends the same upstream key.
         idempotency.reopen(session, claim)
         ledger.record(session, token, op, "ambiguous", **entry)
-        problem = messages.upstream_ambiguous(504 if outcome.timed_out else 502, outcome.message.capitalize() + ".")
+        problem = messages.upstream_ambiguous(504 if outcome.timed_out else 502, outcome.message)
         return problem.status, json.dumps(problem.body())
 
 
@@ -154,7 +154,7 @@ def balance():
         return Response(json.dumps(outcome.body), outcome.status, mimetype=JSON)
     if outcome.kind == "rejected":
         raise messages.upstream_rejected(outcome.status, outcome.message)
-    raise messages.upstream_unavailable(outcome.message.capitalize() + ".")
+    raise messages.upstream_unavailable(outcome.message)
 
 
 @bp.get("/v1/relay/me")

@@ -300,3 +300,7 @@ def idempotency_purge(older_than_days):
     with db.transaction() as session:
         removed = idempotency.purge(session, utcnow() - timedelta(days=days))
     click.echo(f"Removed {removed} idempotency keys older than {days} days.")
+
+
+if __name__ == "__main__":
+    main()

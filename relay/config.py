@@ -4,7 +4,7 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from dotenv import load_dotenv
+from dotenv import dotenv_values, find_dotenv
 
 DEFAULT_BASE_URL = "https://api.paywalls.ai/v1"
 
@@ -53,8 +53,8 @@ def _cast(setting: Setting, raw: str):
 def from_env(environ=None, overrides=None) -> dict:
     """The relay's configuration; `overrides` (tests) win over the environment."""
     if environ is None:
-        load_dotenv(override=False)
-        environ = os.environ
+        # A .env file in the working directory fills in what the environment does not set.
+        environ = {**dotenv_values(find_dotenv(usecwd=True)), **os.environ}
     config = {}
     for setting in SETTINGS:
         raw = environ.get(setting.name)

@@ -192,19 +192,31 @@ def bad_idempotency_key() -> Problem:
 
 # --- upstream ----------------------------------------------------------------------------------
 
+UPSTREAM_CONNECT_FAILED = "The relay could not connect to Paywalls ({why})."
+UPSTREAM_DROPPED = "The connection to Paywalls dropped before its answer."
+UPSTREAM_TIMEOUT = "Paywalls did not answer in time."
+UPSTREAM_NO_JSON = "Paywalls answered without a JSON body."
+UPSTREAM_RATE_LIMITED = "Paywalls kept asking the relay to slow down (429)."
+UPSTREAM_SERVER_ERROR = "Paywalls answered {status}: {message}"
+UPSTREAM_KEY_REFUSED = "Paywalls refused the relay's own API key; the relay operator must check PAYWALLS_API_KEY."
+
 def upstream_rejected(status: int, message: str) -> Problem:
     return Problem(status, "upstream-rejected", "Paywalls refused the call",
                    f"Paywalls answered {status}: {message}", upstream_status=status)
 
 
+def _sentence(text: str) -> str:
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 def upstream_ambiguous(status: int, why: str) -> Problem:
     return Problem(status, "upstream-ambiguous", "Paywalls did not confirm the call",
-                   f"{why} The deposit or charge may or may not have been applied. {SAFE_TO_RETRY}")
+                   f"{_sentence(why)} The deposit or charge may or may not have been applied. {SAFE_TO_RETRY}")
 
 
 def upstream_unavailable(why: str) -> Problem:
     """For reads (balance): nothing was changed."""
-    return Problem(502, "upstream-unavailable", "Paywalls is unavailable", f"{why} Nothing was changed; retry later.")
+    return Problem(502, "upstream-unavailable", "Paywalls is unavailable", f"{_sentence(why)} Nothing was changed; retry later.")
 
 
 def database_unavailable() -> Problem:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import requests
 from requests.adapters import HTTPAdapter
 
+from . import messages
+
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 OPERATOR_PROBLEM_STATUS = {401, 403}  # the relay's own key was refused: not the caller's fault
 
@@ -69,13 +71,13 @@ class Upstream:
             response = self.session.request(method, self.base_url + path, headers=headers, json=json,
                                             params=params, timeout=timeout)
         except (requests.ConnectTimeout, requests.exceptions.SSLError) as error:
-            return self._failed(maybe_landed, f"could not connect to Paywalls ({type(error).__name__})")
+            return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why=type(error).__name__))
         except requests.ConnectionError as error:
             if _refused(error):
-                return self._failed(maybe_landed, "could not connect to Paywalls (connection refused)")
-            return Outcome("ambiguous", message="the connection to Paywalls dropped before its answer")
+                return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why="connection refused"))
+            return Outcome("ambiguous", message=messages.UPSTREAM_DROPPED)
         except requests.Timeout:
-            return Outcome("ambiguous", message="Paywalls did not answer in time", timed_out=True)
+            return Outcome("ambiguous", message=messages.UPSTREAM_TIMEOUT, timed_out=True)
         return self._classify(response, maybe_landed)
 
     @staticmethod
@@ -89,15 +91,16 @@ class Upstream:
         if 200 <= status < 300:
             if isinstance(body, dict):
                 return Outcome("ok", status, body)
-            return Outcome("ambiguous", status, message="Paywalls answered without a JSON body")
+            return Outcome("ambiguous", status, message=messages.UPSTREAM_NO_JSON)
         if status == 429:
             kind = "ambiguous" if maybe_landed else "not_applied"
-            return Outcome(kind, status, body, message, retry_after=_retry_after(response))
+            return Outcome(kind, status, body, messages.UPSTREAM_RATE_LIMITED, retry_after=_retry_after(response))
         if status in RETRYABLE_STATUS or status >= 500:
-            return Outcome("ambiguous", status, body, message, retry_after=_retry_after(response))
+            return Outcome("ambiguous", status, body, messages.UPSTREAM_SERVER_ERROR.format(status=status, message=message),
+                           retry_after=_retry_after(response))
         if status in OPERATOR_PROBLEM_STATUS:
             kind = "ambiguous" if maybe_landed else "not_applied"
-            return Outcome(kind, status, body, "Paywalls refused the relay's API key; the operator must check PAYWALLS_API_KEY")
+            return Outcome(kind, status, body, messages.UPSTREAM_KEY_REFUSED)
         return Outcome("rejected", status, body, message)
 
     def _wait_before_retry(self, outcome: Outcome, attempt: int, deadline: float) -> float | None:

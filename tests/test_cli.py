@@ -1,0 +1,105 @@
+"""The `paywalls-relay` command: tokens, ledger export, purge, db upgrade, and refusing a bad config."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import SANDBOX_KEY, auth, deposit, sqlite_url
+from relay import cli, migrate
+
+
+@pytest.fixture
+def env(tmp_path, sandbox, monkeypatch):
+    url = sqlite_url(tmp_path)
+    for name in ("PAYWALLS_API_KEY", "PAYWALLS_BASE_URL", "DATABASE_URL", "RELAY_ENV", "RELAY_ADMIN_KEY", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("PAYWALLS_API_KEY", SANDBOX_KEY)
+    monkeypatch.setenv("PAYWALLS_BASE_URL", sandbox.url)
+    monkeypatch.chdir(tmp_path)
+    migrate.upgrade(url)
+    return url
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def test_tokens_lifecycle(env):
+    created = json.loads(run("tokens", "create", "--label", "Zap: Stripe renewals", "--ops", "deposit,balance",
+                             "--max-amount", "25", "--daily-cap", "500", "--monthly-cap", "5000",
+                             "--user-pattern", "acme:.*", "--require-metadata", "invoice_id",
+                             "--require-metadata", "reason", "--expires-in", "90d", "--rate-limit", "60/minute",
+                             "--dedupe-on", "user,metadata.invoice_id", "--json").output)
+    assert created["token"].startswith("pwr_") and created["id"] in created["token"]
+    assert created["limits"] == {"max_amount": "25", "daily_cap": "500", "monthly_cap": "5000",
+                                 "user_pattern": "acme:.*", "required_metadata": ["invoice_id", "reason"],
+                                 "rate_limit": "60/minute", "dedupe_on": ["user", "metadata.invoice_id"]}
+    listed = run("tokens", "list", "--json").output
+    assert created["id"] in listed and created["token"] not in listed
+    assert "Zap: Stripe renewals" in run("tokens", "list").output
+    shown = run("tokens", "show", created["id"]).output
+    assert "used today" in shown and created["token"] not in shown
+    updated = json.loads(run("tokens", "update", created["id"], "--max-amount", "30", "--json").output)
+    assert updated["limits"]["max_amount"] == "30"
+    rotated = run("tokens", "rotate", created["id"], "--json").output
+    assert json.loads(rotated)["token"] != created["token"]
+    assert "revoked" in run("tokens", "revoke", created["id"]).output
+    assert json.loads(run("tokens", "show", created["id"], "--json").output)["status"] == "revoked"
+
+
+def test_bad_options_exit_non_zero_with_the_reason(env):
+    result = run("tokens", "create", "--label", "x", "--user-pattern", "(a+)+", ok=False)
+    assert result.exit_code == 2 and "slow to match" in result.output
+    result = run("tokens", "create", "--label", "x", "--expires-in", "soon", ok=False)
+    assert result.exit_code == 2 and "30s" in result.output
+    assert run("tokens", "revoke", "missing", ok=False).exit_code == 1
+
+
+def test_ledger_export_csv_and_jsonl(env, sandbox):
+    from relay.app import create_app
+    app = create_app()
+    token = json.loads(run("tokens", "create", "--label", "finance test", "--json").output)["token"]
+    client = app.test_client()
+    deposit(client, token, {"user": "acme:u1", "amount": "20", "metadata": {"invoice_id": "in_1"}})
+    deposit(client, token, {"user": "acme:u1", "amount": "20", "metadata": {"invoice_id": "in_1"}})  # replay
+    deposit(client, token, {"user": "acme:u2", "amount": "5.5", "metadata": {"invoice_id": "in_2"}})
+    rows = list(csv.DictReader(io.StringIO(run("ledger", "export", "--since", "2020-01-01").output)))
+    assert [(r["user"], r["amount"], r["outcome"]) for r in rows] == [
+        ("acme:u1", "20", "credited"), ("acme:u1", "20", "replayed"), ("acme:u2", "5.5", "credited")]
+    assert json.loads(rows[0]["metadata"]) == {"invoice_id": "in_1"}
+    assert rows[0]["idempotency_key"] == rows[1]["idempotency_key"]
+    lines = run("ledger", "export", "--since", "2020-01-01", "--format", "jsonl", "--outcome", "credited").output
+    entries = [json.loads(line) for line in lines.splitlines()]
+    assert [e["metadata"]["invoice_id"] for e in entries] == ["in_1", "in_2"]
+    assert run("ledger", "export", "--since", "2999-01-01").output.count("\n") == 1  # header only
+
+
+def test_idempotency_purge(env):
+    assert "Removed 0 idempotency keys older than 30 days" in run("idempotency", "purge").output
+
+
+def test_db_upgrade_creates_the_schema(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", sqlite_url(tmp_path / "fresh"))
+    os.makedirs(tmp_path / "fresh")
+    monkeypatch.delenv("PAYWALLS_API_KEY", raising=False)
+    assert "up to date" in run("db", "upgrade").output
+    assert "[]" in run("tokens", "list", "--json").output
+
+
+def test_production_without_a_key_refuses_to_start(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYWALLS_", "RELAY_"))}
+    env.update(RELAY_ENV="production", DATABASE_URL=sqlite_url(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "relay.cli", "db", "upgrade"], env=env, capture_output=True,
+                            text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert "RELAY_ENV=production needs PAYWALLS_API_KEY" in result.stderr
