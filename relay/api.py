@@ -150,6 +150,10 @@ def balance():
     query = validation.query("balance-query.json", request.args)
     tokens.authorize_user(token, query["user"])
     outcome = current_app.extensions["relay.upstream"].call("GET", "/user/balance", params={"user": query["user"]})
+    with db.transaction() as session:
+        ledger.record(session, token, "balance", "read" if outcome.kind == "ok" else "failed", user=query["user"],
+                      upstream_status=outcome.status, latency_ms=outcome.latency_ms, request_id=g.request_id,
+                      balance_formatted=(outcome.body or {}).get("balanceFormatted"))
     if outcome.kind == "ok":
         return Response(json.dumps(outcome.body), outcome.status, mimetype=JSON)
     if outcome.kind == "rejected":

@@ -7,8 +7,11 @@ import time
 import uuid
 
 from flask import g, request
+from prometheus_client import Counter, Histogram
 
 logger = logging.getLogger("relay.requests")
+REQUESTS = Counter("relay_requests_total", "Requests answered", ["endpoint", "status"])
+LATENCY = Histogram("relay_request_seconds", "Time to answer a request", ["endpoint"])
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,6 +45,9 @@ def init_app(app):
     def log_line(response):
         latency_ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        REQUESTS.labels(endpoint, str(response.status_code)).inc()
+        LATENCY.labels(endpoint).observe(latency_ms / 1000)
         logger.info("request", extra={"fields": {
             "request_id": g.get("request_id"), "method": request.method, "path": request.path,
             "status": response.status_code, "latency_ms": latency_ms, "token_id": g.get("token_id"),

@@ -9,12 +9,14 @@ import time
 from dataclasses import dataclass, field
 
 import requests
+from prometheus_client import Counter
 from requests.adapters import HTTPAdapter
 
 from . import messages
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 OPERATOR_PROBLEM_STATUS = {401, 403}  # the relay's own key was refused: not the caller's fault
+CALLS = Counter("relay_upstream_calls_total", "Calls to Paywalls by final outcome", ["path", "outcome"])
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Upstream:
                 break
             time.sleep(wait)
         outcome.latency_ms = int((time.monotonic() - started) * 1000)
+        CALLS.labels(path, outcome.kind).inc()
         return outcome
 
     def _attempt(self, method, path, headers, json, params, deadline, previous: Outcome) -> Outcome:

@@ -147,3 +147,15 @@ def test_unknown_path_and_method_are_problems(client):
     assert client.get("/v1/nope").get_json()["status"] == 404
     response = client.get("/v1/user/balance/deposit")
     assert response.status_code == 405 and response.mimetype == "application/problem+json"
+
+
+def test_balance_reads_are_in_the_ledger_and_metrics_count_requests(app, client, token, sandbox):
+    from relay import db, ledger
+    client.get("/v1/user/balance?user=u1", headers=auth(token))
+    with app.app_context(), db.read() as session:
+        rows = list(ledger.export_rows(session, since=__import__("datetime").datetime(2000, 1, 1)))
+    assert [(r["operation"], r["outcome"], r["user"], r["balance_formatted"]) for r in rows] == [
+        ("balance", "read", "u1", "0.00")]
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'relay_requests_total{endpoint="/v1/user/balance",status="200"}' in metrics
+    assert 'relay_upstream_calls_total{outcome="ok",path="/user/balance"}' in metrics

@@ -1,0 +1,25 @@
+"""The README promises what the code does: its settings table and its test command."""
+
+import pathlib
+
+from relay.config import SETTINGS
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_setting_is_documented_with_its_default():
+    for setting in SETTINGS:
+        default = "(unset)" if setting.default is None else f"`{setting.default}`"
+        assert f"| `{setting.name}` | {default} | {setting.meaning} |" in README, setting.name
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "```sh\nmake test\n```" in README
+    assert "\nmake test\n" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_procfile_runs_migrations_and_gunicorn():
+    procfile = (ROOT / "Procfile").read_text()
+    assert "release: paywalls-relay db upgrade" in procfile
+    assert "web: gunicorn -c gunicorn.conf.py 'relay.app:create_app()'" in procfile
