@@ -23,7 +23,7 @@ export class PaywallsRelayApi implements ICredentialType {
 			displayName: 'Base URL',
 			name: 'baseUrl',
 			type: 'string',
-			default: 'http://localhost:8080',
+			default: 'http://localhost:8000',
 			placeholder: 'https://relay.example.com',
 			description:
 				'Address of your Paywalls Relay, without a trailing /v1 (the node adds the paths)',

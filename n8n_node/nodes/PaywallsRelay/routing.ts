@@ -247,6 +247,18 @@ export async function paginateDeposits(
 	return results;
 }
 
+/** postReceive of Deposit Credits and Charge User: say whom and how much the answer is about. */
+export async function addUserAndAmount(
+	this: IExecuteSingleFunctions,
+	items: INodeExecutionData[],
+): Promise<INodeExecutionData[]> {
+	const user = textParameter(this, 'user');
+	const amount = textParameter(this, 'amount');
+	return items.map((item) =>
+		item.json.error !== undefined ? item : { ...item, json: { user, amount, ...item.json } },
+	);
+}
+
 /** postReceive of Get Balance: name the user the balance belongs to. */
 export async function addUserToBalance(
 	this: IExecuteSingleFunctions,

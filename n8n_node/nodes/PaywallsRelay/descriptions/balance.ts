@@ -1,5 +1,5 @@
 import type { INodeProperties } from 'n8n-workflow';
-import { addUserToBalance, depositPreSend, handleRelayResponse } from '../routing';
+import { addUserAndAmount, addUserToBalance, depositPreSend, handleRelayResponse } from '../routing';
 import { amountField, dedupeOptions, extraMetadataField, userField } from './shared';
 
 const deposit = { resource: ['balance'], operation: ['deposit'] };
@@ -20,7 +20,7 @@ export const balanceOperations: INodeProperties = {
 			routing: {
 				request: { method: 'POST', url: '/v1/user/balance/deposit' },
 				send: { preSend: [depositPreSend] },
-				output: { postReceive: [handleRelayResponse] },
+				output: { postReceive: [handleRelayResponse, addUserAndAmount] },
 			},
 		},
 		{

@@ -1,5 +1,5 @@
 import type { INodeProperties } from 'n8n-workflow';
-import { chargePreSend, handleRelayResponse } from '../routing';
+import { addUserAndAmount, chargePreSend, handleRelayResponse } from '../routing';
 import { amountField, dedupeOptions, extraMetadataField, userField } from './shared';
 
 const charge = { resource: ['charge'], operation: ['charge'] };
@@ -20,7 +20,7 @@ export const chargeOperations: INodeProperties = {
 			routing: {
 				request: { method: 'POST', url: '/v1/user/charge' },
 				send: { preSend: [chargePreSend] },
-				output: { postReceive: [handleRelayResponse] },
+				output: { postReceive: [handleRelayResponse, addUserAndAmount] },
 			},
 		},
 	],

@@ -1,0 +1,530 @@
+// End-to-end test with a real n8n 2.41.1: the packed node is installed the way a self-hosted
+// user installs it (npm install in ~/.n8n/nodes), a credential and workflows are imported with
+// `n8n import:*`, and `n8n execute --id` runs them headless against a real relay and its
+// sandbox upstream on 127.0.0.1. The assertions read the sandbox's own record of credits.
+//
+// Needs: the built package (npm run build), the relay's virtualenv (make venv, or
+// PAYWALLS_RELAY_BIN), and install-n8n.sh's cache (installed on first use, reused after).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+const require = createRequire(import.meta.url);
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const PKG = path.resolve(HERE, '..');
+const REPO = path.resolve(PKG, '..');
+const SANDBOX_KEY = 'sk-sandbox-test';
+const NODE_TYPE = 'n8n-nodes-paywalls-relay.paywallsRelay';
+const CRED = { id: 'pwrE2eCred00001', name: 'Relay e2e' };
+const LIMITED_CRED = { id: 'pwrE2eCred00002', name: 'Relay e2e (max 5, deposit only)' };
+
+const { deriveIdempotencyKey } = require(path.join(PKG, 'dist/nodes/PaywallsRelay/idempotency.js'));
+
+const children = [];
+const timings = {};
+let tmp;
+let sandboxUrl;
+let relayUrl;
+let n8n; // { node, bin, env }
+
+// --- small helpers --------------------------------------------------------------------------
+
+function freePort() {
+	return new Promise((resolve, reject) => {
+		const server = net.createServer();
+		server.unref();
+		server.on('error', reject);
+		server.listen(0, '127.0.0.1', () => {
+			const { port } = server.address();
+			server.close(() => resolve(port));
+		});
+	});
+}
+
+function tail(file, lines = 40) {
+	try {
+		return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
+	} catch {
+		return '(no log)';
+	}
+}
+
+function start(name, cmd, args, options) {
+	const log = path.join(tmp, `${name}.log`);
+	const fd = fs.openSync(log, 'a');
+	const child = spawn(cmd, args, { ...options, stdio: ['ignore', fd, fd] });
+	fs.closeSync(fd);
+	child.logFile = log;
+	child.exited = null;
+	child.on('exit', (code, signal) => {
+		child.exited = { code, signal };
+	});
+	children.push(child);
+	return child;
+}
+
+async function waitForHttp(url, child, seconds = 60) {
+	const deadline = Date.now() + seconds * 1000;
+	while (Date.now() < deadline) {
+		if (child.exited) {
+			throw new Error(`${path.basename(child.logFile)} exited ${JSON.stringify(child.exited)}:\n${tail(child.logFile)}`);
+		}
+		try {
+			const res = await fetch(url);
+			if (res.ok) return;
+		} catch {
+			// not listening yet
+		}
+		await new Promise((r) => setTimeout(r, 200));
+	}
+	throw new Error(`${url} did not answer within ${seconds}s:\n${tail(child.logFile)}`);
+}
+
+async function json(url, init) {
+	const res = await fetch(url, init);
+	const text = await res.text();
+	assert.ok(res.ok, `${init?.method ?? 'GET'} ${url} -> ${res.status}: ${text}`);
+	return text ? JSON.parse(text) : null;
+}
+
+const sandbox = {
+	state: () => json(`${sandboxUrl}/_sandbox/state`),
+	fault: (fault) =>
+		json(`${sandboxUrl}/_sandbox/faults`, {
+			method: 'POST',
+			headers: { 'Content-Type': 'application/json' },
+			body: JSON.stringify(fault),
+		}),
+};
+
+function relayBin() {
+	if (process.env.PAYWALLS_RELAY_BIN) return process.env.PAYWALLS_RELAY_BIN;
+	const bin = path.join(REPO, '.venv', 'bin', 'paywalls-relay');
+	if (!fs.existsSync(bin)) {
+		execFileSync('make', ['-C', REPO, 'venv'], { stdio: ['ignore', 'inherit', 'inherit'] });
+	}
+	return bin;
+}
+
+/** Run an n8n CLI command; returns { status, out } (stdout and stderr together). */
+function n8nCli(args, timeoutSeconds = 240) {
+	const started = Date.now();
+	const res = spawnSync(n8n.node, [n8n.bin, ...args], {
+		env: n8n.env,
+		cwd: tmp,
+		encoding: 'utf8',
+		timeout: timeoutSeconds * 1000,
+		maxBuffer: 64 * 1024 * 1024,
+	});
+	const seconds = (Date.now() - started) / 1000;
+	(timings.n8nCommands ??= []).push(`${args[0]} ${seconds.toFixed(1)}s`);
+	if (res.error) throw res.error;
+	return { status: res.status, out: `${res.stdout}\n${res.stderr}`, stdout: res.stdout };
+}
+
+/** `n8n execute --id --rawOutput`; returns the status, text and the run data by node name. */
+function execute(workflowId) {
+	const res = n8nCli(['execute', `--id=${workflowId}`, '--rawOutput']);
+	let data = null;
+	const begin = res.stdout.search(/^\{$/m);
+	const end = res.stdout.lastIndexOf('\n}');
+	if (begin >= 0 && end > begin) {
+		try {
+			data = JSON.parse(res.stdout.slice(begin, end + 2));
+		} catch {
+			data = null;
+		}
+	}
+	return { ...res, data };
+}
+
+/** The items a node put out in its last run of an execution. */
+function outputOf(result, nodeName) {
+	const runs = result.data?.data?.resultData?.runData?.[nodeName];
+	assert.ok(runs && runs.length, `no run of "${nodeName}" in:\n${result.out.slice(-3000)}`);
+	const last = runs[runs.length - 1];
+	assert.ok(!last.error, `"${nodeName}" failed: ${JSON.stringify(last.error)}`);
+	return last.data.main[0].map((item) => item.json);
+}
+
+function creditsFor(state, users) {
+	return state.deposits.filter((d) => users.includes(d.user));
+}
+
+// --- workflows -------------------------------------------------------------------------------
+
+function itemsNode(items) {
+	return {
+		id: 'items',
+		name: 'Items',
+		type: 'n8n-nodes-base.code',
+		typeVersion: 2,
+		position: [200, 0],
+		parameters: { jsCode: `return ${JSON.stringify(items.map((json) => ({ json })))};` },
+	};
+}
+
+function relayNode(name, x, parameters, settings = {}, cred = CRED) {
+	return {
+		id: name.toLowerCase().replace(/\W+/g, '-'),
+		name,
+		type: NODE_TYPE,
+		typeVersion: 1,
+		position: [x, 0],
+		credentials: { paywallsRelayApi: cred },
+		parameters,
+		...settings,
+	};
+}
+
+/** Manual Trigger -> Items -> nodes..., chained in order. */
+function workflow(id, name, nodes) {
+	const all = [
+		{ id: 'start', name: 'Start', type: 'n8n-nodes-base.manualTrigger', typeVersion: 1, position: [0, 0], parameters: {} },
+		...nodes,
+	];
+	const connections = {};
+	for (let i = 0; i < all.length - 1; i++) {
+		connections[all[i].name] = { main: [[{ node: all[i + 1].name, type: 'main', index: 0 }]] };
+	}
+	return { id, name, active: false, nodes: all, connections, settings: { executionOrder: 'v1' } };
+}
+
+function depositParams(extra = {}) {
+	return {
+		resource: 'balance',
+		operation: 'deposit',
+		user: '={{ $json.user }}',
+		amount: '={{ $json.amount }}',
+		reason: 'e2e_test',
+		reference: '={{ $json.reference }}',
+		...extra,
+	};
+}
+
+const getBalance = () =>
+	relayNode('Balance', 600, { resource: 'balance', operation: 'get', user: '={{ $json.user }}' });
+
+const RETRY = { retryOnFail: true, maxTries: 3, waitBetweenTries: 1000 };
+
+const MAIN_ITEMS = [
+	{ user: 'e2e:alice', amount: '10', reference: 'inv_1' },
+	{ user: 'e2e:bob', amount: '2.50', reference: 'inv_2' },
+	{ user: 'e2e:carol', amount: '7', reference: 'inv_3' },
+];
+const RETRY_503_ITEMS = [
+	{ user: 'e2e:dan', amount: '3', reference: 'inv_4' },
+	{ user: 'e2e:eve', amount: '4', reference: 'inv_5' },
+	{ user: 'e2e:fay', amount: '5', reference: 'inv_6' },
+];
+const RETRY_DROP_ITEMS = [
+	{ user: 'e2e:gus', amount: '6', reference: 'inv_7' },
+	{ user: 'e2e:hal', amount: '1.25', reference: 'inv_8' },
+	{ user: 'e2e:ivy', amount: '8', reference: 'inv_9' },
+];
+const ERROR_ITEMS = [
+	{ user: 'e2e:jon', amount: '1', reference: 'err_1' },
+	{ user: 'e2e:jon', amount: '10', reference: 'err_2' },
+	{ user: 'bad user', amount: '1', reference: 'err_3' },
+];
+
+const WORKFLOWS = {
+	main: workflow('pwrE2eWfMain001', 'e2e: deposit three items, read balances', [
+		itemsNode(MAIN_ITEMS),
+		relayNode('Deposit', 400, depositParams()),
+		getBalance(),
+	]),
+	retry503: workflow('pwrE2eWfRetry01', 'e2e: Retry On Fail after an upstream 503', [
+		itemsNode(RETRY_503_ITEMS),
+		relayNode('Deposit', 400, depositParams(), RETRY),
+		getBalance(),
+	]),
+	retryDrop: workflow('pwrE2eWfRetry02', 'e2e: Retry On Fail after a lost answer', [
+		itemsNode(RETRY_DROP_ITEMS),
+		relayNode('Deposit', 400, depositParams(), RETRY),
+		getBalance(),
+	]),
+	errors: workflow('pwrE2eWfError01', 'e2e: errors as item data', [
+		itemsNode(ERROR_ITEMS),
+		relayNode('Deposit', 400, depositParams(), { onError: 'continueRegularOutput' }, LIMITED_CRED),
+	]),
+	fails: workflow('pwrE2eWfError02', 'e2e: a refused item stops the workflow', [
+		itemsNode([ERROR_ITEMS[2]]),
+		relayNode('Deposit', 400, depositParams(), {}, LIMITED_CRED),
+	]),
+	chargeAndList: workflow('pwrE2eWfCharge1', 'e2e: charge, then list deposits', [
+		itemsNode([
+			{ user: 'e2e:alice', amount: '1', reference: 'job_1' },
+			{ user: 'e2e:nobody', amount: '1', reference: 'job_2' },
+		]),
+		relayNode('Charge', 400, {
+			resource: 'charge',
+			operation: 'charge',
+			user: '={{ $json.user }}',
+			amount: '={{ $json.amount }}',
+			reason: 'e2e_charge',
+			reference: '={{ $json.reference }}',
+		}),
+		relayNode('List All', 600, { resource: 'deposit', operation: 'list', returnAll: true }, { executeOnce: true }),
+		relayNode('List Two', 800, { resource: 'deposit', operation: 'list', returnAll: false, limit: 2 }, { executeOnce: true }),
+		relayNode(
+			'List Alice',
+			1000,
+			{ resource: 'deposit', operation: 'list', returnAll: true, filters: { user: 'e2e:alice' } },
+			{ executeOnce: true },
+		),
+	]),
+};
+
+// --- setup -----------------------------------------------------------------------------------
+
+before(async () => {
+	const t0 = Date.now();
+	assert.ok(
+		fs.existsSync(path.join(PKG, 'dist/nodes/PaywallsRelay/PaywallsRelay.node.js')),
+		'dist/ is missing: run "npm run build" first',
+	);
+
+	// 1. n8n 2.41.1 and Node 24, from the cache (installed on first use).
+	const install = spawnSync('bash', [path.join(HERE, 'install-n8n.sh')], {
+		stdio: ['ignore', 'pipe', 'inherit'],
+		encoding: 'utf8',
+	});
+	assert.equal(install.status, 0, 'install-n8n.sh failed');
+	const cache = install.stdout.trim().split('\n').pop();
+	timings.n8nInstall = `${((Date.now() - t0) / 1000).toFixed(1)}s`;
+
+	tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pwr-n8n-e2e-'));
+	const [sandboxPort, relayPort, brokerPort] = [await freePort(), await freePort(), await freePort()];
+	sandboxUrl = `http://127.0.0.1:${sandboxPort}`;
+	relayUrl = `http://127.0.0.1:${relayPort}`;
+
+	// 2. The sandbox upstream and the relay in front of it. The relay does not retry upstream
+	// failures itself here, so an injected fault reaches n8n and its Retry On Fail.
+	const bin = relayBin();
+	const sandboxProc = start('sandbox', bin, ['sandbox', '--host', '127.0.0.1', '--port', String(sandboxPort), '--api-key', SANDBOX_KEY], { cwd: tmp });
+	await waitForHttp(`${sandboxUrl}/_sandbox/state`, sandboxProc);
+	const relayEnv = {
+		...process.env,
+		DATABASE_URL: `sqlite:///${path.join(tmp, 'relay.db')}`,
+		PAYWALLS_API_KEY: SANDBOX_KEY,
+		PAYWALLS_BASE_URL: `${sandboxUrl}/v1`,
+		RELAY_UPSTREAM_RETRIES: '0',
+		RELAY_UPSTREAM_BUDGET: '5',
+		RELAY_LOG_LEVEL: 'WARNING',
+	};
+	const cli = (args) => execFileSync(bin, args, { env: relayEnv, cwd: tmp, encoding: 'utf8' });
+	cli(['db', 'upgrade']);
+	const token = JSON.parse(cli(['tokens', 'create', '--label', 'n8n test', '--ops', 'deposit,charge,balance,ledger', '--json'])).token;
+	const limited = JSON.parse(cli(['tokens', 'create', '--label', 'n8n limited', '--ops', 'deposit', '--max-amount', '5', '--json'])).token;
+	const relayProc = start('relay', bin, ['run', '--host', '127.0.0.1', '--port', String(relayPort)], { cwd: tmp, env: relayEnv });
+	await waitForHttp(`${relayUrl}/healthz`, relayProc);
+
+	// 3. The package as a user installs it: npm pack, then npm install in ~/.n8n/nodes.
+	const home = path.join(tmp, 'n8n-home');
+	const nodesDir = path.join(home, '.n8n', 'nodes');
+	fs.mkdirSync(nodesDir, { recursive: true });
+	const packed = execFileSync('npm', ['pack', '--silent', '--pack-destination', tmp], { cwd: PKG, encoding: 'utf8' }).trim().split('\n').pop();
+	execFileSync(
+		'npm',
+		['install', '--ignore-scripts', '--legacy-peer-deps', '--no-audit', '--no-fund', '--offline', path.join(tmp, packed)],
+		{ cwd: nodesDir, stdio: ['ignore', 'ignore', 'inherit'] },
+	);
+
+	n8n = {
+		node: path.join(cache, 'node', 'bin', 'node'),
+		bin: path.join(cache, 'app', 'node_modules', 'n8n', 'bin', 'n8n'),
+		env: {
+			PATH: `${path.join(cache, 'node', 'bin')}:${process.env.PATH}`,
+			HOME: home,
+			TMPDIR: tmp,
+			N8N_USER_FOLDER: home,
+			N8N_ENCRYPTION_KEY: 'paywalls-relay-e2e-only',
+			N8N_RUNNERS_BROKER_PORT: String(brokerPort),
+			N8N_DIAGNOSTICS_ENABLED: 'false',
+			N8N_VERSION_NOTIFICATIONS_ENABLED: 'false',
+			N8N_TEMPLATES_ENABLED: 'false',
+			N8N_PERSONALIZATION_ENABLED: 'false',
+			N8N_LOG_LEVEL: 'info',
+			N8N_LOG_OUTPUT: 'console',
+		},
+	};
+
+	// 4. Credentials and workflows.
+	const creds = [
+		{ ...CRED, type: 'paywallsRelayApi', data: { baseUrl: relayUrl, token } },
+		{ ...LIMITED_CRED, type: 'paywallsRelayApi', data: { baseUrl: relayUrl, token: limited } },
+	];
+	fs.writeFileSync(path.join(tmp, 'credentials.json'), JSON.stringify(creds));
+	const wfDir = path.join(tmp, 'workflows');
+	fs.mkdirSync(wfDir);
+	for (const [name, wf] of Object.entries(WORKFLOWS)) {
+		fs.writeFileSync(path.join(wfDir, `${name}.json`), JSON.stringify(wf));
+	}
+	let res = n8nCli(['import:credentials', `--input=${path.join(tmp, 'credentials.json')}`]);
+	assert.equal(res.status, 0, `import:credentials failed:\n${res.out}`);
+	res = n8nCli(['import:workflow', '--separate', `--input=${wfDir}`]);
+	assert.equal(res.status, 0, `import:workflow failed:\n${res.out}`);
+	timings.setup = `${((Date.now() - t0) / 1000).toFixed(1)}s`;
+}, { timeout: 45 * 60 * 1000 });
+
+after(async () => {
+	for (const child of children) {
+		if (!child.exited) child.kill('SIGTERM');
+	}
+	if (tmp && !process.env.KEEP_E2E_TMP) fs.rmSync(tmp, { recursive: true, force: true });
+	else if (tmp) console.log(`e2e files kept in ${tmp}`);
+	console.log(`e2e timings: ${JSON.stringify(timings)}`);
+});
+
+// --- the tests -------------------------------------------------------------------------------
+
+const users = (items) => items.map((i) => i.user);
+
+test('deposits for three items credit each user once, then the balances are read back', async () => {
+	const result = execute(WORKFLOWS.main.id);
+	assert.equal(result.status, 0, `execute failed:\n${result.out.slice(-4000)}`);
+
+	const state = await sandbox.state();
+	const credits = creditsFor(state, users(MAIN_ITEMS));
+	assert.equal(credits.length, 3, JSON.stringify(state.deposits));
+	for (const item of MAIN_ITEMS) {
+		const [credit] = credits.filter((c) => c.user === item.user);
+		assert.equal(Number(credit.amount), Number(item.amount));
+		assert.deepEqual(credit.metadata, { reason: 'e2e_test', reference: item.reference });
+		assert.equal(Number(state.balances[item.user]), Number(item.amount));
+	}
+
+	const deposits = outputOf(result, 'Deposit');
+	assert.equal(deposits.length, 3);
+	for (const [i, item] of MAIN_ITEMS.entries()) {
+		const body = { user: item.user, amount: item.amount, metadata: { reason: 'e2e_test', reference: item.reference } };
+		assert.equal(deposits[i].user, item.user);
+		assert.equal(deposits[i].idempotencyKey, deriveIdempotencyKey('deposit', body), 'the relay echoes the key the node derived');
+		assert.equal(deposits[i].idempotentReplayed, false);
+		assert.equal(Number(deposits[i].balanceFormatted), Number(item.amount));
+	}
+	const balances = outputOf(result, 'Balance');
+	assert.deepEqual(
+		balances.map((b) => [b.user, Number(b.balanceFormatted)]),
+		MAIN_ITEMS.map((i) => [i.user, Number(i.amount)]),
+	);
+
+	// The relay's ledger holds the same keys.
+	const ledger = await json(`${relayUrl}/v1/relay/deposits?limit=100`, {
+		headers: { Authorization: `Bearer ${CRED_TOKEN()}` },
+	});
+	for (const d of deposits) {
+		assert.ok(ledger.data.some((e) => e.idempotency_key === d.idempotencyKey && e.user === d.user), d.user);
+	}
+});
+
+test('executing the same workflow again adds no credit', async () => {
+	const before = await sandbox.state();
+	const result = execute(WORKFLOWS.main.id);
+	assert.equal(result.status, 0, `execute failed:\n${result.out.slice(-4000)}`);
+	const state = await sandbox.state();
+	assert.equal(creditsFor(state, users(MAIN_ITEMS)).length, 3);
+	assert.deepEqual(state.balances, before.balances);
+	assert.equal(state.calls.deposit, before.calls.deposit, 'nothing was sent upstream');
+	const deposits = outputOf(result, 'Deposit');
+	assert.deepEqual(deposits.map((d) => d.idempotentReplayed), [true, true, true]);
+});
+
+test('Retry On Fail after an injected upstream 503 still credits each item once', async () => {
+	const before = await sandbox.state();
+	await sandbox.fault({ kind: 'status', status: 503, count: 1, endpoint: 'deposit' });
+	const result = execute(WORKFLOWS.retry503.id);
+	assert.equal(result.status, 0, `execute failed:\n${result.out.slice(-4000)}`);
+
+	const state = await sandbox.state();
+	assert.equal(state.faults.length, 0, 'the fault fired');
+	// Three credits plus the one call that failed: n8n's retry re-sent the item that failed.
+	assert.equal(state.calls.deposit - (before.calls.deposit ?? 0), 4);
+	const credits = creditsFor(state, users(RETRY_503_ITEMS));
+	assert.equal(credits.length, 3, JSON.stringify(credits));
+	for (const item of RETRY_503_ITEMS) {
+		assert.equal(Number(state.balances[item.user]), Number(item.amount), item.user);
+	}
+	// n8n re-ran the whole node: the two items that had succeeded came back as replays.
+	const deposits = outputOf(result, 'Deposit');
+	assert.equal(deposits.filter((d) => d.idempotentReplayed === true).length, 2, JSON.stringify(deposits));
+	assert.equal(deposits.filter((d) => d.idempotentReplayed === false).length, 1);
+});
+
+test('Retry On Fail after a credit whose answer was lost still credits each item once', async () => {
+	const before = await sandbox.state();
+	await sandbox.fault({ kind: 'drop_after_credit', count: 1, endpoint: 'deposit' });
+	const result = execute(WORKFLOWS.retryDrop.id);
+	assert.equal(result.status, 0, `execute failed:\n${result.out.slice(-4000)}`);
+
+	const state = await sandbox.state();
+	assert.equal(state.faults.length, 0, 'the fault fired');
+	assert.equal(state.calls.deposit - (before.calls.deposit ?? 0), 4);
+	const credits = creditsFor(state, users(RETRY_DROP_ITEMS));
+	assert.equal(credits.length, 3, JSON.stringify(credits));
+	for (const item of RETRY_DROP_ITEMS) {
+		assert.equal(Number(state.balances[item.user]), Number(item.amount), item.user);
+	}
+	const balances = outputOf(result, 'Balance');
+	assert.deepEqual(
+		balances.map((b) => Number(b.balanceFormatted)),
+		RETRY_DROP_ITEMS.map((i) => Number(i.amount)),
+	);
+});
+
+test('Continue On Fail: refusals become items that name the token limit or the field', async () => {
+	const result = execute(WORKFLOWS.errors.id);
+	assert.equal(result.status, 0, `execute failed:\n${result.out.slice(-4000)}`);
+	const [ok, overLimit, badUser] = outputOf(result, 'Deposit');
+	assert.equal(Number(ok.balanceFormatted), 1);
+	assert.match(overLimit.error, /limit "max_amount"/);
+	assert.equal(overLimit.details.status, 403);
+	assert.equal(overLimit.details.limit, 'max_amount');
+	assert.match(badUser.error, /Invalid field user: /);
+	assert.equal(badUser.details.status, 422);
+	assert.equal(badUser.details.errors[0].field, 'user');
+	const state = await sandbox.state();
+	assert.equal(Number(state.balances['e2e:jon']), 1, 'only the allowed deposit was credited');
+});
+
+test('without Continue On Fail a refused item fails the execution with the field named', async () => {
+	const result = execute(WORKFLOWS.fails.id);
+	assert.notEqual(result.status, 0, 'the execution must fail');
+	assert.match(result.out, /Invalid field user: /);
+});
+
+test('charge: success false is data; list deposits: limit, return all and the user filter', async () => {
+	const result = execute(WORKFLOWS.chargeAndList.id);
+	assert.equal(result.status, 0, `execute failed:\n${result.out.slice(-4000)}`);
+	const [paid, refused] = outputOf(result, 'Charge');
+	assert.equal(paid.success, true);
+	assert.equal(paid.user, 'e2e:alice');
+	assert.match(paid.idempotencyKey, /^pwk1_/);
+	assert.equal(refused.success, false);
+	assert.equal(typeof refused.message, 'string');
+	const state = await sandbox.state();
+	assert.equal(Number(state.balances['e2e:alice']), 9);
+	assert.equal(state.charges.length, 1);
+
+	const ledger = await json(`${relayUrl}/v1/relay/deposits?limit=100`, {
+		headers: { Authorization: `Bearer ${CRED_TOKEN()}` },
+	});
+	const all = outputOf(result, 'List All');
+	assert.ok(all.length >= 10, `${all.length} deposits listed`);
+	assert.deepEqual(all.map((d) => d.id), ledger.data.map((d) => d.id));
+	const two = outputOf(result, 'List Two');
+	assert.deepEqual(two.map((d) => d.id), ledger.data.slice(0, 2).map((d) => d.id));
+	const alice = outputOf(result, 'List Alice');
+	assert.deepEqual(alice.map((d) => d.user), ['e2e:alice']);
+});
+
+function CRED_TOKEN() {
+	return JSON.parse(fs.readFileSync(path.join(tmp, 'credentials.json'), 'utf8'))[0].data.token;
+}
