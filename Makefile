@@ -27,5 +27,11 @@ test-zapier: venv
 test-n8n: venv
 	@if [ -f n8n_node/package.json ]; then cd n8n_node && npm ci --no-audit --no-fund --ignore-scripts && npm test; fi
 
+# A benchmark, not a test: starts the sandbox, a naive proxy and the relay on 127.0.0.1, loads them with wrk,
+# prints the table and writes bench/results.md. Set RELAY_TEST_DATABASE_URL to include PostgreSQL.
+bench: venv
+	bash bench/setup.sh
+	$(BIN)/python bench/run.py
+
 clean:
 	rm -rf $(VENV) instance .pytest_cache
