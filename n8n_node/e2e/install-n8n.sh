@@ -56,7 +56,7 @@ log "installing n8n@${N8N_VERSION} (npm ci --ignore-scripts; a few minutes)"
 cp "$HERE/n8n-app/package.json" "$WORK/app/"
 if [ -f "$HERE/n8n-app/package-lock.json" ]; then
   cp "$HERE/n8n-app/package-lock.json" "$WORK/app/"
-  ( cd "$WORK/app" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error ) >&2
+  ( cd "$WORK/app" && npm ci --ignore-scripts --prefer-offline --no-audit --no-fund --loglevel=error ) >&2
 else
   ( cd "$WORK/app" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error ) >&2
 fi

@@ -213,11 +213,13 @@ const getBalance = () =>
 
 const RETRY = { retryOnFail: true, maxTries: 3, waitBetweenTries: 1000 };
 
-const MAIN_ITEMS = [
-	{ user: 'e2e:alice', amount: '10', reference: 'inv_1' },
-	{ user: 'e2e:bob', amount: '2.50', reference: 'inv_2' },
-	{ user: 'e2e:carol', amount: '7', reference: 'inv_3' },
-];
+// The README's first workflow (examples/first-workflow.json) is the main workflow tested here.
+const EXAMPLE = JSON.parse(fs.readFileSync(path.join(PKG, 'examples', 'first-workflow.json'), 'utf8'));
+const exampleNode = (name) => EXAMPLE.nodes.find((n) => n.name === name);
+const MAIN_ITEMS = JSON.parse(
+	exampleNode('Sample Events').parameters.jsCode.replace(/^return\s*/, '').replace(/;\s*$/, ''),
+).map((item) => item.json);
+const MAIN_REASON = exampleNode('Deposit Credits').parameters.reason;
 const RETRY_503_ITEMS = [
 	{ user: 'e2e:dan', amount: '3', reference: 'inv_4' },
 	{ user: 'e2e:eve', amount: '4', reference: 'inv_5' },
@@ -235,11 +237,11 @@ const ERROR_ITEMS = [
 ];
 
 const WORKFLOWS = {
-	main: workflow('pwrE2eWfMain001', 'e2e: deposit three items, read balances', [
-		itemsNode(MAIN_ITEMS),
-		relayNode('Deposit', 400, depositParams()),
-		getBalance(),
-	]),
+	main: {
+		...EXAMPLE,
+		id: 'pwrE2eWfMain001',
+		nodes: EXAMPLE.nodes.map((n) => (n.credentials ? { ...n, credentials: { paywallsRelayApi: CRED } } : n)),
+	},
 	retry503: workflow('pwrE2eWfRetry01', 'e2e: Retry On Fail after an upstream 503', [
 		itemsNode(RETRY_503_ITEMS),
 		relayNode('Deposit', 400, depositParams(), RETRY),
@@ -260,7 +262,7 @@ const WORKFLOWS = {
 	]),
 	chargeAndList: workflow('pwrE2eWfCharge1', 'e2e: charge, then list deposits', [
 		itemsNode([
-			{ user: 'e2e:alice', amount: '1', reference: 'job_1' },
+			{ user: 'acme:alice', amount: '1', reference: 'job_1' },
 			{ user: 'e2e:nobody', amount: '1', reference: 'job_2' },
 		]),
 		relayNode('Charge', 400, {
@@ -276,7 +278,7 @@ const WORKFLOWS = {
 		relayNode(
 			'List Alice',
 			1000,
-			{ resource: 'deposit', operation: 'list', returnAll: true, filters: { user: 'e2e:alice' } },
+			{ resource: 'deposit', operation: 'list', returnAll: true, filters: { user: 'acme:alice' } },
 			{ executeOnce: true },
 		),
 	]),
@@ -397,20 +399,20 @@ test('deposits for three items credit each user once, then the balances are read
 	for (const item of MAIN_ITEMS) {
 		const [credit] = credits.filter((c) => c.user === item.user);
 		assert.equal(Number(credit.amount), Number(item.amount));
-		assert.deepEqual(credit.metadata, { reason: 'e2e_test', reference: item.reference });
+		assert.deepEqual(credit.metadata, { reason: MAIN_REASON, reference: item.reference });
 		assert.equal(Number(state.balances[item.user]), Number(item.amount));
 	}
 
-	const deposits = outputOf(result, 'Deposit');
+	const deposits = outputOf(result, 'Deposit Credits');
 	assert.equal(deposits.length, 3);
 	for (const [i, item] of MAIN_ITEMS.entries()) {
-		const body = { user: item.user, amount: item.amount, metadata: { reason: 'e2e_test', reference: item.reference } };
+		const body = { user: item.user, amount: item.amount, metadata: { reason: MAIN_REASON, reference: item.reference } };
 		assert.equal(deposits[i].user, item.user);
 		assert.equal(deposits[i].idempotencyKey, deriveIdempotencyKey('deposit', body), 'the relay echoes the key the node derived');
 		assert.equal(deposits[i].idempotentReplayed, false);
 		assert.equal(Number(deposits[i].balanceFormatted), Number(item.amount));
 	}
-	const balances = outputOf(result, 'Balance');
+	const balances = outputOf(result, 'Get Balance');
 	assert.deepEqual(
 		balances.map((b) => [b.user, Number(b.balanceFormatted)]),
 		MAIN_ITEMS.map((i) => [i.user, Number(i.amount)]),
@@ -433,7 +435,7 @@ test('executing the same workflow again adds no credit', async () => {
 	assert.equal(creditsFor(state, users(MAIN_ITEMS)).length, 3);
 	assert.deepEqual(state.balances, before.balances);
 	assert.equal(state.calls.deposit, before.calls.deposit, 'nothing was sent upstream');
-	const deposits = outputOf(result, 'Deposit');
+	const deposits = outputOf(result, 'Deposit Credits');
 	assert.deepEqual(deposits.map((d) => d.idempotentReplayed), [true, true, true]);
 });
 
@@ -505,12 +507,12 @@ test('charge: success false is data; list deposits: limit, return all and the us
 	assert.equal(result.status, 0, `execute failed:\n${result.out.slice(-4000)}`);
 	const [paid, refused] = outputOf(result, 'Charge');
 	assert.equal(paid.success, true);
-	assert.equal(paid.user, 'e2e:alice');
+	assert.equal(paid.user, 'acme:alice');
 	assert.match(paid.idempotencyKey, /^pwk1_/);
 	assert.equal(refused.success, false);
 	assert.equal(typeof refused.message, 'string');
 	const state = await sandbox.state();
-	assert.equal(Number(state.balances['e2e:alice']), 9);
+	assert.equal(Number(state.balances['acme:alice']), 9);
 	assert.equal(state.charges.length, 1);
 
 	const ledger = await json(`${relayUrl}/v1/relay/deposits?limit=100`, {
@@ -522,7 +524,7 @@ test('charge: success false is data; list deposits: limit, return all and the us
 	const two = outputOf(result, 'List Two');
 	assert.deepEqual(two.map((d) => d.id), ledger.data.slice(0, 2).map((d) => d.id));
 	const alice = outputOf(result, 'List Alice');
-	assert.deepEqual(alice.map((d) => d.user), ['e2e:alice']);
+	assert.deepEqual(alice.map((d) => d.user), ['acme:alice']);
 });
 
 function CRED_TOKEN() {

@@ -282,3 +282,28 @@ test('get balance: the output names the user', async () => {
 	const [item] = await routing.addUserToBalance.call(fakeContext({ user: 'u1' }), [{ json: { balance: '1000', balanceFormatted: '$10.00' } }]);
 	assert.deepEqual(item.json, { user: 'u1', balance: '1000', balanceFormatted: '$10.00' });
 });
+
+test('errors: every problem type of schemas/README.md gets its own message', async () => {
+	const fs = require('node:fs');
+	const path = require('node:path');
+	const { SCHEMAS } = require('./helpers');
+	const { describeRelayError } = dist('nodes/PaywallsRelay/problem.js');
+	const readme = fs.readFileSync(path.join(SCHEMAS, 'README.md'), 'utf8');
+	const rows = [...readme.matchAll(/^\|\s*([0-9x, /]+?)\s*\|\s*(`[a-z-]+`(?:,\s*`[a-z-]+`)*)\s*\|/gm)];
+	const names = rows.flatMap((r) => [...r[2].matchAll(/`([a-z-]+)`/g)].map((m) => m[1]));
+	assert.ok(names.length >= 14, `found only ${names.join(', ')}`);
+	for (const name of names) {
+		const info = describeRelayError(400, { type: `${P}${name}`, title: 'TITLE', status: 400, detail: 'DETAIL' });
+		assert.equal(info.problem, name);
+		assert.notEqual(info.message, 'TITLE: DETAIL', `no specific message for ${name}`);
+	}
+});
+
+test('errors: max_amount states the per-call maximum; 401 gives the reason; 404 points at the base URL', async () => {
+	const max = await errorFor(403, { type: `${P}forbidden`, title: 'F', status: 403, detail: 'd', limit: 'max_amount', remaining: '5' });
+	assert.match(max.message, /limit "max_amount" refused this call \(maximum per call: 5\)/);
+	const revoked = await errorFor(401, { type: `${P}unauthorized`, title: 'U', status: 401, detail: 'This token was revoked.', reason: 'revoked' });
+	assert.match(revoked.message, /refused the token \(revoked\)/);
+	const nf = await errorFor(404, { type: `${P}not-found`, title: 'Not found', status: 404, detail: 'No such path' });
+	assert.match(nf.message, /Base URL/);
+});

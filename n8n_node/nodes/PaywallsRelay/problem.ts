@@ -23,6 +23,8 @@ export interface Problem {
 	errors?: ProblemFieldError[];
 	limit?: string;
 	remaining?: string;
+	reason?: string;
+	upstream_status?: number;
 	[key: string]: unknown;
 }
 
@@ -117,19 +119,24 @@ export function describeRelayError(
 		}
 		case 'forbidden': {
 			if (body.limit) {
-				const remaining =
-					body.remaining !== undefined && body.remaining !== null
-						? ` (remaining: ${body.remaining})`
-						: '';
-				message = `The relay token's limit "${body.limit}" refused this call${remaining}`;
+				const left = body.remaining;
+				const hint =
+					left === undefined || left === null
+						? ''
+						: body.limit === 'max_amount'
+							? ` (maximum per call: ${left})`
+							: ` (remaining: ${left})`;
+				message = `The relay token's limit "${body.limit}" refused this call${hint}`;
 			} else {
 				message = `The relay token may not do this: ${detail || 'forbidden'}`;
 			}
 			break;
 		}
-		case 'unauthorized':
-			message = `The relay refused the token: ${detail || 'missing, unknown, revoked or expired'}. Check the Paywalls Relay API credential.`;
+		case 'unauthorized': {
+			const reason = typeof body.reason === 'string' ? ` (${body.reason})` : '';
+			message = `The relay refused the token${reason}: ${detail || 'missing, unknown, revoked or expired'}. Check the Paywalls Relay API credential.`;
 			break;
+		}
 		case 'idempotency-key-reused':
 			message =
 				'This Idempotency-Key was used before with different fields. A retry must send the same user, amount and metadata; a new operation needs a new reference.';
@@ -147,8 +154,24 @@ export function describeRelayError(
 			message =
 				'Paywalls did not answer in time, so the outcome is unknown. Retrying with the same fields is safe (turn on Retry On Fail): it never credits twice.';
 			break;
+		case 'upstream-unavailable':
+			message =
+				'Paywalls could not be reached and nothing changed. Retry (Retry On Fail is safe).';
+			break;
 		case 'unavailable':
-			message = `The relay is unavailable; nothing was sent to Paywalls.${after} Retry later.`;
+			message = `The relay's database is unavailable.${after} Retrying with the same fields is safe.`;
+			break;
+		case 'internal':
+			message = 'The relay hit an internal error. Retrying with the same fields is safe.';
+			break;
+		case 'not-found':
+		case 'method-not-allowed':
+			message = `The relay has no such endpoint (HTTP ${status}). Check the credential's Base URL: the relay's address without /v1.`;
+			break;
+		case 'malformed-body':
+		case 'body-too-large':
+		case 'unsupported-media-type':
+			message = `The relay refused the request body: ${detail || body.title || status}`;
 			break;
 		default:
 			message = body.title
