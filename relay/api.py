@@ -135,6 +135,15 @@ def _entry(body: dict, key: str, upstream_key: str | None, **more) -> dict:
             "idempotency_key": key, "upstream_key": upstream_key, **more}
 
 
+@bp.after_request
+def idempotency_headers(response: Response) -> Response:
+    """Refusals after the key is known (409, 422 reuse, 403 caps) carry it too."""
+    if g.get("idempotency_key") and "Idempotency-Key" not in response.headers:
+        response.headers["Idempotency-Key"] = g.idempotency_key
+        response.headers["Idempotent-Replayed"] = "false"
+    return response
+
+
 def answer(status: int, text: str, key: str, replayed: bool) -> Response:
     g.replayed = replayed
     mimetype = JSON if status < 400 else messages.PROBLEM_JSON

@@ -295,3 +295,30 @@ def _wait_for(condition, seconds=10.0):
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def test_a_duplicate_in_flight_waits_then_gets_409_with_retry_after(make_app, sandbox):
+    from werkzeug.serving import make_server
+    app = make_app(RELAY_INFLIGHT_WAIT=0.3, RELAY_READ_TIMEOUT=5.0)
+    with app.app_context(), db.transaction() as session:
+        _, text = tokens.create(session, {"label": "t"})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v1/user/balance/deposit"
+    slow_sandbox(sandbox, seconds=1.5)
+    try:
+        first = ThreadPoolExecutor(1).submit(requests.post, url, json={"user": "u", "amount": "1"}, headers=auth(text))
+        _wait_for(lambda: sandbox.state.snapshot()["calls"].get("deposit") == 1)
+        started = time.monotonic()
+        second = requests.post(url, json={"user": "u", "amount": "1"}, headers=auth(text), timeout=10)
+        waited = time.monotonic() - started
+        assert second.status_code == 409 and second.headers["Retry-After"] == "1"
+        assert second.json()["type"] == "urn:paywalls-relay:problem:idempotency-in-flight"
+        assert second.headers["Idempotency-Key"] == first.result().headers["Idempotency-Key"]
+        assert waited >= 0.3
+        assert first.result().status_code == 200
+        third = requests.post(url, json={"user": "u", "amount": "1"}, headers=auth(text), timeout=10)
+        assert third.headers["Idempotent-Replayed"] == "true"
+    finally:
+        server.shutdown()
+    assert len(credits(sandbox)) == 1
