@@ -47,10 +47,9 @@ def deposits(session, *, user=None, since: datetime | None = None, limit=50, bef
         query = query.where(LedgerEntry.created_at >= since)
     if before_id:
         query = query.where(LedgerEntry.id < before_id)
-    page, last_seen = [], None
+    page = []
     # A token only sees users its pattern allows; scan on until the page is full.
     for entry in session.scalars(query.order_by(LedgerEntry.id.desc()).limit(limit * 20 + 1)):
-        last_seen = entry
         if allowed(entry.user):
             page.append(entry)
             if len(page) == limit + 1:

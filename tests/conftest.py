@@ -147,6 +147,16 @@ def credits(sandbox_server, user=None) -> list[dict]:
     return [d for d in deposits if user is None or d["user"] == user]
 
 
+def migrated_token(database_url: str, **spec) -> str:
+    """Migrate a database and create one token in it (for relays run as real processes)."""
+    migrate.upgrade(database_url)
+    app = create_app(base_settings(database_url, "http://127.0.0.1:9/v1"))
+    with app.app_context(), db.transaction() as session:
+        _, text_ = tokens.create(session, {"label": "test token", **spec})
+    app.extensions["relay.engine"].dispose()
+    return text_
+
+
 # --- real processes, for concurrency and crash tests ---------------------------------------------------------
 
 def free_port() -> int:

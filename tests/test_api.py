@@ -5,8 +5,8 @@ import logging
 
 import pytest
 
-from conftest import SANDBOX_KEY, auth, deposit
-from relay import config, openapi, validation
+from conftest import auth, deposit
+from relay import config, validation
 from relay.app import create_app
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import SANDBOX_KEY, auth, deposit, sqlite_url
+from conftest import SANDBOX_KEY, deposit, sqlite_url
 from relay import cli, migrate
 
 

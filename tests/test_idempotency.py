@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import (SANDBOX_KEY, auth, base_settings, credits, deposit, gunicorn_relay, needs_postgres,
+from conftest import (auth, base_settings, credits, deposit, gunicorn_relay, migrated_token, needs_postgres,
                       postgres_database, sqlite_url)
-from relay import db, migrate, tokens
+from relay import db, tokens
 from relay.idempotency import header_key, upstream_key
 
 INVOICE = {"reason": "subscription_renewal", "invoice_id": "in_1"}
@@ -192,16 +192,6 @@ def storm(url, text, body, n=50):
         return list(pool.map(one, range(n)))
 
 
-def create_token(url: str, **spec) -> str:
-    app_settings = base_settings(url, "http://127.0.0.1:9/v1")
-    from relay.app import create_app
-    app = create_app(app_settings)
-    with app.app_context(), db.transaction() as session:
-        _, text = tokens.create(session, {"label": "storm", "operations": ["deposit"], **spec})
-    app.extensions["relay.engine"].dispose()
-    return text
-
-
 def assert_one_credit(responses, sandbox):
     statuses = sorted({r.status_code for r in responses})
     assert set(statuses) <= {200, 409}, statuses
@@ -212,8 +202,7 @@ def assert_one_credit(responses, sandbox):
 
 def test_50_concurrent_identical_deposits_make_one_upstream_call_sqlite(sandbox, tmp_path):
     url = sqlite_url(tmp_path)
-    migrate.upgrade(url)
-    text = create_token(url)
+    text = migrated_token(url, operations=["deposit"])
     slow_sandbox(sandbox)
     with gunicorn_relay(base_settings(url, sandbox.url), workers=2, threads=25) as (relay_url, _):
         responses = storm(relay_url, text, {"user": "u1", "amount": "10", "metadata": INVOICE})
@@ -223,8 +212,7 @@ def test_50_concurrent_identical_deposits_make_one_upstream_call_sqlite(sandbox,
 @needs_postgres
 def test_50_concurrent_identical_deposits_two_processes_postgres(sandbox):
     with postgres_database() as url:
-        migrate.upgrade(url)
-        text = create_token(url)
+        text = migrated_token(url, operations=["deposit"])
         slow_sandbox(sandbox)
         settings = base_settings(url, sandbox.url)
         with gunicorn_relay(settings, workers=1, threads=25) as (a, _), \
@@ -243,8 +231,7 @@ def test_50_concurrent_identical_deposits_two_processes_postgres(sandbox):
 
 
 def _sigkill_then_retry(sandbox, url):
-    migrate.upgrade(url)
-    text = create_token(url)
+    text = migrated_token(url)
     settings = base_settings(url, sandbox.url, RELAY_LOCK_TIMEOUT=6.0, RELAY_READ_TIMEOUT=10.0,
                              RELAY_UPSTREAM_BUDGET=10.0)
     slow_sandbox(sandbox, seconds=1.5)

@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from conftest import free_port, gunicorn_relay, relay_env, sqlite_url, wait_until_up
+from conftest import free_port, gunicorn_relay, migrated_token, relay_env, sqlite_url
 
 BIN = os.path.join(os.path.dirname(sys.executable), "paywalls-relay")
 
@@ -63,14 +63,8 @@ def test_standalone_sandbox_requires_its_key(tmp_path):
 
 
 def test_gunicorn_in_sandbox_mode_shares_one_upstream_across_workers(tmp_path):
-    from relay import db, migrate, tokens
-    from relay.app import create_app
     url = sqlite_url(tmp_path)
-    migrate.upgrade(url)
-    app = create_app({"DATABASE_URL": url, "PAYWALLS_API_KEY": "x", "REDIS_URL": None})
-    with app.app_context(), db.transaction() as session:
-        _, text = tokens.create(session, {"label": "t", "operations": ["deposit", "balance"]})
-    app.extensions["relay.engine"].dispose()
+    text = migrated_token(url, operations=["deposit", "balance"])
     with gunicorn_relay({"DATABASE_URL": url}, workers=2, threads=2) as (relay, _):
         headers = {"Authorization": f"Bearer {text}"}
         assert requests.get(relay + "/healthz", timeout=5).json()["sandbox"] is True

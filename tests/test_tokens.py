@@ -9,8 +9,9 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from conftest import auth, base_settings, credits, deposit, gunicorn_relay, needs_postgres, postgres_database, sqlite_url
-from relay import db, migrate, tokens
+from conftest import (auth, base_settings, credits, deposit, gunicorn_relay, migrated_token, needs_postgres,
+                      postgres_database, sqlite_url)
+from relay import db, tokens
 
 
 def problem(response, status):
@@ -241,34 +242,22 @@ def _assert_capped(responses, sandbox):
     assert sum(float(c["amount"]) for c in credits(sandbox)) == 50
 
 
-def _capped_token(url):
-    from relay.app import create_app
-    app = create_app(base_settings(url, "http://127.0.0.1:9/v1"))
-    with app.app_context(), db.transaction() as session:
-        _, text_ = tokens.create(session, {"label": "capped", "daily_cap": "50"})
-    app.extensions["relay.engine"].dispose()
-    return text_
-
-
-def test_20_concurrent_deposits_cap_50_two_processes_sqlite(sandbox, tmp_path):
-    url = sqlite_url(tmp_path)
-    migrate.upgrade(url)
-    text_ = _capped_token(url)
+def _capped_burst_two_processes(url, sandbox):
+    text_ = migrated_token(url, daily_cap="50")
     settings = base_settings(url, sandbox.url)
     with gunicorn_relay(settings) as (a, _), gunicorn_relay(settings) as (b, _):
         responses = _burst(a, b, text_)
     _assert_capped(responses, sandbox)
 
 
+def test_20_concurrent_deposits_cap_50_two_processes_sqlite(sandbox, tmp_path):
+    _capped_burst_two_processes(sqlite_url(tmp_path), sandbox)
+
+
 @needs_postgres
 def test_20_concurrent_deposits_cap_50_two_processes_postgres(sandbox):
     with postgres_database() as url:
-        migrate.upgrade(url)
-        text_ = _capped_token(url)
-        settings = base_settings(url, sandbox.url)
-        with gunicorn_relay(settings) as (a, _), gunicorn_relay(settings) as (b, _):
-            responses = _burst(a, b, text_)
-    _assert_capped(responses, sandbox)
+        _capped_burst_two_processes(url, sandbox)
 
 
 # --- token specs ------------------------------------------------------------------------------------------------------
