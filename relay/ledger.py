@@ -9,7 +9,7 @@ import io
 import json
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from .models import LedgerEntry
 from .tokens import iso
@@ -19,10 +19,14 @@ EXPORT_COLUMNS = ["id", "created_at", "operation", "outcome", "user", "amount", 
                   "request_id"]
 
 
-def record(session, token, operation: str, outcome: str, **fields) -> LedgerEntry:
-    entry = LedgerEntry(token_id=token.id, token_label=token.label, operation=operation, outcome=outcome, **fields)
-    session.add(entry)
-    return entry
+_INSERT = insert(LedgerEntry.__table__)  # built once; a Core insert skips the ORM flush on the request path
+
+
+def record(session, token, operation: str, outcome: str, **fields):
+    values = {"token_id": token.id, "token_label": token.label, "operation": operation, "outcome": outcome, **fields}
+    if "metadata_" in values:
+        values["metadata"] = values.pop("metadata_")
+    session.execute(_INSERT, values)
 
 
 def entry_id(entry: LedgerEntry) -> str:
@@ -47,17 +51,23 @@ def deposits(session, *, user=None, since: datetime | None = None, limit=50, bef
         query = query.where(LedgerEntry.created_at >= since)
     if before_id:
         query = query.where(LedgerEntry.id < before_id)
-    page = []
-    # A token only sees users its pattern allows; scan on until the page is full.
-    for entry in session.scalars(query.order_by(LedgerEntry.id.desc()).limit(limit * 20 + 1)):
+    # A token only sees users its pattern allows: scan a bounded window of rows; when the window
+    # runs out first, the cursor resumes after the last row scanned.
+    scan, page, last, seen = limit * 20, [], None, 0
+    for entry in session.scalars(query.order_by(LedgerEntry.id.desc()).limit(scan + 1)):
+        seen += 1
+        if seen > scan:
+            return _views(page), entry_id(last)
+        if len(page) == limit:
+            return _views(page), entry_id(page[-1])
+        last = entry
         if allowed(entry.user):
             page.append(entry)
-            if len(page) == limit + 1:
-                break
-    more = len(page) > limit
-    page = page[:limit]
-    next_cursor = entry_id(page[-1]) if more and page else None
-    return [deposit_view(entry) for entry in page], next_cursor
+    return _views(page), None
+
+
+def _views(entries) -> list[dict]:
+    return [deposit_view(entry) for entry in entries]
 
 
 def deposit_view(entry: LedgerEntry) -> dict:

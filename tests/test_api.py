@@ -159,3 +159,20 @@ def test_balance_reads_are_in_the_ledger_and_metrics_count_requests(app, client,
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'relay_requests_total{endpoint="/v1/user/balance",status="200"}' in metrics
     assert 'relay_upstream_calls_total{outcome="ok",path="/user/balance"}' in metrics
+
+
+def test_deposits_feed_pages_past_long_runs_of_hidden_users(app, client, token, make_token, sandbox):
+    from relay import db, ledger
+    for i in range(3):
+        deposit(client, token, {"user": "acme:1", "amount": "1", "metadata": {"i": i}})
+    for i in range(45):
+        deposit(client, token, {"user": "globex:1", "amount": "1", "metadata": {"i": i}})
+    with app.app_context(), db.read() as session:
+        allowed = lambda user: user.startswith("acme:")  # noqa: E731
+        first, cursor = ledger.deposits(session, limit=2, allowed=allowed)
+        assert first == [] and cursor is not None  # 40 rows scanned, all hidden: resume later
+        seen = []
+        while cursor:
+            page, cursor = ledger.deposits(session, limit=2, allowed=allowed, before_id=ledger.parse_cursor(cursor))
+            seen += page
+    assert [d["metadata"]["i"] for d in seen] == [2, 1, 0]
