@@ -37,7 +37,9 @@ test('node description: tool use, subtitle, credential and request defaults', ()
 	assert.match(description.subtitle, /\$parameter\["operation"\]/);
 	assert.deepEqual(description.credentials, [{ name: 'paywallsRelayApi', required: true }]);
 	assert.equal(description.requestDefaults.baseURL, '={{$credentials.baseUrl}}');
-	assert.equal(description.requestDefaults.ignoreHttpStatusErrors, true);
+	// n8n's credential test runs with the node's requestDefaults: ignoring HTTP errors there
+	// would let a refused token pass the test.
+	assert.equal(description.requestDefaults.ignoreHttpStatusErrors, undefined);
 	const resources = description.properties.find((p) => p.name === 'resource').options.map((o) => o.value);
 	assert.deepEqual(resources, ['balance', 'charge', 'deposit']);
 });
@@ -70,6 +72,7 @@ test('operation routes match the relay contract', () => {
 		const r = operation(resource, op).routing;
 		assert.equal(r.request.method, method, key);
 		assert.equal(r.request.url, url, key);
+		assert.equal(r.request.ignoreHttpStatusErrors, true, `${key} reads error answers itself`);
 		assert.ok(r.output.postReceive.includes(routing.handleRelayResponse), `${key} maps errors`);
 	}
 	assert.deepEqual(operation('balance', 'deposit').routing.send.preSend, [routing.depositPreSend]);

@@ -30,8 +30,8 @@ export class PaywallsRelay implements INodeType {
 			headers: {
 				Accept: 'application/json',
 			},
-			// Error answers reach handleRelayResponse, which reads the relay's problem+json.
-			ignoreHttpStatusErrors: true,
+			// No ignoreHttpStatusErrors here: n8n's credential test reuses requestDefaults, and a
+			// 401 must fail it. Each operation sets it so handleRelayResponse reads problem+json.
 		},
 		properties: [
 			{

@@ -18,7 +18,7 @@ export const balanceOperations: INodeProperties = {
 			action: 'Deposit credits to a user',
 			description: "Add credits to a user's balance, once per reference",
 			routing: {
-				request: { method: 'POST', url: '/v1/user/balance/deposit' },
+				request: { method: 'POST', url: '/v1/user/balance/deposit', ignoreHttpStatusErrors: true },
 				send: { preSend: [depositPreSend] },
 				output: { postReceive: [handleRelayResponse, addUserAndAmount] },
 			},
@@ -29,7 +29,7 @@ export const balanceOperations: INodeProperties = {
 			action: 'Get a user balance',
 			description: "Read a user's current balance",
 			routing: {
-				request: { method: 'GET', url: '/v1/user/balance' },
+				request: { method: 'GET', url: '/v1/user/balance', ignoreHttpStatusErrors: true },
 				output: { postReceive: [handleRelayResponse, addUserToBalance] },
 			},
 		},

@@ -18,7 +18,7 @@ export const chargeOperations: INodeProperties = {
 			description:
 				'Take an amount from a user balance. When the balance is too low the output has success false and a message with a top-up link.',
 			routing: {
-				request: { method: 'POST', url: '/v1/user/charge' },
+				request: { method: 'POST', url: '/v1/user/charge', ignoreHttpStatusErrors: true },
 				send: { preSend: [chargePreSend] },
 				output: { postReceive: [handleRelayResponse, addUserAndAmount] },
 			},

@@ -16,7 +16,7 @@ export const depositOperations: INodeProperties = {
 			action: 'List deposits made through the relay',
 			description: 'Credits the relay applied, newest first',
 			routing: {
-				request: { method: 'GET', url: '/v1/relay/deposits' },
+				request: { method: 'GET', url: '/v1/relay/deposits', ignoreHttpStatusErrors: true },
 				send: { preSend: [listDepositsPreSend], paginate: true },
 				operations: { pagination: paginateDeposits },
 				output: { postReceive: [handleRelayResponse] },
