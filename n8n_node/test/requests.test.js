@@ -152,7 +152,9 @@ function pagingContext(params, pages) {
 
 const pages = {
 	start: { data: [{ id: 'led_5' }, { id: 'led_4' }], next_cursor: 'c1' },
-	c1: { data: [{ id: 'led_3' }, { id: 'led_2' }], next_cursor: 'c2' },
+	// The relay scans a bounded window per page: a page may be empty and still have a cursor.
+	c1: { data: [], next_cursor: 'c1b' },
+	c1b: { data: [{ id: 'led_3' }, { id: 'led_2' }], next_cursor: 'c2' },
 	c2: { data: [{ id: 'led_1' }], next_cursor: null },
 };
 
@@ -163,15 +165,26 @@ test('list deposits: Return All follows next_cursor to the last page', async () 
 	assert.deepEqual(calls, [
 		{ user: 'u', limit: 100 },
 		{ user: 'u', limit: 100, cursor: 'c1' },
+		{ user: 'u', limit: 100, cursor: 'c1b' },
 		{ user: 'u', limit: 100, cursor: 'c2' },
 	]);
+});
+
+test('list deposits: a cursor seen twice ends the list instead of looping', async () => {
+	const { ctx, calls } = pagingContext({ returnAll: true }, {
+		start: { data: [{ id: 'a' }], next_cursor: 'x' },
+		x: { data: [{ id: 'b' }], next_cursor: 'x' },
+	});
+	const items = await routing.paginateDeposits.call(ctx, { options: { qs: {} } });
+	assert.deepEqual(items.map((i) => i.json.id), ['a', 'b']);
+	assert.equal(calls.length, 2);
 });
 
 test('list deposits: a limit stops paging and asks only for what is missing', async () => {
 	const { ctx, calls } = pagingContext({ returnAll: false, limit: 3 }, pages);
 	const items = await routing.paginateDeposits.call(ctx, { options: { qs: { limit: 3 } } });
 	assert.deepEqual(items.map((i) => i.json.id), ['led_5', 'led_4', 'led_3']);
-	assert.deepEqual(calls, [{ limit: 3 }, { limit: 1, cursor: 'c1' }]);
+	assert.deepEqual(calls, [{ limit: 3 }, { limit: 1, cursor: 'c1' }, { limit: 1, cursor: 'c1b' }]);
 });
 
 function response(statusCode, body, headers = {}) {

@@ -240,7 +240,8 @@ export async function paginateDeposits(
 			results.push({ json: entry });
 		}
 		const next = typeof first.next_cursor === 'string' && first.next_cursor ? first.next_cursor : undefined;
-		if (!next || results.length >= limit || seen.has(next) || data.length === 0) break;
+		// A page may be short, even empty, and still carry a cursor: only its absence ends the list.
+		if (!next || results.length >= limit || seen.has(next)) break;
 		seen.add(next);
 		cursor = next;
 	}
