@@ -87,10 +87,26 @@ def ping() -> bool:
 
 def insert_ignore(session: Session, model, values: dict) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True when this call inserted the row."""
-    if is_postgres(session.get_bind()):
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(model).values(**values).on_conflict_do_nothing()
-    returned = session.execute(statement.returning(*model.__table__.primary_key.columns)).first()
-    return returned is not None
+    return insert_ignore_returning(session, model, values) is not None
+
+
+_INSERT_IGNORE: dict = {}
+
+
+def insert_ignore_returning(session: Session, model, values: dict):
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING the primary key: its row when this call inserted, else None.
+
+    The statement is built once per dialect and table and the values are bound at execution: building
+    SQLAlchemy statements costs far more than running them on the request path.
+    """
+    dialect = session.get_bind().dialect.name
+    statement = _INSERT_IGNORE.get((dialect, model))
+    if statement is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        table = model.__table__
+        statement = insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        _INSERT_IGNORE[(dialect, model)] = statement
+    return session.execute(statement, values).first()

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import rfc8785
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from . import amounts, messages, tokens
-from .db import insert_ignore
+from .db import insert_ignore_returning
 from .models import IdempotencyKey, utcnow
 
 DEFAULT_FIELDS = ("user", "amount", "metadata")
@@ -88,29 +88,50 @@ class InFlight(Exception):
     pass
 
 
+KEYS = IdempotencyKey.__table__
+# Built once: constructing a statement costs far more than running it (see bench/results.md).
+_LOCK_ROW = select(KEYS.c.id, KEYS.c.fingerprint, KEYS.c.state, KEYS.c.locked_at, KEYS.c.generation,
+                   KEYS.c.reserved_micros, KEYS.c.reserved_periods, KEYS.c.response_status, KEYS.c.response_body) \
+    .where(KEYS.c.scope == bindparam("scope"), KEYS.c.key == bindparam("key")).with_for_update()
+_TAKE_OVER = update(KEYS).where(KEYS.c.id == bindparam("row_id")) \
+    .values(state="in_flight", locked_at=bindparam("now"))
+_TAKE_OVER_RESERVING = _TAKE_OVER.values(reserved_micros=bindparam("micros"), reserved_periods=bindparam("periods"))
+_FINISH = update(KEYS).where(KEYS.c.id == bindparam("row_id")).values(
+    state="done", locked_at=None, response_status=bindparam("status"), response_body=bindparam("body"),
+    finished_at=bindparam("finished"))
+_REOPEN = update(KEYS).where(KEYS.c.id == bindparam("row_id")).values(state="open", locked_at=None)
+_REOPEN_NEXT = _REOPEN.values(generation=bindparam("next_generation"))
+_DROP_RESERVATION = update(KEYS).where(KEYS.c.id == bindparam("row_id")).values(reserved_micros=0,
+                                                                                 reserved_periods=bindparam("none"))
+
+
 def claim(session, token, op: str, key: str, fingerprint: str, micros: int, now: datetime,
           lock_timeout: float) -> Claim | Replay:
     """Own the key (and reserve the caps), or learn its stored answer. One transaction, atomic
     across processes: the unique (scope, key) row decides who calls Paywalls."""
     scope = f"ns:{token.namespace}" if token.namespace else token.id
+    periods = list(tokens.periods(now).values())
     fresh = {"scope": scope, "key": key, "fingerprint": fingerprint, "token_id": token.id, "operation": op,
-             "state": "in_flight", "locked_at": now, "generation": 0, "reserved_micros": 0,
-             "reserved_periods": [], "created_at": now}
-    inserted = insert_ignore(session, IdempotencyKey, fresh)
-    row = session.scalars(select(IdempotencyKey).where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
-                          .with_for_update()).one()
-    if not inserted:
-        if row.fingerprint != fingerprint:
-            raise messages.key_reused()
-        if row.state == "done":
-            return Replay(row.response_status, row.response_body)
-        if row.state == "in_flight" and _age(row.locked_at, now) < lock_timeout:
-            raise InFlight()
-    # New, open after an unconfirmed attempt, or abandoned by a dead process: ours now.
-    row.state, row.locked_at = "in_flight", now
+             "state": "in_flight", "locked_at": now, "generation": 0, "reserved_micros": micros,
+             "reserved_periods": periods, "created_at": now}
+    inserted = insert_ignore_returning(session, IdempotencyKey, fresh)
+    if inserted is not None:
+        # New: ours. Reserving may refuse (over a cap), which rolls the insert back with it.
+        tokens.reserve(session, token, micros, now)
+        return Claim(inserted[0], scope, key, 0, micros, periods)
+    row = session.execute(_LOCK_ROW, {"scope": scope, "key": key}).one()
+    if row.fingerprint != fingerprint:
+        raise messages.key_reused()
+    if row.state == "done":
+        return Replay(row.response_status, row.response_body)
+    if row.state == "in_flight" and _age(row.locked_at, now) < lock_timeout:
+        raise InFlight()
+    # Open after an unconfirmed attempt, or abandoned by a dead process: ours now.
     if row.reserved_micros == 0:
-        row.reserved_periods = tokens.reserve(session, token, micros, now)
-        row.reserved_micros = micros
+        reserved = tokens.reserve(session, token, micros, now)
+        session.execute(_TAKE_OVER_RESERVING, {"row_id": row.id, "now": now, "micros": micros, "periods": reserved})
+        return Claim(row.id, scope, key, row.generation, micros, reserved)
+    session.execute(_TAKE_OVER, {"row_id": row.id, "now": now})
     return Claim(row.id, scope, key, row.generation, row.reserved_micros, list(row.reserved_periods))
 
 
@@ -125,22 +146,20 @@ def _age(moment: datetime | None, now: datetime) -> float:
 
 def finish(session, claim: Claim, status: int, body: str):
     """A definite answer: stored and replayed from now on."""
-    session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claim.row_id).values(
-        state="done", locked_at=None, response_status=status, response_body=body, finished_at=utcnow()))
+    session.execute(_FINISH, {"row_id": claim.row_id, "status": status, "body": body, "finished": utcnow()})
 
 
 def reopen(session, claim: Claim, *, next_generation: bool = False):
     """Not final: the next retry takes the key over and calls Paywalls again."""
-    values = {"state": "open", "locked_at": None}
     if next_generation:
-        values["generation"] = claim.generation + 1
-    session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claim.row_id).values(**values))
+        session.execute(_REOPEN_NEXT, {"row_id": claim.row_id, "next_generation": claim.generation + 1})
+    else:
+        session.execute(_REOPEN, {"row_id": claim.row_id})
 
 
 def drop_reservation(session, claim: Claim, token_id: str, *, settled: bool):
     (tokens.settle if settled else tokens.release)(session, token_id, claim.reserved_micros, claim.reserved_periods)
-    session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claim.row_id).values(
-        reserved_micros=0, reserved_periods=[]))
+    session.execute(_DROP_RESERVATION, {"row_id": claim.row_id, "none": []})
 
 
 def purge(session, older_than: datetime) -> int:
