@@ -26,8 +26,8 @@ def authenticated(operation: str | None):
     if wait:
         raise messages.rate_limited(wait, "auth")
     try:
-        with db.read() as session:
-            token = tokens.authenticate(session, request.headers.get("Authorization"), utcnow())
+        with db.read_connection() as connection:
+            token = tokens.authenticate(connection, request.headers.get("Authorization"), utcnow())
     except messages.Problem:
         limits.auth_failed(client)
         raise
@@ -80,7 +80,7 @@ def claim_or_wait(token, op: str, key: str, fingerprint: str, body: dict) -> Cla
     while True:
         now = utcnow()
         try:
-            with db.transaction() as session:
+            with db.write() as session:
                 result = idempotency.claim(session, token, op, key, fingerprint, micros, now,
                                            settings()["RELAY_LOCK_TIMEOUT"])
                 tokens.touch(session, token, now)
@@ -96,7 +96,7 @@ def claim_or_wait(token, op: str, key: str, fingerprint: str, body: dict) -> Cla
 def record_outcome(token, op: str, body: dict, key: str, claim: Claim, outcome) -> tuple[int, str]:
     entry = _entry(body, key, claim.upstream_key, upstream_status=outcome.status,
                    latency_ms=outcome.latency_ms, request_id=g.request_id)
-    with db.transaction() as session:
+    with db.write() as session:
         if outcome.kind == "ok" and op == "charge" and outcome.body.get("success") is False:
             # Nothing was charged: answer as Paywalls did, and let a later retry (after a top-up) try again.
             idempotency.drop_reservation(session, claim, token.id, settled=False)

@@ -56,6 +56,7 @@ def init_app(app, url: str):
     app.extensions["relay.engine"] = engine
     app.extensions["relay.sessions"] = sessionmaker(engine, expire_on_commit=False)
     app.extensions["relay.readers"] = sessionmaker(reader, expire_on_commit=False)
+    app.extensions["relay.reader"] = reader
 
 
 def engine() -> Engine:
@@ -70,10 +71,26 @@ def transaction():
 
 
 @contextmanager
+def write():
+    """One short write transaction on a bare connection, for the request path's claim and record
+    phases (Core statements only): committed on success, rolled back on any error."""
+    with engine().begin() as connection:
+        yield connection
+
+
+@contextmanager
 def read():
     """A read-only transaction."""
     with current_app.extensions["relay.readers"].begin() as session:
         yield session
+
+
+@contextmanager
+def read_connection():
+    """A read on a bare connection, for the hot path (token lookup), where an ORM session costs more
+    than the query itself."""
+    with current_app.extensions["relay.reader"].connect() as connection:
+        yield connection
 
 
 def ping() -> bool:
@@ -83,6 +100,11 @@ def ping() -> bool:
         return True
     except Exception:
         return False
+
+
+def dialect_name(session_or_connection) -> str:
+    bind = session_or_connection.get_bind() if isinstance(session_or_connection, Session) else session_or_connection
+    return bind.dialect.name
 
 
 def insert_ignore(session: Session, model, values: dict) -> bool:
@@ -99,7 +121,7 @@ def insert_ignore_returning(session: Session, model, values: dict):
     The statement is built once per dialect and table and the values are bound at execution: building
     SQLAlchemy statements costs far more than running them on the request path.
     """
-    dialect = session.get_bind().dialect.name
+    dialect = dialect_name(session)
     statement = _INSERT_IGNORE.get((dialect, model))
     if statement is None:
         if dialect == "postgresql":

@@ -18,7 +18,7 @@ from limits import parse_many
 from sqlalchemy import bindparam, select, update
 
 from . import amounts, idempotency, messages
-from .db import insert_ignore
+from .db import dialect_name
 from .messages import field_error
 from .models import Token, Usage, utcnow
 
@@ -88,6 +88,9 @@ def bearer(header: str | None) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
+_BY_ID = select(Token.__table__).where(Token.__table__.c.id == bindparam("tid"))
+
+
 def authenticate(session, header: str | None, now: datetime) -> Token:
     """The token behind an Authorization header, or a 401 Problem saying why not."""
     text = bearer(header)
@@ -96,7 +99,8 @@ def authenticate(session, header: str | None, now: datetime) -> Token:
     parts = split(text)
     if parts is None:
         raise messages.unauthorized("malformed")
-    token = session.get(Token, parts[0])
+    row = session.execute(_BY_ID, {"tid": parts[0]}).one_or_none()
+    token = None if row is None else Token(**row._mapping)  # a detached copy, as before
     # Unknown id and wrong secret give the same answer, so a guesser learns nothing.
     if token is None or not hmac.compare_digest(token.secret_hash, hash_secret(parts[1])):
         raise messages.unauthorized("invalid")
@@ -156,9 +160,6 @@ def periods(now: datetime) -> dict[str, str]:
 
 USAGE = Usage.__table__
 # Built once: constructing a statement costs far more than running it (see bench/results.md).
-_RESERVE = update(USAGE).where(USAGE.c.token_id == bindparam("tid"), USAGE.c.period == bindparam("per")) \
-    .values(reserved_micros=USAGE.c.reserved_micros + bindparam("micros"))
-_RESERVE_UNDER_CAP = _RESERVE.where(USAGE.c.settled_micros + USAGE.c.reserved_micros + bindparam("micros") <= bindparam("cap"))
 _SETTLE = update(USAGE).where(USAGE.c.token_id == bindparam("tid"), USAGE.c.period.in_(bindparam("pers", expanding=True))) \
     .values(reserved_micros=USAGE.c.reserved_micros - bindparam("micros"),
             settled_micros=USAGE.c.settled_micros + bindparam("micros"))
@@ -167,22 +168,48 @@ _RELEASE = update(USAGE).where(USAGE.c.token_id == bindparam("tid"), USAGE.c.per
 _TOUCH = update(Token.__table__).where(Token.__table__.c.id == bindparam("tid")).values(last_used_at=bindparam("now"))
 
 
+_UPSERTS: dict = {}
+
+
+def _reserve_statement(dialect: str, capped: bool):
+    """INSERT the period's row with the reservation, or add to it; with a cap, only while under it.
+    One statement per period instead of an insert-if-missing and an update."""
+    statement = _UPSERTS.get((dialect, capped))
+    if statement is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        statement = insert(USAGE).values(token_id=bindparam("tid"), period=bindparam("per"), settled_micros=0,
+                                         reserved_micros=bindparam("micros"))
+        where = None
+        if capped:
+            where = USAGE.c.settled_micros + USAGE.c.reserved_micros + statement.excluded.reserved_micros <= bindparam("cap")
+        statement = statement.on_conflict_do_update(
+            index_elements=[USAGE.c.token_id, USAGE.c.period],
+            set_={"reserved_micros": USAGE.c.reserved_micros + statement.excluded.reserved_micros},
+            where=where).returning(USAGE.c.token_id)
+        _UPSERTS[(dialect, capped)] = statement
+    return statement
+
+
 def reserve(session, token: Token, micros: int, now: datetime) -> list[str]:
     """Reserve `micros` against the daily and monthly caps, or raise 403 with what remains.
 
-    The conditional UPDATE is atomic in both databases, so concurrent calls, in one process or
+    The conditional upsert is atomic in both databases, so concurrent calls, in one process or
     many, can never take a token past a cap.
     """
     reserved = []
+    dialect = dialect_name(session)
     for kind, period in periods(now).items():
         cap = {"d": token.daily_cap_micros, "m": token.monthly_cap_micros}[kind]
-        insert_ignore(session, Usage, {"token_id": token.id, "period": period, "settled_micros": 0, "reserved_micros": 0})
         params = {"tid": token.id, "per": period, "micros": micros}
         if cap is None:
-            result = session.execute(_RESERVE, params)
+            done = session.execute(_reserve_statement(dialect, False), params).first()
         else:
-            result = session.execute(_RESERVE_UNDER_CAP, {**params, "cap": cap})
-        if result.rowcount != 1:
+            # A new row is inserted without the cap's test: a single call over the cap never gets there.
+            done = micros <= cap and session.execute(_reserve_statement(dialect, True), {**params, "cap": cap}).first()
+        if not done:
             used = _used(session, token.id, period)
             raise messages.over_cap(kind, amounts.from_micros(max(0, cap - used)), amounts.from_micros(cap))
         reserved.append(period)
@@ -199,9 +226,12 @@ def release(session, token_id: str, micros: int, reserved_periods: list[str]):
         session.execute(_RELEASE, {"tid": token_id, "pers": list(reserved_periods), "micros": micros})
 
 
+_USED = select(USAGE.c.settled_micros + USAGE.c.reserved_micros) \
+    .where(USAGE.c.token_id == bindparam("tid"), USAGE.c.period == bindparam("per"))
+
+
 def _used(session, token_id: str, period: str) -> int:
-    row = session.get(Usage, (token_id, period), populate_existing=True)
-    return 0 if row is None else row.settled_micros + row.reserved_micros
+    return session.execute(_USED, {"tid": token_id, "per": period}).scalar() or 0
 
 
 def usage(session, token: Token, now: datetime) -> dict:

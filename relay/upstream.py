@@ -1,19 +1,23 @@
-"""The Paywalls API client: one pooled session, bounded retries, one Idempotency-Key per call.
+"""The Paywalls API client: one connection pool, bounded retries, one Idempotency-Key per call.
 
 Every call ends in one of four outcomes. The difference between `not_applied` and
 `ambiguous` is what keeps money right: only the latter may have changed a balance.
 """
 
+import json as jsonlib
 import os
 import random
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import requests
+import urllib3
 from prometheus_client import Counter
-from requests.adapters import HTTPAdapter
+from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError,
+                                SSLError)
 
-from . import messages
+from . import __version__, messages
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 OPERATOR_PROBLEM_STATUS = {401, 403}  # the relay's own key was refused: not the caller's fault
@@ -41,21 +45,19 @@ class Upstream:
         self.read_timeout = config["RELAY_READ_TIMEOUT"]
         self.budget = config["RELAY_UPSTREAM_BUDGET"]
         self.retries = config["RELAY_UPSTREAM_RETRIES"]
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=64)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        # requests reads proxies, the CA bundle and ~/.netrc from the environment on every call when
-        # trust_env is on (a large share of a call's CPU); read the first two once here instead. netrc
-        # stays off: it could replace the Authorization header with other credentials.
-        self.session.trust_env = False
-        self.session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
-        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if ca_bundle:
-            self.session.verify = ca_bundle
+        # urllib3 directly: requests costs about twice its CPU per call (measured for bench/results.md).
+        # Proxies and the CA bundle come from the environment as requests would find them, read once;
+        # ~/.netrc is not read (it could replace the Authorization header with other credentials).
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") \
+            or requests.utils.DEFAULT_CA_BUNDLE_PATH
+        scheme = self.base_url.split("://", 1)[0]
+        proxy = requests.utils.get_environ_proxies(self.base_url).get(scheme)
+        pools = {"num_pools": 4, "maxsize": 64, "block": False, "ca_certs": ca_bundle, "cert_reqs": "CERT_REQUIRED"}
+        self.pool = urllib3.ProxyManager(proxy, **pools) if proxy else urllib3.PoolManager(**pools)
+        self.user_agent = f"paywalls-relay/{__version__}"
 
     def call(self, method: str, path: str, *, json=None, params=None, idempotency_key=None) -> Outcome:
-        headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json"}
+        headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json", "User-Agent": self.user_agent}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         started = time.monotonic()
@@ -78,18 +80,28 @@ class Upstream:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return previous
-        timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
+        timeout = urllib3.Timeout(connect=min(self.connect_timeout, remaining), read=min(self.read_timeout, remaining))
+        url = self.base_url + path + ("?" + urlencode(params) if params else "")
+        body = None
+        if json is not None:
+            body = jsonlib.dumps(json, allow_nan=False).encode()
+            headers = {**headers, "Content-Type": "application/json"}
         try:
-            response = self.session.request(method, self.base_url + path, headers=headers, json=json,
-                                            params=params, timeout=timeout)
-        except (requests.ConnectTimeout, requests.exceptions.SSLError) as error:
-            return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why=type(error).__name__))
-        except requests.ConnectionError as error:
+            # retries=False: one attempt per call here, redirects not followed; the loop in call() retries.
+            response = self.pool.request(method, url, body=body, headers=headers, timeout=timeout, retries=False)
+        except NewConnectionError as error:  # a subclass of ConnectTimeoutError: first
             if _refused(error):
                 return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why="connection refused"))
             return Outcome("ambiguous", message=messages.UPSTREAM_DROPPED)
-        except requests.Timeout:
+        except (ConnectTimeoutError, SSLError) as error:
+            why = "ConnectTimeout" if isinstance(error, ConnectTimeoutError) else "SSLError"
+            return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why=why))
+        except ReadTimeoutError:
             return Outcome("ambiguous", message=messages.UPSTREAM_TIMEOUT, timed_out=True)
+        except (HTTPError, OSError) as error:
+            if _refused(error):
+                return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why="connection refused"))
+            return Outcome("ambiguous", message=messages.UPSTREAM_DROPPED)
         return self._classify(response, maybe_landed)
 
     @staticmethod
@@ -97,7 +109,7 @@ class Upstream:
         return Outcome("ambiguous" if maybe_landed else "not_applied", message=message)
 
     def _classify(self, response, maybe_landed: bool) -> Outcome:
-        status = response.status_code
+        status = response.status
         body = _json_or_none(response)
         message = _upstream_message(body, response)
         if 200 <= status < 300:
@@ -134,7 +146,7 @@ def _refused(error) -> bool:
 
 def _json_or_none(response):
     try:
-        return response.json()
+        return jsonlib.loads(response.data)
     except ValueError:
         return None
 
@@ -144,7 +156,7 @@ def _upstream_message(body, response) -> str:
         for name in ("message", "error", "detail"):
             if isinstance(body.get(name), str):
                 return body[name]
-    return response.reason or f"HTTP {response.status_code}"
+    return response.reason or f"HTTP {response.status}"
 
 
 def _retry_after(response) -> int | None:
