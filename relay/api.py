@@ -55,12 +55,14 @@ def money_call(op: str, schema: str, path: str) -> Response:
     token = authenticated(op)
     body = validation.money_body(schema, request.get_data(), request.content_type, settings()["RELAY_AMOUNT_DECIMALS"])
     tokens.authorize_money(token, op, body)
+    fingerprint = idempotency.fingerprint(op, body)
     key = idempotency.header_key(request.headers.get("Idempotency-Key")) \
-        or idempotency.derive_key(op, body, token.dedupe_on)
+        or (fingerprint if tuple(token.dedupe_on) == idempotency.DEFAULT_FIELDS  # the same derivation
+            else idempotency.derive_key(op, body, token.dedupe_on))
     g.idempotency_key = key
 
     # Phase 1: claim the key and reserve the caps, in one transaction (or replay the stored answer).
-    claimed = claim_or_wait(token, op, key, idempotency.fingerprint(op, body), body)
+    claimed = claim_or_wait(token, op, key, fingerprint, body)
     if isinstance(claimed, Replay):
         return answer(claimed.status, claimed.body, key, replayed=True)
 

@@ -8,6 +8,8 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import fastsql
+
 
 def default_url(instance_path: str) -> str:
     os.makedirs(instance_path, exist_ok=True)
@@ -72,9 +74,9 @@ def transaction():
 
 @contextmanager
 def write():
-    """One short write transaction on a bare connection, for the request path's claim and record
-    phases (Core statements only): committed on success, rolled back on any error."""
-    with engine().begin() as connection:
+    """One short write transaction for the request path's claim and record phases: prebuilt Core
+    statements run by relay/fastsql.py; committed on success, rolled back on any error."""
+    with fastsql.transaction(engine(), write=True) as connection:
         yield connection
 
 
@@ -87,9 +89,8 @@ def read():
 
 @contextmanager
 def read_connection():
-    """A read on a bare connection, for the hot path (token lookup), where an ORM session costs more
-    than the query itself."""
-    with current_app.extensions["relay.reader"].connect() as connection:
+    """A read for the hot path (the token lookup): prebuilt Core statements run by relay/fastsql.py."""
+    with fastsql.transaction(current_app.extensions["relay.reader"], write=False) as connection:
         yield connection
 
 

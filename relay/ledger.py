@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import insert, select
 
-from .models import LedgerEntry
+from .models import LedgerEntry, utcnow
 from .tokens import iso
 
 EXPORT_COLUMNS = ["id", "created_at", "operation", "outcome", "user", "amount", "metadata", "idempotency_key",
@@ -23,7 +23,8 @@ _INSERT = insert(LedgerEntry.__table__)  # built once; a Core insert skips the O
 
 
 def record(session, token, operation: str, outcome: str, **fields):
-    values = {"token_id": token.id, "token_label": token.label, "operation": operation, "outcome": outcome, **fields}
+    values = {"created_at": utcnow(), "token_id": token.id, "token_label": token.label, "operation": operation,
+              "outcome": outcome, **fields}
     if "metadata_" in values:
         values["metadata"] = values.pop("metadata_")
     session.execute(_INSERT, values)
