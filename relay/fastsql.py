@@ -12,9 +12,11 @@ The connection object offers the small part of the Connection API the request pa
 `dialect`. DBAPI errors are raised as SQLAlchemy's, so the app's "database unavailable" handler works.
 """
 
+import fcntl
+import os
 import threading
 from collections import namedtuple
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Engine
@@ -141,6 +143,34 @@ class Connection:
         return exc.DBAPIError.instance(sql, None, error, self._error, hide_parameters=True, dialect=self.dialect)
 
 
+_thread_locks: dict = {}
+
+
+@contextmanager
+def _writer_lock(engine: Engine):
+    """SQLite admits one writer at a time. A writer that finds the database locked waits in SQLite's
+    busy handler, which polls with sleeps of up to 100 ms: under concurrent deposits that, not the work,
+    set throughput and p99 (p99 over 1 s at 16 connections). The relay's own writers queue here instead,
+    on a thread lock and an flock on `<database>.writer-lock`, and are woken as soon as it is free.
+    Other writers (CLI, admin) still meet SQLite's own locking: this is scheduling, not correctness."""
+    database = engine.url.database
+    path = os.path.abspath(database) if database and database != ":memory:" and not database.startswith("file:") \
+        else None
+    threads = _thread_locks.get(path)
+    if threads is None:
+        threads = _thread_locks.setdefault(path, threading.Lock())
+    with threads:
+        if path is None:
+            yield
+            return
+        fd = os.open(path + ".writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+
 @contextmanager
 def transaction(engine: Engine, *, write: bool):
     """A transaction on a pooled DBAPI connection: committed on success, rolled back on any error.
@@ -148,9 +178,16 @@ def transaction(engine: Engine, *, write: bool):
     SQLite (driver autocommit, see db.py): writers BEGIN IMMEDIATE, as the engine's "begin" event does;
     a read is one SELECT, which SQLite runs in its own snapshot. PostgreSQL: the driver begins implicitly.
     """
+    sqlite = engine.dialect.name == "sqlite"
+    with _writer_lock(engine) if sqlite and write else nullcontext():
+        with _transaction(engine, write=write, sqlite=sqlite) as connection:
+            yield connection
+
+
+@contextmanager
+def _transaction(engine: Engine, *, write: bool, sqlite: bool):
     fairy = engine.raw_connection()  # pool checkout: pre-ping, and connect errors come as SQLAlchemy's
     connection = Connection(fairy.dbapi_connection, engine.dialect)
-    sqlite = engine.dialect.name == "sqlite"
     try:
         try:
             if sqlite and write:
