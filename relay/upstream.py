@@ -53,7 +53,10 @@ class Upstream:
         scheme = self.base_url.split("://", 1)[0]
         proxy = requests.utils.get_environ_proxies(self.base_url).get(scheme)
         pools = {"num_pools": 4, "maxsize": 64, "block": False, "ca_certs": ca_bundle, "cert_reqs": "CERT_REQUIRED"}
-        self.pool = urllib3.ProxyManager(proxy, **pools) if proxy else urllib3.PoolManager(**pools)
+        self.manager = urllib3.ProxyManager(proxy, **pools) if proxy else urllib3.PoolManager(**pools)
+        # Without a proxy, the host's pool is used directly with the path (skips a URL parse per call).
+        self.pool = None if proxy else self.manager.connection_from_url(self.base_url)
+        self.base_path = urllib3.util.parse_url(self.base_url).path or ""
         self.user_agent = f"paywalls-relay/{__version__}"
 
     def call(self, method: str, path: str, *, json=None, params=None, idempotency_key=None) -> Outcome:
@@ -81,14 +84,19 @@ class Upstream:
         if remaining <= 0:
             return previous
         timeout = urllib3.Timeout(connect=min(self.connect_timeout, remaining), read=min(self.read_timeout, remaining))
-        url = self.base_url + path + ("?" + urlencode(params) if params else "")
+        query = "?" + urlencode(params) if params else ""
         body = None
         if json is not None:
             body = jsonlib.dumps(json, allow_nan=False).encode()
             headers = {**headers, "Content-Type": "application/json"}
         try:
             # retries=False: one attempt per call here, redirects not followed; the loop in call() retries.
-            response = self.pool.request(method, url, body=body, headers=headers, timeout=timeout, retries=False)
+            if self.pool is not None:
+                response = self.pool.urlopen(method, self.base_path + path + query, body=body, headers=headers,
+                                             timeout=timeout, retries=False, redirect=False)
+            else:
+                response = self.manager.urlopen(method, self.base_url + path + query, body=body, headers=headers,
+                                                timeout=timeout, retries=False, redirect=False)
         except NewConnectionError as error:  # a subclass of ConnectTimeoutError: first
             if _refused(error):
                 return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why="connection refused"))
