@@ -191,6 +191,10 @@ def deposits():
                                    for name in sorted(unknown)])
     limit, since, cursor = _limit(args.get("limit")), _since(args.get("since")), _cursor(args.get("cursor"))
     if args.get("user"):
+        # The same rules as a deposit's user (the feed's OpenAPI parameter says so).
+        errors = validation.schema_errors("balance-query.json", {"user": args["user"]})
+        if errors:
+            raise messages.validation(errors)
         tokens.authorize_user(token, args["user"])
     with db.read() as session:
         data, next_cursor = ledger.deposits(session, user=args.get("user"), since=since, limit=limit,

@@ -66,8 +66,11 @@ def register_errors(app: Flask):
         return messages.not_found("This path").response(request_id=g.get("request_id"))
 
     @app.errorhandler(MethodNotAllowed)
-    def not_allowed(_error):
-        return messages.method_not_allowed().response(request_id=g.get("request_id"))
+    def not_allowed(error: MethodNotAllowed):
+        response = messages.method_not_allowed().response(request_id=g.get("request_id"))
+        if error.valid_methods:  # RFC 9110: a 405 names the methods the path does take
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

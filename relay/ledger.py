@@ -37,9 +37,12 @@ def entry_id(entry: LedgerEntry) -> str:
 def parse_cursor(cursor: str | None) -> int | None:
     if cursor in (None, ""):
         return None
-    if not cursor.startswith("led_") or not cursor[4:].isdigit():
+    if not cursor.startswith("led_") or not cursor[4:].isascii() or not cursor[4:].isdigit() or len(cursor) > 24:
         raise ValueError(cursor)
-    return int(cursor[4:])
+    entry = int(cursor[4:])
+    if entry > 2**63 - 1:  # past any row id; the database could not even compare it
+        raise ValueError(cursor)
+    return entry
 
 
 def deposits(session, *, user=None, since: datetime | None = None, limit=50, before_id=None,

@@ -94,10 +94,16 @@ def document() -> dict:
             "/v1/relay/deposits": {"get": {
                 "summary": "Credits applied through the relay, newest first", "security": [{"relayToken": []}],
                 "parameters": [
-                    {"name": "user", "in": "query", "schema": {"$ref": "#/components/schemas/user"}},
-                    {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
+                    # An empty value means the same as an absent one, so a form field left blank still works.
+                    {"name": "user", "in": "query", "description": "Only deposits to this user; empty or absent: all.",
+                     "schema": {"anyOf": [{"$ref": "#/components/schemas/user"}, {"const": ""}]}},
+                    {"name": "since", "in": "query", "description": "ISO 8601 date or date-time (UTC unless an offset is given).",
+                     "schema": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"},
+                                          {"const": ""}]}},
+                    {"name": "limit", "in": "query", "description": "Page size, 1-100; default 50.",
+                     "schema": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 100}, {"const": ""}]}},
+                    {"name": "cursor", "in": "query", "description": "The next_cursor of the previous page.",
+                     "schema": {"anyOf": [{"type": "string", "pattern": "^led_[0-9]+$"}, {"const": ""}]}}],
                 "responses": {"200": _json("deposits_response"), **PROBLEMS}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
             "/readyz": {"get": {"summary": "Readiness", "responses": {"200": {"description": "Ready"},

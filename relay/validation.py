@@ -14,6 +14,7 @@ from .messages import field_error
 SCHEMAS_DIR = pathlib.Path(__file__).resolve().parent.parent / "schemas"
 MAX_BODY_BYTES = 16 * 1024
 MAX_METADATA_BYTES = 4 * 1024
+MAX_DEPTH = 32  # objects and arrays inside one another; deeper bodies are refused before any recursion
 SAFE_INTEGER = 2**53 - 1
 
 
@@ -67,6 +68,26 @@ def _reject_duplicate_keys(pairs):
     return obj
 
 
+def _reject_constant(name: str):
+    raise messages.malformed_body(f"{name} is not a JSON value.")
+
+
+def _depth(value) -> int:
+    """How deeply objects and arrays nest in `value`, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def parse_json_object(raw: bytes, content_type: str) -> dict:
     """The body as a dict with Decimal numbers, or a Problem saying why not."""
     if len(raw) > MAX_BODY_BYTES:
@@ -78,11 +99,14 @@ def parse_json_object(raw: bytes, content_type: str) -> dict:
     except UnicodeDecodeError:
         raise messages.malformed_body("The body is not valid UTF-8.") from None
     try:
-        body = json.loads(text, parse_float=Decimal, object_pairs_hook=_reject_duplicate_keys)
+        body = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant,
+                          object_pairs_hook=_reject_duplicate_keys)
     except RecursionError:
         raise messages.malformed_body("The body is nested too deeply.") from None
     except ValueError as error:
         raise messages.malformed_body(f"The body is not valid JSON ({error}).") from None
+    if _depth(body) > MAX_DEPTH:  # the checks after this one recurse: refuse here, not with a RecursionError
+        raise messages.malformed_body(f"The body is nested too deeply (more than {MAX_DEPTH} levels).")
     if not isinstance(body, dict):
         raise messages.malformed_body("The body must be a JSON object, not a list or a single value.")
     return body
