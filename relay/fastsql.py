@@ -186,7 +186,12 @@ def transaction(engine: Engine, *, write: bool):
 
 @contextmanager
 def _transaction(engine: Engine, *, write: bool, sqlite: bool):
-    fairy = engine.raw_connection()  # pool checkout: pre-ping, and connect errors come as SQLAlchemy's
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    try:
+        fairy = engine.raw_connection()  # pool checkout, with pre-ping on PostgreSQL
+    except dbapi_error as error:  # e.g. the database is down: raised as SQLAlchemy's, like Connection does
+        raise exc.DBAPIError.instance(None, None, error, dbapi_error, hide_parameters=True,
+                                      connection_invalidated=True, dialect=engine.dialect) from error
     connection = Connection(fairy.dbapi_connection, engine.dialect)
     try:
         try:
