@@ -1,27 +1,18 @@
-"""The Paywalls API client: one connection pool, bounded retries, one Idempotency-Key per call.
+"""The Paywalls API client: one pooled requests session, bounded retries, one Idempotency-Key per call.
 
 Every call ends in one of four outcomes. The difference between `not_applied` and
 `ambiguous` is what keeps money right: only the latter may have changed a balance.
 """
 
-import http.client
 import json as jsonlib
 import os
 import random
-import select
-import socket
-import ssl
-import threading
 import time
-from collections import namedtuple
 from dataclasses import dataclass, field
-from urllib.parse import urlencode, urlsplit
 
 import requests
-import urllib3
 from prometheus_client import Counter
-from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError,
-                                SSLError)
+from requests.adapters import HTTPAdapter
 
 from . import __version__, messages
 
@@ -51,21 +42,10 @@ class Upstream:
         self.read_timeout = config["RELAY_READ_TIMEOUT"]
         self.budget = config["RELAY_UPSTREAM_BUDGET"]
         self.retries = config["RELAY_UPSTREAM_RETRIES"]
-        # Not requests: it costs about three times the CPU per call (measured for bench/results.md).
-        # Proxies and the CA bundle come from the environment as requests would find them, read once;
-        # ~/.netrc is not read (it could replace the Authorization header with other credentials).
-        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") \
-            or requests.utils.DEFAULT_CA_BUNDLE_PATH
-        scheme = self.base_url.split("://", 1)[0]
-        proxy = requests.utils.get_environ_proxies(self.base_url).get(scheme)
-        pools = {"num_pools": 4, "maxsize": 64, "block": False, "ca_certs": ca_bundle, "cert_reqs": "CERT_REQUIRED"}
-        self.manager = urllib3.ProxyManager(proxy, **pools) if proxy else urllib3.PoolManager(**pools)
-        self.base_path = urllib3.util.parse_url(self.base_url).path or ""
         self.user_agent = f"paywalls-relay/{__version__}"
         if "\r" in self.key or "\n" in self.key:
             raise ValueError("PAYWALLS_API_KEY must be one line")
-        # Without a proxy, calls go over the relay's own kept-alive connections (see _Connections).
-        self.connections = None if proxy else _Connections(self.base_url, ca_bundle)
+        self.session = _session(self.base_url)
 
     def call(self, method: str, path: str, *, json=None, params=None, idempotency_key=None) -> Outcome:
         headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json", "User-Agent": self.user_agent}
@@ -91,74 +71,27 @@ class Upstream:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return previous
-        timeout = urllib3.Timeout(connect=min(self.connect_timeout, remaining), read=min(self.read_timeout, remaining))
-        query = "?" + urlencode(params) if params else ""
-        body = None
-        if json is not None:
-            body = jsonlib.dumps(json, allow_nan=False).encode()
-            headers = {**headers, "Content-Type": "application/json"}
-        if self.connections is not None:
-            return self._attempt_direct(method, self.base_path + path + query, headers, body, timeout, maybe_landed)
+        timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
         try:
-            # Through a proxy: urllib3. retries=False: one attempt here, redirects not followed.
-            response = self.manager.urlopen(method, self.base_url + path + query, body=body, headers=headers,
-                                            timeout=timeout, retries=False, redirect=False)
-        except NewConnectionError as error:  # a subclass of ConnectTimeoutError: first
-            if _refused(error):
-                return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why="connection refused"))
-            return Outcome("ambiguous", message=messages.UPSTREAM_DROPPED)
-        except (ConnectTimeoutError, SSLError) as error:
-            why = "ConnectTimeout" if isinstance(error, ConnectTimeoutError) else "SSLError"
+            response = self.session.request(method, self.base_url + path, headers=headers, json=json, params=params,
+                                            timeout=timeout, allow_redirects=False)
+        except (requests.ConnectTimeout, requests.exceptions.SSLError) as error:
+            why = "SSLError" if isinstance(error, requests.exceptions.SSLError) else "ConnectTimeout"
             return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why=why))
-        except ReadTimeoutError:
+        except requests.ReadTimeout:
             return Outcome("ambiguous", message=messages.UPSTREAM_TIMEOUT, timed_out=True)
-        except (HTTPError, OSError) as error:
-            if _refused(error):
+        except requests.RequestException as error:
+            if _refused(error):  # nothing was sent
                 return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why="connection refused"))
             return Outcome("ambiguous", message=messages.UPSTREAM_DROPPED)
         return self._classify(response, maybe_landed)
-
-    def _attempt_direct(self, method, target, headers, body, timeout, maybe_landed: bool) -> Outcome:
-        """One attempt on a kept-alive connection. Until the request is written nothing can have
-        landed; after that, a failure is ambiguous. The same outcomes as the urllib3 path."""
-        sock = self.connections.take()
-        if sock is None:
-            try:
-                sock = self.connections.connect(timeout.connect_timeout)
-            except ssl.SSLError:
-                return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why="SSLError"))
-            except TimeoutError:
-                return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why="ConnectTimeout"))
-            except OSError as error:
-                if _refused(error):
-                    return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why="connection refused"))
-                return Outcome("ambiguous", message=messages.UPSTREAM_DROPPED)  # e.g. a name that did not resolve
-        try:
-            sock.settimeout(timeout.read_timeout)
-            sock.sendall(self.connections.request(method, target, headers, body))
-            response = http.client.HTTPResponse(sock, method=method)
-            response.begin()
-            data = response.read()
-        except TimeoutError:
-            sock.close()
-            return Outcome("ambiguous", message=messages.UPSTREAM_TIMEOUT, timed_out=True)
-        except (OSError, http.client.HTTPException) as error:
-            sock.close()
-            if _refused(error):
-                return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why="connection refused"))
-            return Outcome("ambiguous", message=messages.UPSTREAM_DROPPED)
-        if response.will_close:
-            sock.close()
-        else:
-            self.connections.give_back(sock)
-        return self._classify(_Answer(response.status, response.reason, data, response.msg), maybe_landed)
 
     @staticmethod
     def _failed(maybe_landed: bool, message: str) -> Outcome:
         return Outcome("ambiguous" if maybe_landed else "not_applied", message=message)
 
     def _classify(self, response, maybe_landed: bool) -> Outcome:
-        status = response.status
+        status = response.status_code
         body = _json_or_none(response)
         message = _upstream_message(body, response)
         if 200 <= status < 300:
@@ -188,64 +121,17 @@ class Upstream:
         return wait
 
 
-_Answer = namedtuple("_Answer", "status reason data headers")
-
-
-class _Connections:
-    """Kept-alive HTTP/1.1 connections to the upstream host, most recently used first.
-
-    Each request is written in one piece and its answer parsed by http.client: about 40% less CPU and
-    0.25 ms less per call than urllib3 here (bench/results.md). A connection the server has closed
-    while idle is noticed (readable before use) and replaced, as urllib3 does.
-    """
-
-    def __init__(self, base_url: str, ca_bundle: str, maxsize: int = 64):
-        parts = urlsplit(base_url)
-        self.https = parts.scheme == "https"
-        self.host, self.port = parts.hostname, parts.port or (443 if self.https else 80)
-        self.host_header = parts.netloc.rsplit("@", 1)[-1]
-        self.context = ssl.create_default_context(cafile=ca_bundle) if self.https else None
-        self.idle, self.lock, self.maxsize = [], threading.Lock(), maxsize
-
-    def connect(self, timeout: float):
-        sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.context is not None:
-                sock = self.context.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    def take(self):
-        with self.lock:
-            while self.idle:
-                sock = self.idle.pop()
-                if not _readable(sock):
-                    return sock
-                sock.close()  # the server closed it (or sent something unasked): not reusable
-        return None
-
-    def give_back(self, sock):
-        with self.lock:
-            if len(self.idle) < self.maxsize:
-                self.idle.append(sock)
-                return
-        sock.close()
-
-    def request(self, method: str, target: str, headers: dict, body: bytes | None) -> bytes:
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}", "Accept-Encoding: identity",
-                 *(f"{name}: {value}" for name, value in headers.items())]
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-
-
-def _readable(sock) -> bool:
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
+def _session(base_url: str) -> requests.Session:
+    """One pooled session. The environment (proxies, CA bundle) is read once here rather than on
+    every call, and ~/.netrc never: it could replace the Authorization header."""
+    session = requests.Session()
+    session.proxies = requests.utils.get_environ_proxies(base_url)
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    session.trust_env = False
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=64)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def _refused(error) -> bool:
@@ -255,7 +141,7 @@ def _refused(error) -> bool:
 
 def _json_or_none(response):
     try:
-        return jsonlib.loads(response.data)
+        return jsonlib.loads(response.content)
     except ValueError:
         return None
 
@@ -265,7 +151,7 @@ def _upstream_message(body, response) -> str:
         for name in ("message", "error", "detail"):
             if isinstance(body.get(name), str):
                 return body[name]
-    return response.reason or f"HTTP {response.status}"
+    return response.reason or f"HTTP {response.status_code}"
 
 
 def _retry_after(response) -> int | None:
