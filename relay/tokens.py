@@ -163,12 +163,10 @@ def periods(now: datetime) -> dict[str, str]:
 
 USAGE = Usage.__table__
 # Built once: constructing a statement costs far more than running it (see bench/results.md).
-_PERIOD_PAIR = USAGE.c.period.in_([bindparam("p1"), bindparam("p2")])  # both periods in one statement
-_SETTLE = update(USAGE).where(USAGE.c.token_id == bindparam("tid"), _PERIOD_PAIR) \
-    .values(reserved_micros=USAGE.c.reserved_micros - bindparam("micros"),
-            settled_micros=USAGE.c.settled_micros + bindparam("micros"))
-_RELEASE = update(USAGE).where(USAGE.c.token_id == bindparam("tid"), _PERIOD_PAIR) \
-    .values(reserved_micros=USAGE.c.reserved_micros - bindparam("micros"))
+_ONE_PERIOD = (USAGE.c.token_id == bindparam("tid"), USAGE.c.period == bindparam("per"))
+_SETTLE = update(USAGE).where(*_ONE_PERIOD).values(reserved_micros=USAGE.c.reserved_micros - bindparam("micros"),
+                                                   settled_micros=USAGE.c.settled_micros + bindparam("micros"))
+_RELEASE = update(USAGE).where(*_ONE_PERIOD).values(reserved_micros=USAGE.c.reserved_micros - bindparam("micros"))
 _TOUCH = update(Token.__table__).where(Token.__table__.c.id == bindparam("tid")).values(last_used_at=bindparam("now"))
 
 
@@ -234,17 +232,19 @@ def reserve(session, token: Token, micros: int, now: datetime) -> list[str]:
 
 
 def settle(session, token_id: str, micros: int, reserved_periods: list[str]):
-    _by_pairs(session, _SETTLE, token_id, micros, reserved_periods)
+    _each_period(session, _SETTLE, token_id, micros, reserved_periods)
 
 
 def release(session, token_id: str, micros: int, reserved_periods: list[str]):
-    _by_pairs(session, _RELEASE, token_id, micros, reserved_periods)
+    _each_period(session, _RELEASE, token_id, micros, reserved_periods)
 
 
-def _by_pairs(session, statement, token_id: str, micros: int, reserved_periods: list[str]):
-    for i in range(0, len(reserved_periods), 2):
-        pair = reserved_periods[i:i + 2]
-        session.execute(statement, {"tid": token_id, "micros": micros, "p1": pair[0], "p2": pair[-1]})
+def _each_period(session, statement, token_id: str, micros: int, reserved_periods: list[str]):
+    # One statement per period, in the order reserve() locked them (day, then month): on PostgreSQL a
+    # single UPDATE .. IN (day, month) locks the rows in whatever order it scans them, and deadlocked
+    # against concurrent reservations under load (found by make bench).
+    for period in reserved_periods:
+        session.execute(statement, {"tid": token_id, "per": period, "micros": micros})
 
 
 _USED = select(USAGE.c.settled_micros + USAGE.c.reserved_micros) \

@@ -12,17 +12,17 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from conftest import auth, credits, deposit, free_port
+from conftest import (SANDBOX_KEY, auth, base_settings, credits, deposit, free_port, gunicorn_relay, migrated_token,
+                      needs_postgres, postgres_database)
 from relay import db, tokens
 from relay.sandbox import Server
-
-from conftest import SANDBOX_KEY
 
 INVOICE = {"invoice_id": "in_faults_1"}
 
@@ -268,3 +268,23 @@ def test_database_outage_is_503_loses_nothing_and_recovers_without_a_restart(mak
         assert sorted(c["metadata"]["n"] for c in credits(sandbox)) == ["before", "during", "in-flight"]
         assert sandbox.state.snapshot()["balances"]["acme:user_1"] == "30"
         app.extensions["relay.engine"].dispose()
+
+
+# --- load on one token: no database deadlock -------------------------------------------------------------------
+
+@needs_postgres
+def test_concurrent_deposits_on_one_token_never_deadlock_postgres(sandbox):
+    """Claims reserve the day's then the month's usage row while other requests settle theirs: every
+    statement must lock the two rows in that same order (a settle that locked them in scan order
+    deadlocked under make bench's 16 connections)."""
+    with postgres_database() as url:
+        token = migrated_token(url, operations=["deposit"])
+        settings = base_settings(url, sandbox.url, RELAY_UPSTREAM_RETRIES=0)
+        with gunicorn_relay(settings, workers=2, threads=8) as (relay_url, _process):
+            def one(n):
+                return requests.post(relay_url + "/v1/user/balance/deposit", headers=auth(token), timeout=30,
+                                     json={"user": f"u{n % 3}", "amount": "1", "metadata": {"n": n}}).status_code
+            with ThreadPoolExecutor(16) as pool:
+                statuses = list(pool.map(one, range(160)))
+    assert statuses == [200] * 160
+    assert len(credits(sandbox)) == 160
