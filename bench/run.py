@@ -20,6 +20,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -131,15 +132,17 @@ def check_all_ok(result: dict, what: str):
 
 
 class Sandbox:
+    """The standalone sandbox's control endpoints (a new connection each time: no idle keep-alive to go stale)."""
+
     def __init__(self, url: str):
-        self.url, self.http = url, requests.Session()
+        self.url = url
 
     def deposit_calls(self) -> int:
-        return self.http.get(self.url + "/_sandbox/state", timeout=30).json()["calls"].get("deposit", 0)
+        return requests.get(self.url + "/_sandbox/state", timeout=30).json()["calls"].get("deposit", 0)
 
     def reset(self):
         time.sleep(1)  # requests still in flight when the last wrk run stopped land first
-        self.http.post(self.url + "/_sandbox/reset", timeout=30).raise_for_status()
+        requests.post(self.url + "/_sandbox/reset", timeout=30).raise_for_status()
 
 
 # --- the relay under test ---------------------------------------------------------------------------------------
@@ -176,7 +179,26 @@ def postgres_database(server_url: str):
         admin.dispose()
 
 
-def measure(database: str, database_url: str, sandbox: Sandbox, naive_url: str, duration: float) -> dict:
+def median_result(results: list[dict]) -> dict:
+    """Each figure's median over the rounds (the machines this runs on are noisy)."""
+    merged = {"rounds": len(results), "requests": sum(r["requests"] for r in results)}
+    for key in ("rps", "p50_us", "p90_us", "p99_us", "max_us"):
+        merged[key] = statistics.median(r[key] for r in results)
+    return merged
+
+
+def one_run(sandbox: Sandbox, url: str, name: str, connections: int, duration: float, run: str, **who) -> dict:
+    sandbox.reset()
+    result = wrk(url, connections=connections, duration=duration, run=run, **who)
+    check_all_ok(result, f"{name} at {connections}")
+    calls = sandbox.deposit_calls()
+    # wrk stops with requests in flight: they may reach the upstream without being counted.
+    if not result["requests"] <= calls <= result["requests"] + connections:
+        raise RuntimeError(f"{name}: {result['requests']} answers but {calls} upstream calls")
+    return result
+
+
+def measure(database: str, database_url: str, sandbox: Sandbox, naive_url: str, duration: float, rounds: int) -> dict:
     env = relay_env(database_url, sandbox.url)
     token = prepare_database(env)
     port = free_port()
@@ -184,25 +206,27 @@ def measure(database: str, database_url: str, sandbox: Sandbox, naive_url: str, 
     run = uuid.uuid4().hex[:8]
     upstream = {"auth": f"Bearer {SANDBOX_KEY}", "send_key": True}
     relay = {"auth": f"Bearer {token}"}
+    targets_ = (("direct", sandbox.url, upstream), ("naive", naive_url, upstream), ("relay", relay_url, relay))
     rows = {}
     with process(f"relay-{database}", gunicorn("relay.app:create_app()", port), env, relay_url + "/healthz"):
         print(f"[{database}] warming up", flush=True)
-        for url, who in ((sandbox.url, upstream), (naive_url, upstream), (relay_url, relay)):
+        for _name, url, who in targets_:
             wrk(url, connections=16, duration=2, run=run + "w", **who)
 
+        # Fresh deposits: direct, naive and relay interleaved, round after round.
         for connections in (1, 16):
-            for name, url, who in (("direct", sandbox.url, upstream), ("naive", naive_url, upstream),
-                                   ("relay", relay_url, relay)):
-                sandbox.reset()
-                result = wrk(url, connections=connections, duration=duration, run=f"{run}{name}{connections}", **who)
-                check_all_ok(result, f"{name} at {connections}")
-                calls = sandbox.deposit_calls()
-                # wrk stops with requests in flight: they may reach the upstream without being counted.
-                if not result["requests"] <= calls <= result["requests"] + connections:
-                    raise RuntimeError(f"{name}: {result['requests']} answers but {calls} upstream calls")
-                rows[(name, connections)] = result
+            results = {name: [] for name, _url, _who in targets_}
+            for round_ in range(rounds):
+                for name, url, who in targets_:
+                    results[name].append(one_run(sandbox, url, name, connections, duration,
+                                                 f"{run}{name}{connections}r{round_}", **who))
+            for name, _url, _who in targets_:
+                rows[(name, connections)] = result = median_result(results[name])
+                each = ", ".join(f"{r['rps']:.0f}" for r in results[name])
                 print(f"[{database}] {name:6} c={connections:<3} {result['rps']:8.0f} req/s  "
-                      f"p50 {result['p50_us'] / 1000:6.2f} ms  p99 {result['p99_us'] / 1000:6.2f} ms", flush=True)
+                      f"p50 {result['p50_us'] / 1000:6.2f} ms  p99 {result['p99_us'] / 1000:6.2f} ms "
+                      f"(median of {rounds}: {each} req/s)",
+                      flush=True)
 
         # Replays: the same fields again, answered from the relay's store without calling Paywalls.
         http = requests.Session()
@@ -211,21 +235,31 @@ def measure(database: str, database_url: str, sandbox: Sandbox, naive_url: str, 
             answer = http.post(relay_url + DEPOSIT, json=body, headers={"Authorization": relay["auth"]}, timeout=30)
             answer.raise_for_status()
         sandbox.reset()
-        result = wrk(relay_url, connections=16, duration=duration, mode="replay", run=run + "r", **relay)
-        check_all_ok(result, "replays")
+        replays = []
+        for _round in range(rounds):
+            result = wrk(relay_url, connections=16, duration=duration, mode="replay", run=run + "r", **relay)
+            check_all_ok(result, "replays")
+            replays.append(result)
         if sandbox.deposit_calls() != 0:
             raise RuntimeError("replays reached the upstream")
-        rows[("replay", 16)] = result
+        rows[("replay", 16)] = result = median_result(replays)
         print(f"[{database}] replay c=16  {result['rps']:8.0f} req/s  p50 {result['p50_us'] / 1000:6.2f} ms", flush=True)
 
-        # The duplicate storm: one deposit, sent once by each of 100 concurrent connections.
-        sandbox.reset()
-        result = wrk(relay_url, connections=STORM_CONNECTIONS, duration=5, mode="storm", run=run + "s", **relay)
-        check_all_ok(result, "storm")
-        result["upstream_calls"] = sandbox.deposit_calls()
-        rows[("storm", STORM_CONNECTIONS)] = result
-        print(f"[{database}] storm c=100  {result['requests']} answers, {result['upstream_calls']} upstream call(s), "
-              f"p99 {result['p99_us'] / 1000:.2f} ms", flush=True)
+        # The duplicate storm: one deposit, sent once by each of 100 concurrent connections; a new one each round.
+        storms = []
+        for round_ in range(rounds):
+            sandbox.reset()
+            result = wrk(relay_url, connections=STORM_CONNECTIONS, duration=4, mode="storm", run=f"{run}s{round_}",
+                         **relay)
+            check_all_ok(result, "storm")
+            result["upstream_calls"] = sandbox.deposit_calls()
+            storms.append(result)
+            print(f"[{database}] storm c=100  {result['requests']} answers, {result['upstream_calls']} upstream "
+                  f"call(s), p99 {result['p99_us'] / 1000:.2f} ms", flush=True)
+        rows[("storm", STORM_CONNECTIONS)] = {
+            **median_result(storms), "requests": min(r["requests"] for r in storms),
+            "upstream_calls": max(r["upstream_calls"] for r in storms), "p99_us": max(r["p99_us"] for r in storms),
+            "all_calls": [r["upstream_calls"] for r in storms]}
     return rows
 
 
@@ -242,8 +276,8 @@ def targets(rows: dict) -> list[tuple[str, str, bool]]:
          fresh_ratio >= MIN_FRESH_VS_NAIVE),
         (f"replays >= {MIN_REPLAY_VS_FRESH:g}x fresh at 16 connections", f"{replay_ratio:.2f}x",
          replay_ratio >= MIN_REPLAY_VS_FRESH),
-        ("storm of 100 identical deposits: exactly 1 upstream call", str(storm["upstream_calls"]),
-         storm["upstream_calls"] == 1 and storm["requests"] == STORM_CONNECTIONS),
+        ("storm of 100 identical deposits: exactly 1 upstream call", ", ".join(map(str, storm["all_calls"])),
+         all(calls == 1 for calls in storm["all_calls"]) and storm["requests"] == STORM_CONNECTIONS),
     ]
 
 
@@ -255,7 +289,8 @@ def table(database: str, rows: dict) -> list[str]:
               "replay": "relay, replays", "storm": "relay, duplicate storm"}
     for (name, connections), r in rows.items():
         added = f"+{ms(r['p50_us'] - direct[connections])}" if name in ("naive", "relay") else ""
-        extra = f"{r['upstream_calls']} upstream call for {r['requests']} requests" if name == "storm" else ""
+        extra = (f"{r['rounds']} storms of {STORM_CONNECTIONS} identical deposits: upstream calls "
+                 f"{', '.join(map(str, r['all_calls']))}; p99 is the worst storm's") if name == "storm" else ""
         rps = "" if name == "storm" else f"{r['rps']:.0f}"
         lines.append(f"| {database} | {labels[name]} | {connections} | {rps} | {ms(r['p50_us'])} | {ms(r['p99_us'])} "
                      f"| {added} | {extra} |")
@@ -267,8 +302,8 @@ def report(results: dict, settings: dict) -> tuple[str, bool]:
              "Written by `make bench` (bench/run.py); the README quotes these figures.", "",
              f"- date: {settings['date']}",
              f"- machine: {settings['cpus']} CPUs ({settings['cpu_model']}), {settings['platform']}, Python {settings['python']}",
-             f"- load generator: {settings['wrk']}, fresh/replay runs of {settings['duration']:g} s each, "
-             "bodies from bench/deposit.lua",
+             f"- load generator: {settings['wrk']}, bodies from bench/deposit.lua; each figure is the median of "
+             f"{settings['rounds']} interleaved runs of {settings['duration']:g} s (direct, naive, relay in turn)",
              f"- sandbox upstream: standalone, {settings['sandbox']}; naive proxy and relay: gunicorn with "
              "gunicorn.conf.py (gthread, 2 workers x 8 threads), all on 127.0.0.1",
              "- 'added p50' is the p50 minus the direct p50 at the same number of connections", "",
@@ -298,7 +333,8 @@ def cpu_model() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per fresh/replay measurement")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per fresh/replay measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per measurement (medians reported)")
     parser.add_argument("--sandbox", choices=["gunicorn", "werkzeug"], default="gunicorn",
                         help="how the standalone sandbox upstream is served")
     parser.add_argument("--databases", default="sqlite,postgres",
@@ -318,7 +354,7 @@ def main() -> int:
     settings = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(), "cpu_model": cpu_model(), "platform": f"{platform.system()} {platform.machine()}",
-        "python": platform.python_version(), "duration": args.duration,
+        "python": platform.python_version(), "duration": args.duration, "rounds": args.rounds,
         "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(" [")[0].strip() or "wrk",
         "sandbox": "gunicorn 1 worker x 32 threads" if args.sandbox == "gunicorn" else "werkzeug threaded server",
     }
@@ -337,13 +373,14 @@ def main() -> int:
             if database == "sqlite":
                 path = WORK / f"relay-{uuid.uuid4().hex[:8]}.db"
                 try:
-                    results["SQLite"] = measure("sqlite", f"sqlite:///{path}", sandbox, naive_url, args.duration)
+                    results["SQLite"] = measure("sqlite", f"sqlite:///{path}", sandbox, naive_url, args.duration,
+                                                 args.rounds)
                 finally:
-                    for suffix in ("", "-wal", "-shm"):
+                    for suffix in ("", "-wal", "-shm", ".writer-lock"):
                         Path(f"{path}{suffix}").unlink(missing_ok=True)
             elif database == "postgres":
                 with postgres_database(pg_url) as url:
-                    results["PostgreSQL"] = measure("postgres", url, sandbox, naive_url, args.duration)
+                    results["PostgreSQL"] = measure("postgres", url, sandbox, naive_url, args.duration, args.rounds)
             else:
                 raise SystemExit(f"unknown database {database!r}")
 
