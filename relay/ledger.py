@@ -1,7 +1,7 @@
 """The operations ledger: every call the relay made on a balance, the record Paywalls does not expose.
 
 Outcomes: credited, charged, declined (charge answered success:false), rejected (Paywalls 4xx),
-failed (nothing applied), ambiguous (may have applied; a retry settles it), replayed, balance.
+failed (nothing applied), ambiguous (may have applied; a retry settles it), replayed, read (balance look-ups).
 """
 
 import csv
