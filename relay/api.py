@@ -3,13 +3,13 @@ authenticate, validate, authorize, claim the key, call Paywalls, record the outc
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from . import amounts, db, idempotency, ledger, messages, tokens, validation
 from .idempotency import Claim, Replay
-from .models import utcnow
+from .models import as_utc, utcnow
 
 bp = Blueprint("api", __name__)
 JSON = "application/json"
@@ -217,7 +217,7 @@ def _since(value) -> datetime | None:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise messages.invalid_query("since", "since must be an ISO 8601 date or date-time, e.g. 2026-11-01T00:00:00Z.") from None
-    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return as_utc(moment)
 
 
 def _cursor(value) -> int | None:

@@ -3,13 +3,13 @@
 import functools
 import json
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import click
 from flask import current_app
 
 from . import db, idempotency, ledger, migrate, tokens
-from .models import utcnow
+from .models import as_utc, utcnow
 
 DEMO_LABEL = "Sandbox demo"
 
@@ -265,7 +265,7 @@ def _date(value: str | None) -> datetime | None:
     if value is None:
         return None
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return as_utc(moment)
 
 
 @main.group("ledger")

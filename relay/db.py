@@ -47,10 +47,6 @@ def _sqlite_begin_deferred(connection):
     connection.exec_driver_sql("BEGIN")
 
 
-def is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
-
-
 def init_app(app, url: str):
     engine = make_engine(url)
     # SQLite: readers get their own engine so they never queue behind BEGIN IMMEDIATE (WAL lets them run).
@@ -131,11 +127,6 @@ def ping() -> bool:
 def dialect_name(session_or_connection) -> str:
     bind = session_or_connection.get_bind() if isinstance(session_or_connection, Session) else session_or_connection
     return bind.dialect.name
-
-
-def insert_ignore(session: Session, model, values: dict) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING; True when this call inserted the row."""
-    return insert_ignore_returning(session, model, values) is not None
 
 
 _INSERT_IGNORE: dict = {}

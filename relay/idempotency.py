@@ -6,14 +6,14 @@ n8n node; schemas/idempotency-vectors.json is its test.
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import rfc8785
 from sqlalchemy import bindparam, delete, select, update
 
 from . import amounts, messages, tokens
 from .db import insert_ignore_returning
-from .models import IdempotencyKey, utcnow
+from .models import IdempotencyKey, as_utc, utcnow
 
 DEFAULT_FIELDS = ("user", "amount", "metadata")
 KEY_PREFIX = "pwk1_"
@@ -142,8 +142,7 @@ def claim(session, token, op: str, key: str, fingerprint: str, micros: int, now:
 def _age(moment: datetime | None, now: datetime) -> float:
     if moment is None:
         return float("inf")
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    return (now - moment).total_seconds()
+    return (now - as_utc(moment)).total_seconds()
 
 
 # --- recording the outcome: phase 3 --------------------------------------------------------------------------

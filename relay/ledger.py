@@ -5,7 +5,6 @@ failed (nothing applied), ambiguous (may have applied; a retry settles it), repl
 """
 
 import csv
-import io
 import json
 from datetime import datetime
 
@@ -116,9 +115,3 @@ def write_export(rows, out, fmt: str):
         row = dict(row, metadata=json.dumps(row["metadata"], ensure_ascii=False, sort_keys=True)
                    if row["metadata"] is not None else "")
         writer.writerow(row)
-
-
-def export_text(rows, fmt: str) -> str:
-    out = io.StringIO()
-    write_export(rows, out, fmt)
-    return out.getvalue()

@@ -12,7 +12,7 @@ import secrets
 import zlib
 from re import _constants as sre_constants  # the regex parser, to vet user patterns
 from re import _parser as sre_parse
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 from limits import parse_many
@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, select, update
 from . import amounts, idempotency, messages
 from .db import dialect_name
 from .messages import field_error
-from .models import Token, Usage, utcnow
+from .models import Token, Usage, as_utc, utcnow
 
 PREFIX = "pwr_"
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -111,18 +111,14 @@ def authenticate(session, header: str | None, now: datetime) -> Token:
         raise messages.unauthorized("revoked")
     if token.disabled:
         raise messages.unauthorized("disabled")
-    if token.expires_at is not None and _aware(token.expires_at) <= now:
+    if token.expires_at is not None and as_utc(token.expires_at) <= now:
         raise messages.unauthorized("expired")
     return token
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def touch(session, token: Token, now: datetime):
     """Record use at most once a minute, so a busy token does not write on every call."""
-    if token.last_used_at is None or now - _aware(token.last_used_at) > timedelta(minutes=1):
+    if token.last_used_at is None or now - as_utc(token.last_used_at) > timedelta(minutes=1):
         session.execute(_TOUCH, {"tid": token.id, "now": now})
 
 
@@ -146,13 +142,13 @@ def authorize_money(token: Token, operation: str, body: dict):
         raise messages.validation([field_error(f"metadata.{key}", messages.required_metadata(key)) for key in missing])
 
 
-def authorize_user(token: Token, user: str):
-    if token.user_pattern and not re.fullmatch(token.user_pattern, user):
-        raise messages.user_not_allowed(user)
-
-
 def user_allowed(token: Token, user: str) -> bool:
     return not token.user_pattern or re.fullmatch(token.user_pattern, user) is not None
+
+
+def authorize_user(token: Token, user: str):
+    if not user_allowed(token, user):
+        raise messages.user_not_allowed(user)
 
 
 # --- caps -------------------------------------------------------------------------------------------------
@@ -365,7 +361,7 @@ def _expires_at(spec: dict, now: datetime) -> datetime | None:
         return now + parse_duration(spec["expires_in"])
     if spec.get("expires_at"):
         moment = datetime.fromisoformat(str(spec["expires_at"]).replace("Z", "+00:00"))
-        return _aware(moment)
+        return as_utc(moment)
     return None
 
 
@@ -453,13 +449,13 @@ def all_tokens(session) -> list[Token]:
 
 
 def iso(moment: datetime | None) -> str | None:
-    return None if moment is None else _aware(moment).isoformat().replace("+00:00", "Z")
+    return None if moment is None else as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
 def describe(token: Token) -> dict:
     """Everything about a token except its secret."""
     status = "revoked" if token.revoked_at else "disabled" if token.disabled else \
-        "expired" if token.expires_at and _aware(token.expires_at) <= utcnow() else "active"
+        "expired" if token.expires_at and as_utc(token.expires_at) <= utcnow() else "active"
     return {
         "id": token.id,
         "label": token.label,
