@@ -15,14 +15,10 @@ def require_admin_key():
     admin_key = current_app.config["RELAY"]["RELAY_ADMIN_KEY"]
     if not admin_key:
         raise messages.admin_disabled()
-    limits, client = current_app.extensions["relay.ratelimits"], request.remote_addr or "-"
-    wait = limits.auth_blocked(client)
-    if wait:
-        raise messages.rate_limited(wait, "auth")
     presented = tokens.bearer(request.headers.get("Authorization")) or ""
-    if not hmac.compare_digest(presented.encode(), admin_key.encode()):
-        limits.auth_failed(client)
-        raise messages.admin_unauthorized()
+    with current_app.extensions["relay.ratelimits"].guarding_auth(request.remote_addr or "-"):
+        if not hmac.compare_digest(presented.encode(), admin_key.encode()):
+            raise messages.admin_unauthorized()
 
 
 def _spec() -> dict:

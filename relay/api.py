@@ -21,16 +21,9 @@ def settings() -> dict:
 
 def authenticated(operation: str | None):
     """The calling token, after the failed-auth throttle, the token checks and its rate limit."""
-    limits, client = current_app.extensions["relay.ratelimits"], request.remote_addr or "-"
-    wait = limits.auth_blocked(client)
-    if wait:
-        raise messages.rate_limited(wait, "auth")
-    try:
-        with db.read_connection() as connection:
-            token = tokens.authenticate(connection, request.headers.get("Authorization"), utcnow())
-    except messages.Problem:
-        limits.auth_failed(client)
-        raise
+    limits = current_app.extensions["relay.ratelimits"]
+    with limits.guarding_auth(request.remote_addr or "-"), db.read_connection() as connection:
+        token = tokens.authenticate(connection, request.headers.get("Authorization"), utcnow())
     g.token_id, g.operation = token.id, operation
     if token.rate_limit:
         wait = limits.hit(token.rate_limit, "token", token.id)

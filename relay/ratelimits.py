@@ -3,10 +3,13 @@ relay process), process memory otherwise."""
 
 import math
 import time
+from contextlib import contextmanager
 
 from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+
+from . import messages
 
 
 class RateLimits:
@@ -33,3 +36,15 @@ class RateLimits:
 
     def auth_failed(self, client: str):
         self.limiter.hit(self.auth_failure_limit, "auth-failure", client)
+
+    @contextmanager
+    def guarding_auth(self, client: str):
+        """Refuse a client over its failed-authentication limit; count a refusal raised inside."""
+        wait = self.auth_blocked(client)
+        if wait:
+            raise messages.rate_limited(wait, "auth")
+        try:
+            yield
+        except messages.Problem:
+            self.auth_failed(client)
+            raise
