@@ -97,16 +97,13 @@ _LOCK_ROW = select(KEYS.c.id, KEYS.c.fingerprint, KEYS.c.state, KEYS.c.locked_at
 _TAKE_OVER = update(KEYS).where(KEYS.c.id == bindparam("row_id")) \
     .values(state="in_flight", locked_at=bindparam("now"))
 _TAKE_OVER_RESERVING = _TAKE_OVER.values(reserved_micros=bindparam("micros"), reserved_periods=bindparam("periods"))
+# Both also write the row's reservation: cleared after drop_reservation(), kept otherwise.
 _FINISH = update(KEYS).where(KEYS.c.id == bindparam("row_id")).values(
     state="done", locked_at=None, response_status=bindparam("status"), response_body=bindparam("body"),
-    finished_at=bindparam("finished"))
-_REOPEN = update(KEYS).where(KEYS.c.id == bindparam("row_id")).values(state="open", locked_at=None)
-_REOPEN_NEXT = _REOPEN.values(generation=bindparam("next_generation"))
-_CLEAR_RESERVATION = {"reserved_micros": 0, "reserved_periods": bindparam("none")}
-# The same, also clearing the row's reservation after drop_reservation(): one UPDATE instead of two.
-_FINISH_DROPPED = _FINISH.values(**_CLEAR_RESERVATION)
-_REOPEN_DROPPED = _REOPEN.values(**_CLEAR_RESERVATION)
-_REOPEN_NEXT_DROPPED = _REOPEN_NEXT.values(**_CLEAR_RESERVATION)
+    finished_at=bindparam("finished"), reserved_micros=bindparam("micros"), reserved_periods=bindparam("periods"))
+_REOPEN = update(KEYS).where(KEYS.c.id == bindparam("row_id")).values(
+    state="open", locked_at=None, generation=bindparam("generation"), reserved_micros=bindparam("micros"),
+    reserved_periods=bindparam("periods"))
 
 
 def claim(session, token, op: str, key: str, fingerprint: str, micros: int, now: datetime,
@@ -149,22 +146,20 @@ def _age(moment: datetime | None, now: datetime) -> float:
 
 def finish(session, claim: Claim, status: int, body: str):
     """A definite answer: stored and replayed from now on."""
-    params = {"row_id": claim.row_id, "status": status, "body": body, "finished": utcnow()}
-    if claim.reservation_dropped:
-        session.execute(_FINISH_DROPPED, {**params, "none": []})
-    else:
-        session.execute(_FINISH, params)
+    session.execute(_FINISH, {"row_id": claim.row_id, "status": status, "body": body, "finished": utcnow(),
+                              **_reservation(claim)})
 
 
 def reopen(session, claim: Claim, *, next_generation: bool = False):
     """Not final: the next retry takes the key over and calls Paywalls again."""
-    params = {"row_id": claim.row_id}
-    if next_generation:
-        params["next_generation"] = claim.generation + 1
+    generation = claim.generation + 1 if next_generation else claim.generation
+    session.execute(_REOPEN, {"row_id": claim.row_id, "generation": generation, **_reservation(claim)})
+
+
+def _reservation(claim: Claim) -> dict:
     if claim.reservation_dropped:
-        session.execute(_REOPEN_NEXT_DROPPED if next_generation else _REOPEN_DROPPED, {**params, "none": []})
-    else:
-        session.execute(_REOPEN_NEXT if next_generation else _REOPEN, params)
+        return {"micros": 0, "periods": []}
+    return {"micros": claim.reserved_micros, "periods": claim.reserved_periods}
 
 
 def drop_reservation(session, claim: Claim, token_id: str, *, settled: bool):
