@@ -171,30 +171,26 @@ _UPSERTS: dict = {}
 
 def _reserve_statement(dialect: str, kind: str):
     """INSERT the period's row with the reservation, or add to it; "capped": only while under the cap;
-    "both": the day's and the month's rows in one statement, for a token without caps. One statement
-    instead of an insert-if-missing and an update per period."""
+    "both": no RETURNING, for a token without caps, run once for the day's and the month's rows. One
+    statement instead of an insert-if-missing and an update per period. (A multi-row VALUES would make
+    one statement of both rows, but SQLAlchemy cannot cache its compiled form.)"""
     statement = _UPSERTS.get((dialect, kind))
     if statement is None:
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
-        if kind == "both":
-            statement = insert(USAGE).values([
-                {"token_id": bindparam("tid"), "period": bindparam("day"), "settled_micros": 0,
-                 "reserved_micros": bindparam("micros")},
-                {"token_id": bindparam("tid"), "period": bindparam("month"), "settled_micros": 0,
-                 "reserved_micros": bindparam("micros")}])
-        else:
-            statement = insert(USAGE).values(token_id=bindparam("tid"), period=bindparam("per"), settled_micros=0,
-                                             reserved_micros=bindparam("micros"))
+        statement = insert(USAGE).values(token_id=bindparam("tid"), period=bindparam("per"), settled_micros=0,
+                                         reserved_micros=bindparam("micros"))
         where = None
         if kind == "capped":
             where = USAGE.c.settled_micros + USAGE.c.reserved_micros + statement.excluded.reserved_micros <= bindparam("cap")
         statement = statement.on_conflict_do_update(
             index_elements=[USAGE.c.token_id, USAGE.c.period],
             set_={"reserved_micros": USAGE.c.reserved_micros + statement.excluded.reserved_micros},
-            where=where).returning(USAGE.c.token_id)
+            where=where)
+        if kind != "both":
+            statement = statement.returning(USAGE.c.token_id)
         _UPSERTS[(dialect, kind)] = statement
     return statement
 
@@ -209,7 +205,7 @@ def reserve(session, token: Token, micros: int, now: datetime) -> list[str]:
     current = periods(now)
     if token.daily_cap_micros is None and token.monthly_cap_micros is None:
         session.execute(_reserve_statement(dialect, "both"),
-                        {"tid": token.id, "day": current["d"], "month": current["m"], "micros": micros}).all()
+                        [{"tid": token.id, "per": period, "micros": micros} for period in current.values()])
         return [current["d"], current["m"]]
     reserved = []
     for kind, period in current.items():
@@ -236,11 +232,11 @@ def release(session, token_id: str, micros: int, reserved_periods: list[str]):
 
 
 def _each_period(session, statement, token_id: str, micros: int, reserved_periods: list[str]):
-    # One statement per period, in the order reserve() locked them (day, then month): on PostgreSQL a
+    # One row per parameter set, in the order reserve() locked them (day, then month): on PostgreSQL a
     # single UPDATE .. IN (day, month) locks the rows in whatever order it scans them, and deadlocked
     # against concurrent reservations under load (found by make bench).
-    for period in reserved_periods:
-        session.execute(statement, {"tid": token_id, "per": period, "micros": micros})
+    if reserved_periods:
+        session.execute(statement, [{"tid": token_id, "per": period, "micros": micros} for period in reserved_periods])
 
 
 _USED = select(USAGE.c.settled_micros + USAGE.c.reserved_micros) \
