@@ -72,9 +72,11 @@ class Upstream:
         if remaining <= 0:
             return previous
         timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
+        # Prepared without the session's merging (default headers, cookies, environment): the relay sets every
+        # header itself, Paywalls' cookies are never sent back, and proxies were read once in _session().
+        prepared = requests.Request(method, self.base_url + path, headers=headers, json=json, params=params).prepare()
         try:
-            response = self.session.request(method, self.base_url + path, headers=headers, json=json, params=params,
-                                            timeout=timeout, allow_redirects=False)
+            response = self.session.send(prepared, timeout=timeout, allow_redirects=False, proxies=self.session.proxies)
         except (requests.ConnectTimeout, requests.exceptions.SSLError) as error:
             why = "SSLError" if isinstance(error, requests.exceptions.SSLError) else "ConnectTimeout"
             return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why=why))
