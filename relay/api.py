@@ -91,35 +91,37 @@ def claim_or_wait(token, op: str, key: str, fingerprint: str, body: dict) -> Cla
 def record_outcome(token, op: str, body: dict, key: str, claim: Claim, outcome) -> tuple[int, str]:
     entry = _entry(body, key, claim.upstream_key, upstream_status=outcome.status,
                    latency_ms=outcome.latency_ms, request_id=g.request_id)
+    # Each branch touches the token's usage rows (drop_reservation) last: every call on the token needs
+    # them, so they stay locked only until COMMIT.
     with db.write() as session:
         if outcome.kind == "ok" and op == "charge" and outcome.body.get("success") is False:
             # Nothing was charged: answer as Paywalls did, and let a later retry (after a top-up) try again.
-            idempotency.drop_reservation(session, claim, token.id, settled=False)
-            idempotency.reopen(session, claim, next_generation=True)
+            idempotency.reopen(session, claim, keep_reservation=False, next_generation=True)
             ledger.record(session, token, op, "declined", **entry)
+            idempotency.drop_reservation(session, claim, token.id, settled=False)
             return outcome.status, json.dumps(outcome.body)
         if outcome.kind == "ok":
             text = json.dumps(outcome.body)
-            idempotency.drop_reservation(session, claim, token.id, settled=True)
             idempotency.finish(session, claim, outcome.status, text)
             ledger.record(session, token, op, "credited" if op == "deposit" else "charged",
                           balance_formatted=outcome.body.get("balanceFormatted"), **entry)
+            idempotency.drop_reservation(session, claim, token.id, settled=True)
             return outcome.status, text
         if outcome.kind == "rejected":
             problem = messages.upstream_rejected(outcome.status, outcome.message)
             text = json.dumps(problem.body())
-            idempotency.drop_reservation(session, claim, token.id, settled=False)
             idempotency.finish(session, claim, problem.status, text)
             ledger.record(session, token, op, "rejected", **entry)
+            idempotency.drop_reservation(session, claim, token.id, settled=False)
             return problem.status, text
         if outcome.kind == "not_applied":
-            idempotency.drop_reservation(session, claim, token.id, settled=False)
-            idempotency.reopen(session, claim)
+            idempotency.reopen(session, claim, keep_reservation=False)
             ledger.record(session, token, op, "failed", **entry)
+            idempotency.drop_reservation(session, claim, token.id, settled=False)
             problem = messages.upstream_unavailable(outcome.message)
             return problem.status, json.dumps(problem.body())
         # Ambiguous: the key stays open and keeps its reservation; a retry re-sends the same upstream key.
-        idempotency.reopen(session, claim)
+        idempotency.reopen(session, claim, keep_reservation=True)
         ledger.record(session, token, op, "ambiguous", **entry)
         problem = messages.upstream_ambiguous(504 if outcome.timed_out else 502, outcome.message)
         return problem.status, json.dumps(problem.body())

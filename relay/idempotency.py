@@ -72,7 +72,6 @@ class Claim:
     generation: int
     reserved_micros: int
     reserved_periods: list
-    reservation_dropped: bool = False  # set by drop_reservation(); finish()/reopen() then clear the row's
 
     @property
     def upstream_key(self) -> str:
@@ -97,7 +96,7 @@ _LOCK_ROW = select(KEYS.c.id, KEYS.c.fingerprint, KEYS.c.state, KEYS.c.locked_at
 _TAKE_OVER = update(KEYS).where(KEYS.c.id == bindparam("row_id")) \
     .values(state="in_flight", locked_at=bindparam("now"))
 _TAKE_OVER_RESERVING = _TAKE_OVER.values(reserved_micros=bindparam("micros"), reserved_periods=bindparam("periods"))
-# Both also write the row's reservation: cleared after drop_reservation(), kept otherwise.
+# Both also write the row's reservation: cleared when drop_reservation() follows, kept otherwise.
 _FINISH = update(KEYS).where(KEYS.c.id == bindparam("row_id")).values(
     state="done", locked_at=None, response_status=bindparam("status"), response_body=bindparam("body"),
     finished_at=bindparam("finished"), reserved_micros=bindparam("micros"), reserved_periods=bindparam("periods"))
@@ -145,28 +144,24 @@ def _age(moment: datetime | None, now: datetime) -> float:
 # --- recording the outcome: phase 3 --------------------------------------------------------------------------
 
 def finish(session, claim: Claim, status: int, body: str):
-    """A definite answer: stored and replayed from now on."""
+    """A definite answer: stored and replayed from now on. The caller drops the reservation (last)."""
     session.execute(_FINISH, {"row_id": claim.row_id, "status": status, "body": body, "finished": utcnow(),
-                              **_reservation(claim)})
+                              "micros": 0, "periods": []})
 
 
-def reopen(session, claim: Claim, *, next_generation: bool = False):
-    """Not final: the next retry takes the key over and calls Paywalls again."""
+def reopen(session, claim: Claim, *, keep_reservation: bool, next_generation: bool = False):
+    """Not final: the next retry takes the key over and calls Paywalls again. Without keep_reservation,
+    the caller drops the reservation (last)."""
     generation = claim.generation + 1 if next_generation else claim.generation
-    session.execute(_REOPEN, {"row_id": claim.row_id, "generation": generation, **_reservation(claim)})
-
-
-def _reservation(claim: Claim) -> dict:
-    if claim.reservation_dropped:
-        return {"micros": 0, "periods": []}
-    return {"micros": claim.reserved_micros, "periods": claim.reserved_periods}
+    reservation = {"micros": claim.reserved_micros, "periods": claim.reserved_periods} if keep_reservation \
+        else {"micros": 0, "periods": []}
+    session.execute(_REOPEN, {"row_id": claim.row_id, "generation": generation, **reservation})
 
 
 def drop_reservation(session, claim: Claim, token_id: str, *, settled: bool):
-    """Settle or release the caps' reservation. The key's row is cleared by the finish() or reopen()
-    that must follow in the same transaction (in the same UPDATE)."""
+    """Settle or release the caps' reservation, in the transaction that cleared it from the key's row
+    (finish() or reopen())."""
     (tokens.settle if settled else tokens.release)(session, token_id, claim.reserved_micros, claim.reserved_periods)
-    claim.reservation_dropped = True
 
 
 def purge(session, older_than: datetime) -> int:
