@@ -182,14 +182,40 @@ def postgres_database(server_url: str):
 def median_result(results: list[dict]) -> dict:
     """Each figure's median over the rounds (the machines this runs on are noisy)."""
     merged = {"rounds": len(results), "requests": sum(r["requests"] for r in results)}
-    for key in ("rps", "p50_us", "p90_us", "p99_us", "max_us"):
-        merged[key] = statistics.median(r[key] for r in results)
+    for key in ("rps", "p50_us", "p90_us", "p99_us", "max_us", "cpu_ms"):
+        if all(key in r for r in results):
+            merged[key] = statistics.median(r[key] for r in results)
     return merged
+
+
+# The process group of each path's own server: the sandbox for "direct", the proxy, the relay.
+GROUPS: dict[str, int] = {}
+
+
+def cpu_seconds(group: int) -> float:
+    """User + system CPU time of every process in a process group (the gunicorn master and its workers)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def counting_cpu(name: str, result_of) -> dict:
+    """Run a measurement and add the CPU its path's own server spent per answered request."""
+    before = cpu_seconds(GROUPS[name])
+    result = result_of()
+    result["cpu_ms"] = (cpu_seconds(GROUPS[name]) - before) * 1000 / max(1, result["requests"])
+    return result
 
 
 def one_run(sandbox: Sandbox, url: str, name: str, connections: int, duration: float, run: str, **who) -> dict:
     sandbox.reset()
-    result = wrk(url, connections=connections, duration=duration, run=run, **who)
+    result = counting_cpu(name, lambda: wrk(url, connections=connections, duration=duration, run=run, **who))
     check_all_ok(result, f"{name} at {connections}")
     calls = sandbox.deposit_calls()
     # wrk stops with requests in flight: they may reach the upstream without being counted.
@@ -208,7 +234,8 @@ def measure(database: str, database_url: str, sandbox: Sandbox, naive_url: str, 
     relay = {"auth": f"Bearer {token}"}
     targets_ = (("direct", sandbox.url, upstream), ("naive", naive_url, upstream), ("relay", relay_url, relay))
     rows = {}
-    with process(f"relay-{database}", gunicorn("relay.app:create_app()", port), env, relay_url + "/healthz"):
+    with process(f"relay-{database}", gunicorn("relay.app:create_app()", port), env, relay_url + "/healthz") as relay_proc:
+        GROUPS["relay"] = relay_proc.pid
         print(f"[{database}] warming up", flush=True)
         for _name, url, who in targets_:
             wrk(url, connections=16, duration=2, run=run + "w", **who)
@@ -237,7 +264,8 @@ def measure(database: str, database_url: str, sandbox: Sandbox, naive_url: str, 
         sandbox.reset()
         replays = []
         for _round in range(rounds):
-            result = wrk(relay_url, connections=16, duration=duration, mode="replay", run=run + "r", **relay)
+            result = counting_cpu("relay", lambda: wrk(relay_url, connections=16, duration=duration, mode="replay",
+                                                       run=run + "r", **relay))
             check_all_ok(result, "replays")
             replays.append(result)
         if sandbox.deposit_calls() != 0:
@@ -292,8 +320,9 @@ def table(database: str, rows: dict) -> list[str]:
         extra = (f"{r['rounds']} storms of {STORM_CONNECTIONS} identical deposits: upstream calls "
                  f"{', '.join(map(str, r['all_calls']))}; p99 is the worst storm's") if name == "storm" else ""
         rps = "" if name == "storm" else f"{r['rps']:.0f}"
+        cpu = f"{r['cpu_ms']:.2f}" if "cpu_ms" in r else ""
         lines.append(f"| {database} | {labels[name]} | {connections} | {rps} | {ms(r['p50_us'])} | {ms(r['p99_us'])} "
-                     f"| {added} | {extra} |")
+                     f"| {added} | {cpu} | {extra} |")
     return lines
 
 
@@ -306,9 +335,12 @@ def report(results: dict, settings: dict) -> tuple[str, bool]:
              f"{settings['rounds']} interleaved runs of {settings['duration']:g} s (direct, naive, relay in turn)",
              f"- sandbox upstream: standalone, {settings['sandbox']}; naive proxy and relay: gunicorn with "
              "gunicorn.conf.py (gthread, 2 workers x 8 threads), all on 127.0.0.1",
-             "- 'added p50' is the p50 minus the direct p50 at the same number of connections", "",
-             "| database | path | connections | req/s | p50 ms | p99 ms | added p50 ms | notes |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+             "- 'added p50' is the p50 minus the direct p50 at the same number of connections",
+             "- 'CPU ms/req' is the CPU time (user + system) the path's own server spent per answered request: the "
+             "sandbox for direct, the proxy alone for naive, the relay alone for the relay (the sandbox's share of "
+             "those requests is in the direct row); every process shares the machine's CPUs", "",
+             "| database | path | connections | req/s | p50 ms | p99 ms | added p50 ms | CPU ms/req | notes |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for database, rows in results.items():
         lines += table(database, rows)
     lines += ["", "## Targets", "", "| database | target | measured | met |", "|---|---|---:|---|"]
@@ -362,12 +394,12 @@ def main() -> int:
     with ExitStack() as stack:
         sandbox_port, naive_port = free_port(), free_port()
         sandbox_url, naive_url = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{naive_port}"
-        stack.enter_context(process("sandbox", sandbox_command(args.sandbox, sandbox_port), clean_env(),
-                                    sandbox_url + "/_sandbox/state"))
+        GROUPS["direct"] = stack.enter_context(process("sandbox", sandbox_command(args.sandbox, sandbox_port),
+                                                       clean_env(), sandbox_url + "/_sandbox/state")).pid
         # PAYWALLS_API_KEY is set so gunicorn.conf.py does not start an embedded sandbox for the proxy.
         naive_env = clean_env(NAIVE_UPSTREAM=sandbox_url, PAYWALLS_API_KEY=SANDBOX_KEY)
-        stack.enter_context(process("naive", gunicorn("bench.naive_proxy:app", naive_port), naive_env,
-                                    naive_url + "/healthz"))
+        GROUPS["naive"] = stack.enter_context(process("naive", gunicorn("bench.naive_proxy:app", naive_port),
+                                                      naive_env, naive_url + "/healthz")).pid
         sandbox = Sandbox(sandbox_url)
         for database in databases:
             if database == "sqlite":
