@@ -204,9 +204,9 @@ def reserve(session, token: Token, micros: int, now: datetime) -> list[str]:
     dialect = dialect_name(session)
     current = periods(now)
     if token.daily_cap_micros is None and token.monthly_cap_micros is None:
-        session.execute(_reserve_statement(dialect, "both"),
-                        [{"tid": token.id, "per": period, "micros": micros} for period in current.values()])
-        return [current["d"], current["m"]]
+        reserved = [current["d"], current["m"]]
+        _each_period(session, _reserve_statement(dialect, "both"), token.id, micros, reserved)
+        return reserved
     reserved = []
     for kind, period in current.items():
         cap = {"d": token.daily_cap_micros, "m": token.monthly_cap_micros}[kind]
@@ -232,7 +232,7 @@ def release(session, token_id: str, micros: int, reserved_periods: list[str]):
 
 
 def _each_period(session, statement, token_id: str, micros: int, reserved_periods: list[str]):
-    # One row per parameter set, in the order reserve() locked them (day, then month): on PostgreSQL a
+    # One row per parameter set, in reserve()'s order (day, then month): on PostgreSQL a
     # single UPDATE .. IN (day, month) locks the rows in whatever order it scans them, and deadlocked
     # against concurrent reservations under load (found by make bench).
     if reserved_periods:
