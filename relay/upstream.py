@@ -51,11 +51,15 @@ class Upstream:
         headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json", "User-Agent": self.user_agent}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
+        # Prepared once for every attempt, without the session's merging (default headers, cookies, environment):
+        # the relay sets every header itself, Paywalls' cookies are never sent back, and proxies were read once
+        # in _session().
+        prepared = requests.Request(method, self.base_url + path, headers=headers, json=json, params=params).prepare()
         started = time.monotonic()
         deadline = started + self.budget
         outcome = Outcome("not_applied")
         for attempt in range(self.retries + 1):
-            outcome = self._attempt(method, path, headers, json, params, deadline, outcome)
+            outcome = self._attempt(prepared, deadline, outcome)
             outcome.attempts = attempt + 1
             wait = self._wait_before_retry(outcome, attempt, deadline)
             if wait is None:
@@ -65,16 +69,13 @@ class Upstream:
         CALLS.labels(path, outcome.kind).inc()
         return outcome
 
-    def _attempt(self, method, path, headers, json, params, deadline, previous: Outcome) -> Outcome:
+    def _attempt(self, prepared: requests.PreparedRequest, deadline, previous: Outcome) -> Outcome:
         # Once an attempt may have landed, the call stays ambiguous until a definite answer.
         maybe_landed = previous.kind == "ambiguous"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return previous
         timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
-        # Prepared without the session's merging (default headers, cookies, environment): the relay sets every
-        # header itself, Paywalls' cookies are never sent back, and proxies were read once in _session().
-        prepared = requests.Request(method, self.base_url + path, headers=headers, json=json, params=params).prepare()
         try:
             response = self.session.send(prepared, timeout=timeout, allow_redirects=False, proxies=self.session.proxies)
         except (requests.ConnectTimeout, requests.exceptions.SSLError) as error:
