@@ -43,12 +43,12 @@ def _sqlite_begin_immediate(connection):
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+SINGLE_READ = "relay_single_read"  # an execution option: one SELECT, no transaction around it
+
+
 def _sqlite_begin_deferred(connection):
     if not connection.get_execution_options().get(SINGLE_READ):
         connection.exec_driver_sql("BEGIN")
-
-
-SINGLE_READ = "relay_single_read"  # an execution option: one SELECT, no transaction around it
 
 
 def init_app(app, url: str):

@@ -96,7 +96,7 @@ _LOCK_ROW = select(KEYS.c.id, KEYS.c.fingerprint, KEYS.c.state, KEYS.c.locked_at
 _TAKE_OVER = update(KEYS).where(KEYS.c.id == bindparam("row_id")) \
     .values(state="in_flight", locked_at=bindparam("now"))
 _TAKE_OVER_RESERVING = _TAKE_OVER.values(reserved_micros=bindparam("micros"), reserved_periods=bindparam("periods"))
-# Both also write the row's reservation: cleared when drop_reservation() follows, kept otherwise.
+# Both also write the row's reservation: _FINISH clears it (drop_reservation() follows), _REOPEN clears or keeps it.
 _FINISH = update(KEYS).where(KEYS.c.id == bindparam("row_id")).values(
     state="done", locked_at=None, response_status=bindparam("status"), response_body=bindparam("body"),
     finished_at=bindparam("finished"), reserved_micros=bindparam("micros"), reserved_periods=bindparam("periods"))
@@ -143,10 +143,13 @@ def _age(moment: datetime | None, now: datetime) -> float:
 
 # --- recording the outcome: phase 3 --------------------------------------------------------------------------
 
+_CLEARED = {"micros": 0, "periods": []}  # the key row's reservation once drop_reservation() has run
+
+
 def finish(session, claim: Claim, status: int, body: str):
     """A definite answer: stored and replayed from now on. The caller drops the reservation (last)."""
     session.execute(_FINISH, {"row_id": claim.row_id, "status": status, "body": body, "finished": utcnow(),
-                              "micros": 0, "periods": []})
+                              **_CLEARED})
 
 
 def reopen(session, claim: Claim, *, keep_reservation: bool, next_generation: bool = False):
@@ -154,7 +157,7 @@ def reopen(session, claim: Claim, *, keep_reservation: bool, next_generation: bo
     the caller drops the reservation (last)."""
     generation = claim.generation + 1 if next_generation else claim.generation
     reservation = {"micros": claim.reserved_micros, "periods": claim.reserved_periods} if keep_reservation \
-        else {"micros": 0, "periods": []}
+        else _CLEARED
     session.execute(_REOPEN, {"row_id": claim.row_id, "generation": generation, **reservation})
 
 
