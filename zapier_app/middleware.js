@@ -6,9 +6,11 @@
 // - a relative URL ("/v1/relay/me") is resolved against the connection's Relay URL;
 // - the relay token goes in "Authorization: Bearer"; a Paywalls secret key is refused
 //   before it ever leaves Zapier;
-// - Accept asks for JSON (and problem+json for errors).
-// afterResponse: relay errors (application/problem+json) become Zapier errors whose
-// messages say what to do (lib/errors.js).
+// - Accept asks for JSON (and problem+json for errors);
+// - redirects are never followed (redirect: 'manual'): a 3xx comes back as it is.
+// afterResponse: any answer outside 200-299 becomes a Zapier error whose message says what
+// to do (lib/errors.js): relay errors (application/problem+json), and also a 3xx, 1xx or a
+// bare 4xx/5xx from a proxy, login page or load balancer answering at the Relay URL.
 
 const { version } = require('./package.json');
 const { messages, errorForResponse } = require('./lib/errors');
@@ -48,6 +50,15 @@ const includeHeaders = (request) => {
   return request;
 };
 
+// A redirect at the Relay URL (http:// to https://, a login page, another host) must fail
+// the step with a message naming it, not be followed: a followed 301/302 turns the POST
+// into a GET, a followed 307/308 re-sends the body and token to wherever it points, and
+// either can end in a 2xx that is not the relay's answer. The app only talks to the relay.
+const noRedirects = (request) => {
+  request.redirect = 'manual';
+  return request;
+};
+
 const handleRelayErrors = (response, z) => {
   const error = errorForResponse(z, response);
   if (error) {
@@ -56,7 +67,7 @@ const handleRelayErrors = (response, z) => {
   return response;
 };
 
-const befores = [resolveRelayUrl, includeToken, includeHeaders];
+const befores = [resolveRelayUrl, includeToken, includeHeaders, noRedirects];
 const afters = [handleRelayErrors];
 
 module.exports = { befores, afters, USER_AGENT };

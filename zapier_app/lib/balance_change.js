@@ -11,7 +11,7 @@
 // left out; no metadata at all when all three are empty.)
 
 const { deriveKey, canonicalAmount, DEFAULT_FIELDS } = require('./idempotency');
-const { messages } = require('./errors');
+const { messages, requireObjectBody } = require('./errors');
 
 // "Deduplicate On" choices -> the dedupe field list of schemas/idempotency.md.
 const DEDUPE_CHOICES = {
@@ -113,6 +113,8 @@ async function send(z, bundle, op, path) {
     headers['Idempotency-Key'] = key;
   }
   const response = await z.request({ url: path, method: 'POST', headers, body });
+  // A 2xx without the relay's JSON object is a failure, not a success with empty output.
+  requireObjectBody(z, response);
   const metadata = body.metadata || {};
   return {
     response,

@@ -6,12 +6,19 @@
 // How Zapier treats each kind (see README.md, "What the errors mean"):
 // - z.errors.Error: the step fails with this message in Zap history;
 // - z.errors.ThrottledError: Zapier retries the step later by itself (409, 429).
+//
+// Any answer outside 200-299 is an error, whatever its body: a 3xx is never followed
+// (middleware.js sends every request with redirect: 'manual') and never a success.
 
 const PROBLEM_PREFIX = 'urn:paywalls-relay:problem:';
 
 const RECONNECT =
   'Ask your relay operator for a new relay token (`paywalls-relay tokens create`), then reconnect: ' +
   'in Zapier open My Apps > Paywalls Relay > Reconnect, and paste the new token.';
+
+const RELAY_URL_FIX =
+  'Reconnect (My Apps > Paywalls Relay > Reconnect) and enter the Relay URL exactly as your relay operator gave it, ' +
+  'starting with https:// (e.g. https://relay.example.com, without /v1).';
 
 const SAFE_TO_REPLAY =
   'It is safe to replay this step: a replay sends the same Idempotency-Key, so the relay and ' +
@@ -103,9 +110,54 @@ function firstSentence(detail) {
   return match ? match[0] : detail;
 }
 
+// Where a redirect points, for a message: origin and path only (a login page's query
+// string may carry state or tokens that do not belong in Zap history).
+function describeLocation(location, requestUrl) {
+  if (!location) {
+    return null;
+  }
+  try {
+    const url = new URL(location, requestUrl || undefined);
+    return `${url.origin}${url.pathname}`;
+  } catch (_e) {
+    return String(location).split(/[?#]/)[0].slice(0, 200);
+  }
+}
+
+// The Relay URL to suggest when a redirect only moves http:// to https:// on the same host:
+// the request's own base (whatever precedes /v1/...) with https://.
+function httpsSuggestion(requestUrl, location) {
+  try {
+    const from = new URL(requestUrl);
+    const to = new URL(location, requestUrl);
+    if (from.protocol !== 'http:' || to.protocol !== 'https:' || from.hostname !== to.hostname) {
+      return null;
+    }
+    const v1 = from.pathname.indexOf('/v1/');
+    const base = v1 >= 0 ? from.pathname.slice(0, v1) : '';
+    return `https://${to.host}${base}`;
+  } catch (_e) {
+    return null;
+  }
+}
+
+// The first words of a plain-text body, for a message (never HTML or JSON).
+function plainTextSnippet(response) {
+  const type = (response.headers && response.headers.get && response.headers.get('content-type')) || '';
+  if (!/^text\/plain\b/i.test(type) || typeof response.content !== 'string') {
+    return null;
+  }
+  const text = response.content.replace(/\s+/g, ' ').trim();
+  if (!text) {
+    return null;
+  }
+  return text.length > 100 ? `${text.slice(0, 100)}...` : text;
+}
+
 const messages = {
   RECONNECT,
   SAFE_TO_REPLAY,
+  RELAY_URL_FIX,
 
   // --- connection -------------------------------------------------------------------------
   missingBaseUrl: () =>
@@ -120,6 +172,22 @@ const messages = {
   notARelay: (status, url) =>
     `No Paywalls Relay answered at ${url}${status ? ` (HTTP ${status})` : ''}. Check the Relay URL of your connection: ` +
     'it is the address of your relay, e.g. https://relay.example.com, without /v1. Then reconnect.',
+  // A 3xx: never followed, never a success.
+  redirected: ({ status, origin, location, suggestion }) =>
+    `The Relay URL of this connection redirects: ${origin} answered HTTP ${status}` +
+    `${location ? ` and points to ${location}` : ' (a redirect without a Location)'}. Zapier does not follow ` +
+    'redirects to the relay (a login page or another server could answer in its place), so this step failed. ' +
+    `${suggestion ? `Reconnect with ${suggestion} as the Relay URL. ` : ''}${RELAY_URL_FIX} ${SAFE_TO_REPLAY}`,
+  // Any other status that did not come from a Paywalls Relay (no problem+json body).
+  notARelayAnswer: (status, origin, said) =>
+    `${origin} answered HTTP ${status}${said ? ` ("${said}")` : ''}, which is not an answer of a Paywalls Relay, ` +
+    'so this step failed. Check the Relay URL of your connection; if it is right, something in front of the relay ' +
+    `(a proxy or load balancer) refused the request: ask your relay operator. ${SAFE_TO_REPLAY}`,
+  // A 2xx without the JSON object the relay always sends.
+  unexpectedBody: (status, operation) =>
+    `Paywalls Relay answered HTTP ${status} without the expected body` +
+    `${['deposit', 'charge'].includes(operation.op) ? `, so it is not known whether this ${operation.noun} was applied` : ''}. ` +
+    `Check that the Relay URL of your connection points at your Paywalls Relay. ${RELAY_URL_FIX} ${SAFE_TO_REPLAY}`,
 
   // --- token ------------------------------------------------------------------------------
   unauthorized: (reason) =>
@@ -241,17 +309,42 @@ function requestUser(response) {
   }
 }
 
-// The Zapier error for a relay answer of 400 or more (null for a success).
+function originOf(response) {
+  try {
+    return new URL(response.request.url).origin;
+  } catch (_e) {
+    return 'the Relay URL';
+  }
+}
+
+// The Zapier error for any relay answer outside 200-299 (null for a success).
 function errorForResponse(z, response) {
   const { status } = response;
-  if (status < 400) {
+  if (status >= 200 && status < 300) {
     return null;
   }
   const problem = problemOf(response);
   const name = problem ? problem.name : null;
   const detail = problem && typeof problem.detail === 'string' ? problem.detail : null;
-  const operation = operationOf(response.request && response.request.url);
+  const requestUrl = response.request && response.request.url;
+  const operation = operationOf(requestUrl);
   const error = (message, code) => new z.errors.Error(message, code || name || `http_${status}`, status);
+
+  if (status >= 300 && status < 400) {
+    const location = response.headers && response.headers.get ? response.headers.get('location') : null;
+    return error(
+      messages.redirected({
+        status,
+        origin: originOf(response),
+        location: describeLocation(location, requestUrl),
+        suggestion: location ? httpsSuggestion(requestUrl, location) : null,
+      }),
+      'redirected',
+    );
+  }
+  if (status < 200) {
+    return error(messages.notARelayAnswer(status, originOf(response), null), 'not-a-relay');
+  }
 
   if (status === 401) {
     return error(messages.unauthorized(problem && problem.reason), 'unauthorized');
@@ -295,19 +388,32 @@ function errorForResponse(z, response) {
   if (status === 503) {
     return error(messages.unavailable(detail), name || 'unavailable');
   }
-  if (status >= 500) {
+  if (status >= 500 && status < 600) {
     return error(messages.serverError(status, detail));
   }
   if (!problem && (status === 404 || status === 405)) {
-    let origin = '';
-    try {
-      origin = new URL(response.request.url).origin;
-    } catch (_e) {
-      origin = 'the Relay URL';
-    }
-    return error(messages.notARelay(status, origin), 'not-a-relay');
+    return error(messages.notARelay(status, originOf(response)), 'not-a-relay');
+  }
+  if (!problem) {
+    return error(messages.notARelayAnswer(status, originOf(response), plainTextSnippet(response)), 'not-a-relay');
   }
   return error(messages.unexpected(status, detail));
+}
+
+// The error for a 2xx that came without the relay's JSON body.
+function unexpectedBodyError(z, response) {
+  const operation = operationOf(response.request && response.request.url);
+  return new z.errors.Error(messages.unexpectedBody(response.status, operation), 'unexpected-body', response.status);
+}
+
+// The response's JSON object, or an error when a 2xx came without one (an HTML page, a
+// bare string, an array, no body at all): never an empty success.
+function requireObjectBody(z, response) {
+  const data = response.data;
+  if (data && typeof data === 'object' && !Array.isArray(data)) {
+    return data;
+  }
+  throw unexpectedBodyError(z, response);
 }
 
 module.exports = {
@@ -318,4 +424,8 @@ module.exports = {
   operationOf,
   problemOf,
   errorForResponse,
+  requireObjectBody,
+  unexpectedBodyError,
+  describeLocation,
+  httpsSuggestion,
 };

@@ -1,5 +1,7 @@
 'use strict';
 
+const { requireObjectBody } = require('../lib/errors');
+
 // GET /v1/user/balance?user= -> {"balance": "...", "balanceFormatted": "..."}
 const perform = async (z, bundle) => {
   const user = String(bundle.inputData.user === undefined ? '' : bundle.inputData.user).trim();
@@ -8,7 +10,7 @@ const perform = async (z, bundle) => {
     method: 'GET',
     params: { user },
   });
-  const data = response.data || {};
+  const data = requireObjectBody(z, response);
   return [
     {
       id: user,

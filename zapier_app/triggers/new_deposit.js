@@ -4,6 +4,8 @@
 // "led_42"), which Zapier uses to tell new deposits from ones it has seen.
 // Reason and Reference are lifted out of metadata so they are easy to map.
 
+const { requireObjectBody, unexpectedBodyError } = require('../lib/errors');
+
 const PAGE_SIZE = 50;
 
 const toItem = (entry) => {
@@ -30,7 +32,12 @@ const perform = async (z, bundle) => {
     params.user = user;
   }
   const response = await z.request({ url: '/v1/relay/deposits', method: 'GET', params });
-  const data = response.data && Array.isArray(response.data.data) ? response.data.data : [];
+  // Not a {data: [...]} page: something other than the relay answered; an empty list would hide it.
+  const page = requireObjectBody(z, response);
+  if (!Array.isArray(page.data)) {
+    throw unexpectedBodyError(z, response);
+  }
+  const { data } = page;
   const reason = String(bundle.inputData.reason === undefined ? '' : bundle.inputData.reason).trim();
   return data
     .map(toItem)
