@@ -7,7 +7,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import admin, api, config, db, health, logs, messages, sandbox, validation
+from . import admin, api, clock, config, db, health, logs, messages, sandbox, validation
 from .ratelimits import RateLimits
 from .upstream import Upstream
 
@@ -35,6 +35,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings["RELAY_TRUST_PROXY"], x_proto=settings["RELAY_TRUST_PROXY"])
 
     db.init_app(app, settings["DATABASE_URL"] or db.default_url(app.instance_path))
+    app.extensions["relay.clock"] = clock.Clock()
     app.extensions["relay.upstream"] = Upstream(settings)
     app.extensions["relay.ratelimits"] = RateLimits(settings)
     logs.init_app(app)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import click
 from flask import current_app
 
-from . import db, idempotency, ledger, migrate, tokens
+from . import caps, claims, db, ledger, messages, migrate, money, tokens
 from .models import as_utc, utcnow
 
 DEMO_LABEL = "Sandbox demo"
@@ -216,7 +216,7 @@ def _with_token(token_id: str, change):
 @with_appcontext
 def tokens_show(token_id, as_json):
     """One token with its usage today and this month."""
-    described, usage = _with_token(token_id, lambda session, token: tokens.usage(session, token, utcnow()))
+    described, usage = _with_token(token_id, lambda session, token: caps.usage(session, token, utcnow()))
     if as_json:
         click.echo(json.dumps({**described, **usage}))
         return
@@ -237,6 +237,9 @@ def tokens_update(token_id, as_json, **options):
         described, _ = _with_token(token_id, lambda session, token: tokens.update_token(session, token, _spec(options)))
     except tokens.SpecError as error:
         _fail(error)
+    except messages.Problem as problem:
+        click.echo(f"error: {problem.detail}", err=True)
+        sys.exit(2)
     _show(described, as_json)
 
 
@@ -286,6 +289,31 @@ def ledger_export(since, until, fmt, outcomes):
         ledger.write_export(ledger.export_rows(session, _date(since), _date(until), outcomes), sys.stdout, fmt)
 
 
+@ledger_group.command("resolve")
+@click.option("--limit", type=int, default=1000, show_default=True, help="At most this many keys per run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
+@with_appcontext
+def ledger_resolve(limit, as_json):
+    """Complete every call whose outcome is unknown and that nobody is retrying.
+
+    Ambiguous keys, and keys left in flight past RELAY_LOCK_TIMEOUT (a crash, or a database failure after Paywalls
+    answered), are sent again with their own upstream Idempotency-Key, so Paywalls applies each at most once, and
+    what it answers is recorded in the ledger and the caps. Run it on a schedule, e.g. every 10 minutes.
+    """
+    counts = money.resolve(limit)
+    if as_json:
+        click.echo(json.dumps(counts))
+        return
+    handled = sum(counts[name] for name in money.OUTCOMES)
+    click.echo(f"Resolved {handled} stranded keys: " + ", ".join(f"{counts[name]} {name.replace('_', ' ')}"
+                                                             for name in money.OUTCOMES))
+    if counts["ambiguous"]:
+        click.echo(f"{counts['ambiguous']} are still ambiguous (Paywalls did not confirm); run it again later.")
+    if counts["unresolvable"]:
+        click.echo(f"{counts['unresolvable']} were stored before request bodies were kept and need a person: "
+                   "export the ledger with --outcome ambiguous and check them in the Paywalls dashboard.")
+
+
 @main.group("idempotency")
 def idempotency_group():
     """Stored idempotency keys and answers."""
@@ -295,10 +323,14 @@ def idempotency_group():
 @click.option("--older-than-days", type=int, default=None, help="Default: RELAY_IDEMPOTENCY_RETENTION_DAYS.")
 @with_appcontext
 def idempotency_purge(older_than_days):
-    """Delete keys older than the retention period (a replay after that is a new request)."""
+    """Forget finished events older than the retention period.
+
+    Keys in flight, open or ambiguous, and keys holding a cap reservation, are never removed. The same fields sent
+    after that are a new call (with a new upstream key), credited again and recorded as such.
+    """
     days = older_than_days if older_than_days is not None else current_app.config["RELAY"]["RELAY_IDEMPOTENCY_RETENTION_DAYS"]
-    with db.transaction() as session:
-        removed = idempotency.purge(session, utcnow() - timedelta(days=days))
+    with db.write() as connection:
+        removed = claims.purge(connection, utcnow() - timedelta(days=days))
     click.echo(f"Removed {removed} idempotency keys older than {days} days.")
 
 

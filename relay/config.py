@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from dotenv import dotenv_values, find_dotenv
 
 DEFAULT_BASE_URL = "https://api.paywalls.ai/v1"
+# Between the end of a call's hard deadline and its record retries, and a duplicate's takeover: room for clock
+# skew between relay machines and for the record transaction itself.
+LEASE_MARGIN = 5.0
 
 
 class ConfigError(RuntimeError):
@@ -32,10 +35,11 @@ SETTINGS = [
     Setting("RELAY_AMOUNT_DECIMALS", 2, int, "Fraction digits accepted in `amount` (0-6)."),
     Setting("RELAY_CONNECT_TIMEOUT", 3.05, float, "Seconds to connect to Paywalls."),
     Setting("RELAY_READ_TIMEOUT", 10.0, float, "Seconds to wait for Paywalls' answer to one attempt."),
-    Setting("RELAY_UPSTREAM_BUDGET", 20.0, float, "Total seconds for all attempts of one call (under Zapier's 30 s)."),
+    Setting("RELAY_UPSTREAM_BUDGET", 20.0, float, "Hard limit in seconds for all attempts of one call, body read included (under Zapier's 30 s)."),
     Setting("RELAY_UPSTREAM_RETRIES", 3, int, "Retries after the first attempt on connection errors, 429 and 5xx."),
     Setting("RELAY_INFLIGHT_WAIT", 2.0, float, "Seconds a duplicate waits for the same key in flight before 409."),
-    Setting("RELAY_LOCK_TIMEOUT", 30.0, float, "Seconds after which a claim left by a dead process may be taken over."),
+    Setting("RELAY_LOCK_TIMEOUT", 30.0, float, "Lease in seconds of a call on its key; a claim left by a dead process is taken over after it. Must be at least `RELAY_UPSTREAM_BUDGET` + `RELAY_RECORD_BUDGET` + 5."),
+    Setting("RELAY_RECORD_BUDGET", 5.0, float, "Seconds the relay keeps retrying to record Paywalls' answer when its database fails."),
     Setting("RELAY_IDEMPOTENCY_RETENTION_DAYS", 30, int, "Days idempotency keys and answers are kept."),
     Setting("RELAY_AUTH_FAILURE_LIMIT", "20/minute", str, "Failed authentications allowed per client address."),
     Setting("RELAY_TRUST_PROXY", 0, int, "How many proxies in front set X-Forwarded-For (Heroku, Render: 1)."),
@@ -74,6 +78,14 @@ def _checked(config: dict) -> dict:
         )
     if not 0 <= config["RELAY_AMOUNT_DECIMALS"] <= 6:
         raise ConfigError("RELAY_AMOUNT_DECIMALS must be between 0 and 6")
+    needed = config["RELAY_UPSTREAM_BUDGET"] + config["RELAY_RECORD_BUDGET"] + LEASE_MARGIN
+    if config["RELAY_LOCK_TIMEOUT"] < needed:
+        raise ConfigError(
+            f"RELAY_LOCK_TIMEOUT={config['RELAY_LOCK_TIMEOUT']:g} is too short: a duplicate could take over a call that "
+            f"is still running. It must be at least RELAY_UPSTREAM_BUDGET + RELAY_RECORD_BUDGET + {LEASE_MARGIN:g} s "
+            f"= {needed:g} s. Raise RELAY_LOCK_TIMEOUT or lower RELAY_UPSTREAM_BUDGET.")
+    if config["RELAY_UPSTREAM_BUDGET"] <= 0 or config["RELAY_RECORD_BUDGET"] < 0:
+        raise ConfigError("RELAY_UPSTREAM_BUDGET must be positive and RELAY_RECORD_BUDGET not negative")
     if config["SANDBOX"]:
         # The embedded sandbox gets a key of its own, so the upstream path is exercised as in production.
         config["PAYWALLS_API_KEY"] = "sk-sandbox-" + secrets.token_urlsafe(16)

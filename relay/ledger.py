@@ -1,32 +1,43 @@
 """The operations ledger: every call the relay made on a balance, the record Paywalls does not expose.
 
 Outcomes: credited, charged, declined (charge answered success:false), rejected (Paywalls 4xx),
-failed (nothing applied), ambiguous (may have applied; a retry settles it), replayed, read (balance look-ups).
+failed (nothing applied), ambiguous (may have applied; a retry or `ledger resolve` settles it), replayed,
+read (balance look-ups). Which money outcome writes which row is money.py's outcome table.
+
+A money row's created_at is when the money counts (the moment its cap reservation was made, caps.py), so
+an export by date agrees with the caps; recorded_at is when the row was written.
 """
 
 import csv
 import json
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 
-from .models import LedgerEntry, utcnow
+from .models import LedgerEntry, Token, utcnow
 from .tokens import iso
 
 EXPORT_COLUMNS = ["id", "created_at", "operation", "outcome", "user", "amount", "metadata", "idempotency_key",
-                  "upstream_key", "upstream_status", "latency_ms", "balance_formatted", "token_id", "token_label",
-                  "request_id"]
+                  "client_key", "upstream_key", "upstream_status", "latency_ms", "balance_formatted", "token_id",
+                  "token_label", "request_id", "recorded_at"]
 
 
 _INSERT = insert(LedgerEntry.__table__)  # built once; a Core insert skips the ORM flush on the request path
+_TOKEN = select(Token.__table__.c.id, Token.__table__.c.label).where(Token.__table__.c.id == bindparam("tid"))
 
 
-def record(session, token, operation: str, outcome: str, **fields):
-    values = {"created_at": utcnow(), "token_id": token.id, "token_label": token.label, "operation": operation,
-              "outcome": outcome, **fields}
+def record(session, token, operation: str, outcome: str, created_at=None, **fields):
+    created_at = created_at or utcnow()
+    values = {"created_at": created_at, "recorded_at": fields.pop("recorded_at", None) or created_at,
+              "token_id": token.id, "token_label": token.label, "operation": operation, "outcome": outcome, **fields}
     if "metadata_" in values:
         values["metadata"] = values.pop("metadata_")
     session.execute(_INSERT, values)
+
+
+def token_for(connection, token_id: str):
+    """The id and label a ledger row names, for rows written without a request (ledger resolve)."""
+    return connection.execute(_TOKEN, {"tid": token_id}).first()
 
 
 def entry_id(entry: LedgerEntry) -> str:
@@ -97,10 +108,11 @@ def export_rows(session, since: datetime, until: datetime | None = None, outcome
         yield {
             "id": entry_id(entry), "created_at": iso(entry.created_at), "operation": entry.operation,
             "outcome": entry.outcome, "user": entry.user, "amount": entry.amount, "metadata": entry.metadata_,
-            "idempotency_key": entry.idempotency_key, "upstream_key": entry.upstream_key,
-            "upstream_status": entry.upstream_status, "latency_ms": entry.latency_ms,
-            "balance_formatted": entry.balance_formatted, "token_id": entry.token_id,
-            "token_label": entry.token_label, "request_id": entry.request_id,
+            "idempotency_key": entry.idempotency_key, "client_key": entry.client_key,
+            "upstream_key": entry.upstream_key, "upstream_status": entry.upstream_status,
+            "latency_ms": entry.latency_ms, "balance_formatted": entry.balance_formatted,
+            "token_id": entry.token_id, "token_label": entry.token_label, "request_id": entry.request_id,
+            "recorded_at": iso(entry.recorded_at),
         }
 
 

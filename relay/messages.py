@@ -174,7 +174,40 @@ def rate_limited(retry_after: int, what: str) -> Problem:
 def key_reused() -> Problem:
     return Problem(422, "idempotency-key-reused", "Idempotency key reused with different fields",
                    "This Idempotency-Key was already used for a call with different fields. A key names one "
-                   "operation: send a new key (or a new reference) for a different credit.")
+                   "operation: send a new key (or a new reference) for a different credit. Nothing was sent to Paywalls.")
+
+
+def event_reused(dedupe_on: list[str]) -> Problem:
+    fields = ", ".join(dedupe_on)
+    return Problem(422, "idempotency-key-reused", "This event was already handled with different fields",
+                   f"This token identifies an event by {fields}, and an event with the same {fields} was already "
+                   "handled with other values in its remaining fields. It is not applied twice. For a different "
+                   "credit, send a new reference (or whichever of those fields tells the events apart). "
+                   "Nothing was sent to Paywalls.", dedupe_on=list(dedupe_on))
+
+
+def claim_contended() -> Problem:
+    return Problem(409, "idempotency-in-flight", "The same call is being handled",
+                   "The relay could not claim this call because another request for the same event kept changing "
+                   "it. Retry after 1 second: nothing is applied twice.", {"Retry-After": "1"})
+
+
+def token_changed() -> Problem:
+    return Problem(409, "token-changed", "The token changed during this call",
+                   "The token's namespace or dedupe fields were changed while this call was being handled. Nothing "
+                   "was sent to Paywalls. Retry: the call is handled under the token's new settings.",
+                   {"Retry-After": "1"})
+
+
+def identity_locked(token_id: str, changing: list[str], count: int, newest: str | None) -> Problem:
+    names = " and ".join(changing)
+    return Problem(409, "token-identity-locked", f"The token's {names} cannot change while it has stored events",
+                   f"Token {token_id} has {count} stored idempotency keys (the newest from {newest}). Its {names} "
+                   "decide which of them a request repeats, so changing it would let a replay of an event already "
+                   "credited be credited again. Instead, create a new token with the new settings for new "
+                   "workflows and revoke this one when they have moved, or change it after `paywalls-relay "
+                   "idempotency purge` has removed its keys (RELAY_IDEMPOTENCY_RETENTION_DAYS after the newest).",
+                   limit=changing)
 
 
 def in_flight(retry_after: int) -> Problem:
@@ -199,6 +232,8 @@ UPSTREAM_NO_JSON = "Paywalls answered without a JSON body."
 UPSTREAM_RATE_LIMITED = "Paywalls kept asking the relay to slow down (429)."
 UPSTREAM_SERVER_ERROR = "Paywalls answered {status}: {message}"
 UPSTREAM_KEY_REFUSED = "Paywalls refused the relay's own API key; the relay operator must check PAYWALLS_API_KEY."
+UPSTREAM_REDIRECTED = "Paywalls answered with a redirect ({status})."
+UPSTREAM_ODD_SHAPE = "Paywalls answered {status} with a body the relay does not recognise."
 
 def upstream_rejected(status: int, message: str) -> Problem:
     return Problem(status, "upstream-rejected", "Paywalls refused the call",
@@ -212,6 +247,21 @@ def _sentence(text: str) -> str:
 def upstream_ambiguous(status: int, why: str) -> Problem:
     return Problem(status, "upstream-ambiguous", "Paywalls did not confirm the call",
                    f"{_sentence(why)} The deposit or charge may or may not have been applied. {SAFE_TO_RETRY}")
+
+
+def upstream_misdirected(status: int) -> Problem:
+    return Problem(502, "upstream-misdirected", "The relay is not configured to reach Paywalls",
+                   f"The Paywalls API answered {status} (a redirect), which it never does: the relay's "
+                   "PAYWALLS_BASE_URL points to the wrong place (for example http:// instead of https://, or a proxy "
+                   "or login page). Nothing was applied. The relay operator must set PAYWALLS_BASE_URL to "
+                   "https://api.paywalls.ai/v1; then retrying with the same fields is safe.")
+
+
+def outcome_unrecorded() -> Problem:
+    return Problem(503, "outcome-unrecorded", "The relay could not record Paywalls' answer",
+                   "Paywalls was called, but the relay could not record its answer in time (its database failed). "
+                   f"The deposit or charge may or may not have been applied. {SAFE_TO_RETRY} The relay completes it "
+                   "by itself with `paywalls-relay ledger resolve` if nobody retries.", {"Retry-After": "5"})
 
 
 def upstream_unavailable(why: str) -> Problem:

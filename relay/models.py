@@ -56,21 +56,32 @@ class Usage(Base):
 
 
 class IdempotencyKey(Base):
+    """One money event per scope: its claim, its lease and its answer. The states and what moves between
+    them are in money.py."""
+
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotency_scope_key"),)
 
     id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
     scope: Mapped[str] = mapped_column(String(120))  # the token id, or "ns:<namespace>"
-    key: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(255))  # the event key (keys.py)
     fingerprint: Mapped[str] = mapped_column(String(80))
-    token_id: Mapped[str] = mapped_column(String(16))
+    token_id: Mapped[str] = mapped_column(String(16))  # the token that first claimed it
     operation: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16))  # in_flight | open | done
+    state: Mapped[str] = mapped_column(String(16))  # in_flight | open | ambiguous | done
     locked_at: Mapped[datetime | None]
+    # The fencing token: every claim of the row takes the next lease, and only the holder of the current lease
+    # may record an outcome.
+    lease: Mapped[int] = mapped_column(Integer, default=0)
     generation: Mapped[int] = mapped_column(Integer, default=0)
-    # What the current attempt reserved against the caps, and in which periods.
+    nonce: Mapped[str | None] = mapped_column(String(32))  # part of the upstream key (keys.upstream_key)
+    request_body: Mapped[str | None] = mapped_column(Text)  # what to re-send when `ledger resolve` completes it
+    # What the current attempt reserved against the caps: how much, on which token's usage, in which periods,
+    # and the moment those periods were taken from (the ledger dates the outcome then).
     reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     reserved_periods: Mapped[list] = mapped_column(JSON, default=list)
+    reserved_token_id: Mapped[str | None] = mapped_column(String(16))
+    reserved_at: Mapped[datetime | None]
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -78,6 +89,24 @@ class IdempotencyKey(Base):
 
 
 Index("ix_idempotency_created", IdempotencyKey.created_at)
+Index("ix_idempotency_state", IdempotencyKey.state)
+
+
+class ClientKey(Base):
+    """A client's Idempotency-Key, bound to the one event it first named in its scope."""
+
+    __tablename__ = "client_keys"
+    __table_args__ = (UniqueConstraint("scope", "key", name="uq_client_keys_scope_key"),)
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(120))
+    key: Mapped[str] = mapped_column(String(255))
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    fingerprint: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+Index("ix_client_keys_event", ClientKey.event_id)
 
 
 class LedgerEntry(Base):
@@ -93,14 +122,18 @@ class LedgerEntry(Base):
     user: Mapped[str | None] = mapped_column(String(128))
     amount: Mapped[str | None] = mapped_column(String(32))
     metadata_: Mapped[dict | None] = mapped_column("metadata", JSON)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))  # the event key
+    client_key: Mapped[str | None] = mapped_column(String(255))  # the request's Idempotency-Key, if it sent one
     upstream_key: Mapped[str | None] = mapped_column(String(80))
     upstream_status: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
-    # credited | charged | declined | rejected | ambiguous | balance | replayed
+    # credited | charged | declined | rejected | failed | ambiguous | replayed | read | resolved
     outcome: Mapped[str] = mapped_column(String(16))
     balance_formatted: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # created_at is when the money counts (the reservation's moment, see caps.py); recorded_at is when the row
+    # was written. They differ only for a call retried or resolved later.
+    recorded_at: Mapped[datetime | None]
 
 
 Index("ix_ledger_outcome_id", LedgerEntry.outcome, LedgerEntry.id)

@@ -18,10 +18,9 @@ from types import SimpleNamespace
 from limits import parse_many
 from sqlalchemy import bindparam, select, update
 
-from . import amounts, idempotency, messages
-from .db import dialect_name
+from . import amounts, claims, keys, messages
 from .messages import field_error
-from .models import Token, Usage, as_utc, utcnow
+from .models import Token, as_utc, utcnow
 
 PREFIX = "pwr_"
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -116,6 +115,9 @@ def authenticate(session, header: str | None, now: datetime) -> Token:
     return token
 
 
+_TOUCH = update(Token.__table__).where(Token.__table__.c.id == bindparam("tid")).values(last_used_at=bindparam("now"))
+
+
 def touch(session, token: Token, now: datetime):
     """Record use at most once a minute, so a busy token does not write on every call."""
     if token.last_used_at is None or now - as_utc(token.last_used_at) > timedelta(minutes=1):
@@ -149,116 +151,6 @@ def user_allowed(token: Token, user: str) -> bool:
 def authorize_user(token: Token, user: str):
     if not user_allowed(token, user):
         raise messages.user_not_allowed(user)
-
-
-# --- caps -------------------------------------------------------------------------------------------------
-
-def periods(now: datetime) -> dict[str, str]:
-    return {"d": "d:" + now.strftime("%Y-%m-%d"), "m": "m:" + now.strftime("%Y-%m")}
-
-
-USAGE = Usage.__table__
-# Built once: constructing a statement costs far more than running it (see bench/results.md).
-_ONE_PERIOD = (USAGE.c.token_id == bindparam("tid"), USAGE.c.period == bindparam("per"))
-_SETTLE = update(USAGE).where(*_ONE_PERIOD).values(reserved_micros=USAGE.c.reserved_micros - bindparam("micros"),
-                                                   settled_micros=USAGE.c.settled_micros + bindparam("micros"))
-_RELEASE = update(USAGE).where(*_ONE_PERIOD).values(reserved_micros=USAGE.c.reserved_micros - bindparam("micros"))
-_TOUCH = update(Token.__table__).where(Token.__table__.c.id == bindparam("tid")).values(last_used_at=bindparam("now"))
-
-
-_UPSERTS: dict = {}
-
-
-def _reserve_statement(dialect: str, kind: str):
-    """INSERT the period's row with the reservation, or add to it; "capped": only while under the cap;
-    "both": no RETURNING, for a token without caps, run once for the day's and the month's rows. One
-    statement instead of an insert-if-missing and an update per period. (A multi-row VALUES would make
-    one statement of both rows, but SQLAlchemy cannot cache its compiled form.)"""
-    statement = _UPSERTS.get((dialect, kind))
-    if statement is None:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        statement = insert(USAGE).values(token_id=bindparam("tid"), period=bindparam("per"), settled_micros=0,
-                                         reserved_micros=bindparam("micros"))
-        where = None
-        if kind == "capped":
-            where = USAGE.c.settled_micros + USAGE.c.reserved_micros + statement.excluded.reserved_micros <= bindparam("cap")
-        statement = statement.on_conflict_do_update(
-            index_elements=[USAGE.c.token_id, USAGE.c.period],
-            set_={"reserved_micros": USAGE.c.reserved_micros + statement.excluded.reserved_micros},
-            where=where)
-        if kind != "both":
-            statement = statement.returning(USAGE.c.token_id)
-        _UPSERTS[(dialect, kind)] = statement
-    return statement
-
-
-def reserve(session, token: Token, micros: int, now: datetime) -> list[str]:
-    """Reserve `micros` against the daily and monthly caps, or raise 403 with what remains.
-
-    The conditional upsert is atomic in both databases, so concurrent calls, in one process or
-    many, can never take a token past a cap.
-    """
-    dialect = dialect_name(session)
-    current = periods(now)
-    if token.daily_cap_micros is None and token.monthly_cap_micros is None:
-        reserved = [current["d"], current["m"]]
-        _each_period(session, _reserve_statement(dialect, "both"), token.id, micros, reserved)
-        return reserved
-    reserved = []
-    for kind, period in current.items():
-        cap = {"d": token.daily_cap_micros, "m": token.monthly_cap_micros}[kind]
-        params = {"tid": token.id, "per": period, "micros": micros}
-        if cap is None:
-            done = session.execute(_reserve_statement(dialect, "plain"), params).first()
-        else:
-            # A new row is inserted without the cap's test: a single call over the cap never gets there.
-            done = micros <= cap and session.execute(_reserve_statement(dialect, "capped"), {**params, "cap": cap}).first()
-        if not done:
-            used = _used(session, token.id, period)
-            raise messages.over_cap(kind, amounts.from_micros(max(0, cap - used)), amounts.from_micros(cap))
-        reserved.append(period)
-    return reserved
-
-
-def settle(session, token_id: str, micros: int, reserved_periods: list[str]):
-    _each_period(session, _SETTLE, token_id, micros, reserved_periods)
-
-
-def release(session, token_id: str, micros: int, reserved_periods: list[str]):
-    _each_period(session, _RELEASE, token_id, micros, reserved_periods)
-
-
-def _each_period(session, statement, token_id: str, micros: int, reserved_periods: list[str]):
-    # One row per parameter set, in reserve()'s order (day, then month): on PostgreSQL a
-    # single UPDATE .. IN (day, month) locks the rows in whatever order it scans them, and deadlocked
-    # against concurrent reservations under load (found by make bench).
-    if reserved_periods:
-        session.execute(statement, [{"tid": token_id, "per": period, "micros": micros} for period in reserved_periods])
-
-
-_USED = select(USAGE.c.settled_micros + USAGE.c.reserved_micros) \
-    .where(USAGE.c.token_id == bindparam("tid"), USAGE.c.period == bindparam("per"))
-
-
-def _used(session, token_id: str, period: str) -> int:
-    return session.execute(_USED, {"tid": token_id, "per": period}).scalar() or 0
-
-
-def usage(session, token: Token, now: datetime) -> dict:
-    today, month = periods(now)["d"], periods(now)["m"]
-    used_today, used_month = _used(session, token.id, today), _used(session, token.id, month)
-
-    def left(cap, used):
-        return None if cap is None else amounts.from_micros(max(0, cap - used))
-
-    return {
-        "usage": {"today": amounts.from_micros(used_today), "this_month": amounts.from_micros(used_month)},
-        "remaining": {"today": left(token.daily_cap_micros, used_today),
-                      "this_month": left(token.monthly_cap_micros, used_month)},
-    }
 
 
 # --- creating and describing ------------------------------------------------------------------------------
@@ -314,7 +206,7 @@ def _risky(parsed, inside_repeat: bool) -> bool:
 
 
 def _check_dedupe_path(path: str) -> str:
-    if path in idempotency.DEFAULT_FIELDS or re.fullmatch(r"metadata(\.[^.\s]+)+", path):
+    if path in keys.DEFAULT_FIELDS or re.fullmatch(r"metadata(\.[^.\s]+)+", path):
         return path
     raise ValueError(f"'{path}' is not a dedupe field (use user, amount, metadata or metadata.<key>)")
 
@@ -407,7 +299,7 @@ def parse_spec(spec: dict, now: datetime, creating: bool) -> dict:
         raise SpecError(errors)
     if creating:
         for name, default in DEFAULTS.items():
-            values.setdefault(name, list(idempotency.DEFAULT_FIELDS) if default == "default" else list(default))
+            values.setdefault(name, list(keys.DEFAULT_FIELDS) if default == "default" else list(default))
     return values
 
 
@@ -420,8 +312,21 @@ def create(session, spec: dict, now: datetime | None = None) -> tuple[Token, str
     return token, text
 
 
-def update_token(session, token: Token, spec: dict) -> Token:
-    for column, value in parse_spec(spec, utcnow(), creating=False).items():
+IDENTITY = ("namespace", "dedupe_on")  # what decides which stored event a request is
+
+
+def update_token(session, token: Token, spec: dict, now: datetime | None = None) -> Token:
+    """Change a token's settings. Its namespace and dedupe fields decide which stored event a request is, so
+    they change only while the token's scope holds no keys: otherwise a replay of an event already credited
+    would be a new event, and credited again."""
+    values = parse_spec(spec, now or utcnow(), creating=False)
+    changing = [name for name in IDENTITY if name in values and values[name] != getattr(token, name)]
+    if changing:
+        session.refresh(token, with_for_update=True)  # a claim creating a key under the old identity waits
+        count, newest = claims.stored_keys(session.connection(), keys.scope_of(token))
+        if count:
+            raise messages.identity_locked(token.id, changing, count, iso(newest))
+    for column, value in values.items():
         setattr(token, column, value)
     return token
 
@@ -448,10 +353,11 @@ def iso(moment: datetime | None) -> str | None:
     return None if moment is None else as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
-def describe(token: Token) -> dict:
+def describe(token: Token, now: datetime | None = None) -> dict:
     """Everything about a token except its secret."""
+    now = now or utcnow()
     status = "revoked" if token.revoked_at else "disabled" if token.disabled else \
-        "expired" if token.expires_at and as_utc(token.expires_at) <= utcnow() else "active"
+        "expired" if token.expires_at and as_utc(token.expires_at) <= now else "active"
     return {
         "id": token.id,
         "label": token.label,

@@ -1,29 +1,54 @@
 """The Paywalls API client: one pooled requests session, bounded retries, one Idempotency-Key per call.
 
-Every call ends in one of four outcomes. The difference between `not_applied` and
-`ambiguous` is what keeps money right: only the latter may have changed a balance.
+Every call ends in one of five transport outcomes, and only `ok` can be a success (money.py then checks
+the body's documented shape). The difference between `not_applied` and `ambiguous` is what keeps money
+right: only the latter may have changed a balance.
+
+- ok: a 2xx with a JSON object body;
+- rejected: a 4xx that says the call itself is wrong (final);
+- not_applied: nothing reached Paywalls' books (connection refused, 401/403 on the relay's own key, 429);
+- ambiguous: it may have applied (timeout, dropped connection, 5xx, 408, 409, a 2xx without a JSON object);
+- redirected: a 3xx. Paywalls' API never redirects, so this is the relay's configuration (an http:// base
+  URL, a proxy, a login page): nothing was applied, and it is never stored as a final answer.
+
+Each call has a hard deadline, `RELAY_UPSTREAM_BUDGET`, that covers connecting, waiting and reading the body:
+an upstream that trickles its answer byte by byte is cut off at the deadline like one that never answers.
+The idempotency lease (`RELAY_LOCK_TIMEOUT`) is longer than that deadline (config.py checks it), so no
+duplicate can take a key over while its call is still running.
 """
 
+import heapq
+import itertools
 import json as jsonlib
+import logging
 import os
 import random
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 
 import requests
 from prometheus_client import Counter
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from . import __version__, messages
 
-RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+log = logging.getLogger("relay.upstream")
+
+# 408 and 409 say "not now" about this very request: it may have applied, and retrying it with the same
+# Idempotency-Key is how to find out.
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 OPERATOR_PROBLEM_STATUS = {401, 403}  # the relay's own key was refused: not the caller's fault
+MAX_MESSAGE = 300
 CALLS = Counter("relay_upstream_calls_total", "Calls to Paywalls by final outcome", ["path", "outcome"])
 
 
 @dataclass
 class Outcome:
-    kind: str  # ok | rejected | not_applied | ambiguous
+    kind: str  # ok | rejected | not_applied | ambiguous | redirected
     status: int | None = None
     body: dict | None = None
     message: str = ""
@@ -67,6 +92,9 @@ class Upstream:
             time.sleep(wait)
         outcome.latency_ms = int((time.monotonic() - started) * 1000)
         CALLS.labels(path, outcome.kind).inc()
+        if outcome.kind == "redirected":
+            log.error("Paywalls answered %s to %s %s: PAYWALLS_BASE_URL (%s) must be the API's own https:// URL",
+                      outcome.status, method, path, self.base_url)
         return outcome
 
     def _attempt(self, prepared: requests.PreparedRequest, deadline, previous: Outcome) -> Outcome:
@@ -76,17 +104,26 @@ class Upstream:
         if remaining <= 0:
             return previous
         timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
+        watch = WATCHDOG.arm(deadline)
         try:
             response = self.session.send(prepared, timeout=timeout, allow_redirects=False, proxies=self.session.proxies)
         except (requests.ConnectTimeout, requests.exceptions.SSLError) as error:
+            if watch.fired:
+                return Outcome("ambiguous", message=messages.UPSTREAM_TIMEOUT, timed_out=True)
             why = "SSLError" if isinstance(error, requests.exceptions.SSLError) else "ConnectTimeout"
             return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why=why))
         except requests.ReadTimeout:
             return Outcome("ambiguous", message=messages.UPSTREAM_TIMEOUT, timed_out=True)
         except requests.RequestException as error:
+            if watch.fired:  # cut off at the deadline, possibly mid-body
+                return Outcome("ambiguous", message=messages.UPSTREAM_TIMEOUT, timed_out=True)
             if _refused(error):  # nothing was sent
                 return self._failed(maybe_landed, messages.UPSTREAM_CONNECT_FAILED.format(why="connection refused"))
             return Outcome("ambiguous", message=messages.UPSTREAM_DROPPED)
+        finally:
+            WATCHDOG.disarm(watch)
+        if watch.fired:
+            return Outcome("ambiguous", message=messages.UPSTREAM_TIMEOUT, timed_out=True)
         return self._classify(response, maybe_landed)
 
     @staticmethod
@@ -95,16 +132,19 @@ class Upstream:
 
     def _classify(self, response, maybe_landed: bool) -> Outcome:
         status = response.status_code
-        body = _json_or_none(response)
+        body = _json_object(response)
         message = _upstream_message(body, response)
         if 200 <= status < 300:
-            if isinstance(body, dict):
+            if body is not None:
                 return Outcome("ok", status, body)
             return Outcome("ambiguous", status, message=messages.UPSTREAM_NO_JSON)
+        if 300 <= status < 400:
+            # Not applied: a redirect is answered before any handler runs. Never final, never retried.
+            return Outcome("redirected", status, body, messages.UPSTREAM_REDIRECTED.format(status=status))
         if status == 429:
             kind = "ambiguous" if maybe_landed else "not_applied"
             return Outcome(kind, status, body, messages.UPSTREAM_RATE_LIMITED, retry_after=_retry_after(response))
-        if status in RETRYABLE_STATUS or status >= 500:
+        if status in RETRYABLE_STATUS or status >= 500 or status < 200:
             return Outcome("ambiguous", status, body, messages.UPSTREAM_SERVER_ERROR.format(status=status, message=message),
                            retry_after=_retry_after(response))
         if status in OPERATOR_PROBLEM_STATUS:
@@ -113,15 +153,114 @@ class Upstream:
         return Outcome("rejected", status, body, message)
 
     def _wait_before_retry(self, outcome: Outcome, attempt: int, deadline: float) -> float | None:
-        if outcome.kind in ("ok", "rejected") or attempt >= self.retries:
+        if outcome.kind in ("ok", "rejected", "redirected") or attempt >= self.retries:
             return None
-        if outcome.status in OPERATOR_PROBLEM_STATUS:
+        if outcome.status in OPERATOR_PROBLEM_STATUS or outcome.timed_out and time.monotonic() >= deadline:
             return None
         backoff = random.uniform(0, min(4.0, 0.2 * 2**attempt))  # full jitter
         wait = max(backoff, outcome.retry_after or 0)
         if time.monotonic() + wait >= deadline - 0.05:
             return None
         return wait
+
+
+# --- the hard deadline ---------------------------------------------------------------------------------------
+# requests' read timeout bounds each wait for a byte, not the whole answer. The watchdog holds the deadline of
+# every call in flight and shuts the call's socket down when it passes, which ends any read at once.
+
+_calling = threading.local()
+
+
+class _Watch:
+    __slots__ = ("deadline", "connection", "fired", "done")
+
+    def __init__(self, deadline: float):
+        self.deadline, self.connection, self.fired, self.done = deadline, None, False, False
+
+
+class _Watchdog:
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._heap: list = []
+        self._order = itertools.count()
+        self._pid = None
+
+    def arm(self, deadline: float) -> _Watch:
+        watch = _Watch(deadline)
+        _calling.watch = watch
+        with self._cond:
+            if self._pid != os.getpid():  # first use in this process (gunicorn forks workers)
+                self._pid, self._heap = os.getpid(), []
+                threading.Thread(target=self._run, daemon=True, name="upstream-watchdog").start()
+            heapq.heappush(self._heap, (deadline, next(self._order), watch))
+            self._cond.notify()
+        return watch
+
+    def disarm(self, watch: _Watch):
+        with self._cond:
+            watch.done = True
+        _calling.watch = None
+
+    def _run(self):
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                _, _, watch = heapq.heappop(self._heap)
+                watch.fired = True
+                sock = getattr(watch.connection, "sock", None)
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+
+WATCHDOG = _Watchdog()
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def request(self, *args, **kwargs):
+        watch = getattr(_calling, "watch", None)
+        if watch is not None:
+            watch.connection = self
+        return super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    request = _WatchedHTTPConnection.request
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, with connections the watchdog can cut (also through an HTTP proxy)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+
+    def proxy_manager_for(self, proxy, **kwargs):
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS pools are their own classes
+            manager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+        return manager
 
 
 def _session(base_url: str) -> requests.Session:
@@ -131,7 +270,7 @@ def _session(base_url: str) -> requests.Session:
     session.proxies = requests.utils.get_environ_proxies(base_url)
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     session.trust_env = False
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=64)
+    adapter = _WatchedAdapter(pool_connections=4, pool_maxsize=64)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -142,21 +281,23 @@ def _refused(error) -> bool:
     return "Connection refused" in text or "ConnectionRefusedError" in text or "NewConnectionError" in text
 
 
-def _json_or_none(response):
+def _json_object(response) -> dict | None:
+    """The body when it is a JSON object, else None: an array, a string or HTML is never a Paywalls answer."""
     try:
-        return jsonlib.loads(response.content)
-    except ValueError:
+        body = jsonlib.loads(response.content)
+    except (ValueError, RecursionError):
         return None
+    return body if isinstance(body, dict) else None
 
 
 def _upstream_message(body, response) -> str:
     if isinstance(body, dict):
         for name in ("message", "error", "detail"):
             if isinstance(body.get(name), str):
-                return body[name]
-    return response.reason or f"HTTP {response.status_code}"
+                return body[name][:MAX_MESSAGE]
+    return (response.reason or f"HTTP {response.status_code}")[:MAX_MESSAGE]
 
 
 def _retry_after(response) -> int | None:
     value = response.headers.get("Retry-After", "")
-    return int(value) if value.isdigit() else None
+    return min(int(value), 3600) if value.isdigit() else None

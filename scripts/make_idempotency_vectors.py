@@ -10,7 +10,7 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from relay.idempotency import derive_key  # noqa: E402
+from relay.keys import derive_key  # noqa: E402
 
 OUT = pathlib.Path(__file__).resolve().parents[1] / "schemas" / "idempotency-vectors.json"
 

@@ -142,6 +142,44 @@ def deposit(client, token_text, body=None, headers=None, **fields):
     return client.post("/v1/user/balance/deposit", json=body, headers={**auth(token_text), **(headers or {})})
 
 
+def manual_clock(app, start=None):
+    """Put the app on a clock that moves only when the test says (clock.advance(seconds)), so leases, token
+    expiry and cap periods are tested without sleeping."""
+    from datetime import datetime, timezone
+
+    from relay.clock import ManualClock
+    clock = ManualClock(start or datetime.now(timezone.utc))
+    app.extensions["relay.clock"] = clock
+    return clock
+
+
+def wait_for(condition, seconds: float = 10.0):
+    """Poll until `condition()` holds: synchronisation on an observable fact, never on a guessed duration."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def ledger_rows(session, operation=None):
+    from sqlalchemy import select
+
+    from relay.models import LedgerEntry
+    query = select(LedgerEntry).order_by(LedgerEntry.id)
+    if operation:
+        query = query.where(LedgerEntry.operation == operation)
+    return list(session.scalars(query))
+
+
+def key_rows(session):
+    from sqlalchemy import select
+
+    from relay.models import IdempotencyKey
+    return list(session.scalars(select(IdempotencyKey).order_by(IdempotencyKey.id)))
+
+
 def credits(sandbox_server, user=None) -> list[dict]:
     deposits = sandbox_server.state.snapshot()["deposits"]
     return [d for d in deposits if user is None or d["user"] == user]

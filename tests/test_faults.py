@@ -19,7 +19,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from conftest import (SANDBOX_KEY, auth, base_settings, credits, deposit, free_port, gunicorn_relay, migrated_token,
+from conftest import (SANDBOX_KEY, auth, base_settings, credits, deposit, free_port, gunicorn_relay, ledger_rows,
+                      manual_clock, migrated_token, wait_for,
                       needs_postgres, postgres_database)
 from relay import db, tokens
 from relay.sandbox import Server
@@ -228,8 +229,9 @@ def private_postgres():
 
 def test_database_outage_is_503_loses_nothing_and_recovers_without_a_restart(make_app, sandbox):
     with private_postgres() as cluster:
-        app = make_app(database_url=cluster.url("relay"), RELAY_UPSTREAM_RETRIES=0, RELAY_LOCK_TIMEOUT=1.0,
-                       RELAY_READ_TIMEOUT=5.0)
+        app = make_app(database_url=cluster.url("relay"), RELAY_UPSTREAM_RETRIES=0, RELAY_READ_TIMEOUT=5.0,
+                       RELAY_RECORD_BUDGET=0.5)
+        clock = manual_clock(app)
         client, token = app.test_client(), new_token(app)
         assert deposit(client, token, metadata={"n": "before"}).status_code == 200
 
@@ -239,12 +241,12 @@ def test_database_outage_is_503_loses_nothing_and_recovers_without_a_restart(mak
         in_flight = threading.Thread(target=lambda: result.update(
             response=deposit(client, token, metadata={"n": "in-flight"})))
         in_flight.start()
-        time.sleep(0.5)  # the claim is committed, the call to Paywalls is running
+        wait_for(lambda: sandbox.state.snapshot()["calls"].get("deposit") == 2)  # claimed, Paywalls is being called
         cluster.stop()
         in_flight.join(15)
         outage = result["response"]
-        body = assert_problem(outage, 503, "unavailable")
-        assert outage.headers["Retry-After"] and "safe" in body["detail"]
+        body = assert_problem(outage, 503, "outcome-unrecorded")
+        assert outage.headers["Retry-After"] and "safe" in body["detail"] and "may or may not" in body["detail"]
         assert len(credits(sandbox)) == 2  # it did land upstream
 
         # 2. While the database is down: every answer is a clean 503 problem, nothing reaches Paywalls.
@@ -257,7 +259,9 @@ def test_database_outage_is_503_loses_nothing_and_recovers_without_a_restart(mak
         # 3. The database is back; the same relay object, not restarted, recovers.
         cluster.start()
         assert client.get("/readyz").status_code == 200
-        time.sleep(1.1)  # the interrupted claim's lock expires (RELAY_LOCK_TIMEOUT)
+        early = deposit(client, token, metadata={"n": "in-flight"})
+        assert_problem(early, 409, "idempotency-in-flight")  # its lease still protects the unrecorded call
+        clock.advance(31)  # past RELAY_LOCK_TIMEOUT
         retried = deposit(client, token, metadata={"n": "in-flight"})
         assert retried.status_code == 200, retried.get_json()
         during = deposit(client, token, metadata={"n": "during"})
@@ -267,6 +271,9 @@ def test_database_outage_is_503_loses_nothing_and_recovers_without_a_restart(mak
         # Exactly one credit per deposit: the in-flight one was re-sent with its key and absorbed upstream.
         assert sorted(c["metadata"]["n"] for c in credits(sandbox)) == ["before", "during", "in-flight"]
         assert sandbox.state.snapshot()["balances"]["acme:user_1"] == "30"
+        with app.app_context(), db.read() as session:
+            credited = [row.metadata_["n"] for row in ledger_rows(session) if row.outcome == "credited"]
+        assert sorted(credited) == ["before", "during", "in-flight"]
         app.extensions["relay.engine"].dispose()
 
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import auth, credits
-from relay import amounts, db, idempotency, openapi, tokens
+from relay import amounts, db, keys as idempotency, openapi, tokens
 from relay.app import SECURITY_HEADERS
 
 DEPOSIT = "/v1/user/balance/deposit"

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import (auth, base_settings, credits, deposit, gunicorn_relay, migrated_token, needs_postgres,
-                      postgres_database, sqlite_url)
+from conftest import (auth, base_settings, credits, deposit, gunicorn_relay, key_rows, migrated_token,
+                      needs_postgres, postgres_database, sqlite_url)
 from relay import db, tokens
-from relay.idempotency import header_key, upstream_key
+from relay.keys import header_key, upstream_key
 
 INVOICE = {"reason": "subscription_renewal", "invoice_id": "in_1"}
 
@@ -97,12 +97,19 @@ def test_token_dedupe_fields_narrow_the_key(client, make_token, sandbox):
     assert len(credits(sandbox)) == 1
 
 
-def test_upstream_sees_a_deterministic_key_not_the_client_key(client, token, sandbox):
-    deposit(client, token, headers={"Idempotency-Key": "evt_9"})
+def test_upstream_sees_the_event_s_own_key_not_the_client_key(app, client, token, sandbox):
+    first = deposit(client, token, headers={"Idempotency-Key": "evt_9"})
     sent = credits(sandbox)[0]["idempotency_key"]
     assert sent.startswith("pwr1_") and "evt_9" not in sent
     token_id = tokens.split(token)[0]
-    assert sent == upstream_key(token_id, "evt_9", 0)
+    with app.app_context(), db.read() as session:
+        [row] = key_rows(session)
+    assert first.headers["Idempotency-Key"] == "evt_9" and row.key.startswith("pwk1_")
+    assert sent == upstream_key(token_id, row.key, 0, row.nonce)
+    # Another client key for the same fields is the same event: no second call, the same upstream key.
+    again = deposit(client, token, headers={"Idempotency-Key": "evt_other"})
+    assert again.headers["Idempotent-Replayed"] == "true" and again.headers["Idempotency-Key"] == "evt_other"
+    assert sandbox.state.snapshot()["calls"]["deposit"] == 1
 
 
 def test_credit_then_dropped_connection_then_retry_is_one_credit(make_app, make_token, sandbox):
@@ -165,12 +172,12 @@ def test_upstream_4xx_is_final_and_replayed(client, token, sandbox):
 def test_purge_forgets_old_keys(app, client, token, sandbox):
     from datetime import timedelta
 
-    from relay import idempotency
+    from relay import claims
     from relay.models import utcnow
     deposit(client, token)
-    with app.app_context(), db.transaction() as session:
-        assert idempotency.purge(session, utcnow() - timedelta(days=30)) == 0
-        assert idempotency.purge(session, utcnow() + timedelta(seconds=1)) == 1
+    with app.app_context(), db.write() as connection:
+        assert claims.purge(connection, utcnow() - timedelta(days=30)) == 0
+        assert claims.purge(connection, utcnow() + timedelta(seconds=1)) == 1
     assert deposit(client, token).headers["Idempotent-Replayed"] == "false"
 
 
@@ -232,8 +239,8 @@ def test_50_concurrent_identical_deposits_two_processes_postgres(sandbox):
 
 def _sigkill_then_retry(sandbox, url):
     text = migrated_token(url)
-    settings = base_settings(url, sandbox.url, RELAY_LOCK_TIMEOUT=6.0, RELAY_READ_TIMEOUT=10.0,
-                             RELAY_UPSTREAM_BUDGET=10.0)
+    settings = base_settings(url, sandbox.url, RELAY_LOCK_TIMEOUT=6.0, RELAY_READ_TIMEOUT=1.0,
+                             RELAY_UPSTREAM_BUDGET=1.0, RELAY_RECORD_BUDGET=0.0)
     slow_sandbox(sandbox, seconds=1.5)
     body = {"user": "u1", "amount": "10", "metadata": INVOICE}
     with gunicorn_relay(settings, workers=1, threads=4) as (relay_url, master):

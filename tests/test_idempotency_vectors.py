@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from relay.idempotency import derive_key
+from relay.keys import derive_key
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 VECTORS = json.loads((ROOT / "schemas" / "idempotency-vectors.json").read_text(encoding="utf-8"))["vectors"]

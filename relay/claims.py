@@ -1,0 +1,238 @@
+"""The claim on an event, in the database: phase 1 of a money call (own it, or learn its answer), the fenced
+write that ends an attempt (phase 3), and the housekeeping around them (purge, stranded keys).
+
+Which state follows which outcome is not decided here: money.py's outcome table says, and this module
+only writes what it is told, under the lease it holds.
+"""
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import bindparam, delete, func, or_, select, update
+
+from . import caps, keys, messages
+from .db import dialect_name, insert_ignore_returning
+from .models import ClientKey, IdempotencyKey, Token, as_utc
+
+KEYS = IdempotencyKey.__table__
+CLIENT_KEYS = ClientKey.__table__
+TOKENS = Token.__table__
+
+
+@dataclass
+class Claim:
+    """This process's right to call Paywalls for one event, until `lease` is superseded."""
+    row_id: int
+    scope: str
+    key: str
+    generation: int
+    lease: int
+    nonce: str | None
+    reserved_token_id: str
+    reserved_micros: int
+    reserved_periods: list
+    reserved_at: datetime
+
+    @property
+    def upstream_key(self) -> str:
+        return keys.upstream_key(self.scope, self.key, self.generation, self.nonce)
+
+
+@dataclass
+class Replay:
+    status: int
+    body: str
+
+
+class InFlight(Exception):
+    """Another claim holds the event's lease: its call may still be running."""
+
+
+class LeaseLost(Exception):
+    """The row moved on under a newer lease: this attempt's outcome must not be recorded over it."""
+
+
+# Built once: constructing a statement costs far more than running it (see bench/results.md).
+_ROW_COLUMNS = (KEYS.c.id, KEYS.c.key, KEYS.c.fingerprint, KEYS.c.token_id, KEYS.c.state, KEYS.c.locked_at,
+                KEYS.c.lease, KEYS.c.generation, KEYS.c.nonce, KEYS.c.reserved_micros, KEYS.c.reserved_periods,
+                KEYS.c.reserved_token_id, KEYS.c.reserved_at, KEYS.c.response_status, KEYS.c.response_body,
+                KEYS.c.created_at, KEYS.c.scope, KEYS.c.operation, KEYS.c.request_body)
+_LOCK_ROW = select(*_ROW_COLUMNS).where(KEYS.c.scope == bindparam("scope"), KEYS.c.key == bindparam("key")) \
+    .with_for_update()
+_LOCK_BY_ID = select(*_ROW_COLUMNS).where(KEYS.c.id == bindparam("row_id")).with_for_update()
+_CLIENT_KEY = select(CLIENT_KEYS.c.fingerprint, CLIENT_KEYS.c.event_id) \
+    .where(CLIENT_KEYS.c.scope == bindparam("scope"), CLIENT_KEYS.c.key == bindparam("key"))
+# KEY SHARE: waits for a token edit in progress (which holds FOR UPDATE), never for a claim's touch().
+_TOKEN_IDENTITY = select(TOKENS.c.namespace, TOKENS.c.dedupe_on).where(TOKENS.c.id == bindparam("tid")) \
+    .with_for_update(read=True, key_share=True)
+_TAKE_OVER = update(KEYS).where(KEYS.c.id == bindparam("row_id")).values(
+    state="in_flight", locked_at=bindparam("now"), lease=bindparam("next_lease"),
+    reserved_micros=bindparam("micros"), reserved_periods=bindparam("periods"),
+    reserved_token_id=bindparam("owner"), reserved_at=bindparam("reserved_at"))
+# The fence: the write lands only while the row is still in flight under this attempt's lease.
+_END_ATTEMPT = update(KEYS).where(KEYS.c.id == bindparam("row_id"), KEYS.c.lease == bindparam("held_lease"),
+                                  KEYS.c.state == "in_flight").values(
+    state=bindparam("state"), locked_at=None, generation=bindparam("generation"),
+    response_status=bindparam("status"), response_body=bindparam("body"), finished_at=bindparam("finished"),
+    reserved_micros=bindparam("micros"), reserved_periods=bindparam("periods"),
+    reserved_token_id=bindparam("owner"), reserved_at=bindparam("reserved_at"))
+
+
+def claim(connection, token, op: str, event_key: str, client_key: str | None, fingerprint: str,
+          request_body: str, micros: int, now: datetime, lease_seconds: float) -> Claim | Replay:
+    """Own the event (and reserve the caps), or learn its stored answer. One transaction, atomic across
+    processes: the unique (scope, event key) row decides who calls Paywalls, and the client key is bound to
+    that row in the same transaction, so neither key can lead to a second call."""
+    scope = keys.scope_of(token)
+    row = None
+    for _ in range(5):  # a purge may delete the row between our insert and our lock: then insert again
+        fresh = {"scope": scope, "key": event_key, "fingerprint": fingerprint, "token_id": token.id,
+                 "operation": op, "state": "in_flight", "locked_at": now, "lease": 1, "generation": 0,
+                 "nonce": secrets.token_hex(16), "request_body": request_body, "reserved_micros": micros,
+                 "reserved_periods": list(caps.periods(now).values()), "reserved_token_id": token.id,
+                 "reserved_at": now, "created_at": now}
+        inserted = insert_ignore_returning(connection, IdempotencyKey, fresh)
+        if inserted is not None:
+            _check_identity(connection, token)
+            # Reserving may refuse (over a cap), which rolls the insert back with it.
+            caps.reserve(connection, token, micros, now)
+            _bind_client_key(connection, scope, client_key, event_key, inserted[0], fingerprint, now)
+            return Claim(inserted[0], scope, event_key, 0, 1, fresh["nonce"], token.id, micros,
+                         fresh["reserved_periods"], now)
+        row = connection.execute(_LOCK_ROW, {"scope": scope, "key": event_key}).first()
+        if row is not None:
+            break
+    if row is None:
+        raise messages.claim_contended()
+    if row.fingerprint != fingerprint:
+        raise messages.event_reused(token.dedupe_on)
+    _bind_client_key(connection, scope, client_key, event_key, row.id, fingerprint, now)
+    if row.state == "done":
+        return Replay(row.response_status, row.response_body)
+    if row.state == "in_flight" and _age(row.locked_at, now) < lease_seconds:
+        raise InFlight()
+    return _take_over(connection, token, row, micros, now)
+
+
+def _take_over(connection, token, row, micros: int, now: datetime) -> Claim:
+    """The event is open (nothing landed), ambiguous (it may have), or its owner's lease ran out."""
+    if row.reserved_micros:
+        # It may have landed: it keeps counting in the periods it was first reserved in.
+        owner, periods = row.reserved_token_id or row.token_id, list(row.reserved_periods)
+        reserved_at = as_utc(row.reserved_at or row.created_at)
+        if owner != token.id:
+            # Another token of the namespace takes it over: the reservation moves to this token's caps (or the
+            # claim is refused, and it stays where it was).
+            caps.reserve(connection, token, row.reserved_micros, reserved_at)
+            caps.release(connection, owner, row.reserved_micros, periods)
+            owner = token.id
+        micros = row.reserved_micros
+    else:
+        owner, reserved_at = token.id, now
+        periods = caps.reserve(connection, token, micros, now)
+    lease = row.lease + 1
+    connection.execute(_TAKE_OVER, {"row_id": row.id, "now": now, "next_lease": lease, "micros": micros,
+                                    "periods": periods, "owner": owner, "reserved_at": reserved_at})
+    return Claim(row.id, row.scope, row.key, row.generation, lease, row.nonce, owner, micros, periods, reserved_at)
+
+
+def _bind_client_key(connection, scope: str, client_key: str | None, event_key: str, event_id: int,
+                     fingerprint: str, now: datetime):
+    """A client's Idempotency-Key names one event for as long as it is kept: the first it was sent with."""
+    if client_key is None or client_key == event_key:
+        return
+    inserted = insert_ignore_returning(connection, ClientKey, {"scope": scope, "key": client_key, "event_id": event_id,
+                                                               "fingerprint": fingerprint, "created_at": now})
+    if inserted is None:
+        bound = connection.execute(_CLIENT_KEY, {"scope": scope, "key": client_key}).first()
+        if bound is not None and bound.fingerprint != fingerprint:
+            raise messages.key_reused()
+
+
+def _check_identity(connection, token):
+    """A new event is stored under the token's namespace and dedupe fields as this request read them. If an
+    edit changed them since (tokens.update_token refuses that only while keys exist), start over."""
+    current = connection.execute(_TOKEN_IDENTITY, {"tid": token.id}).first()
+    if current is None or current.namespace != token.namespace or list(current.dedupe_on) != list(token.dedupe_on):
+        raise messages.token_changed()
+
+
+def _age(moment: datetime | None, now: datetime) -> float:
+    if moment is None:
+        return float("inf")
+    return (now - as_utc(moment)).total_seconds()
+
+
+# --- ending an attempt: phase 3 -----------------------------------------------------------------------------
+
+def end_attempt(connection, claim: Claim, state: str, *, keep_reservation: bool, next_generation: bool = False,
+                status: int | None = None, body: str | None = None, now: datetime):
+    """Move the row out of in_flight, under the fence. Raises LeaseLost if a newer claim owns it."""
+    keep = {"micros": claim.reserved_micros, "periods": claim.reserved_periods, "owner": claim.reserved_token_id,
+            "reserved_at": claim.reserved_at} if keep_reservation else \
+        {"micros": 0, "periods": [], "owner": None, "reserved_at": None}
+    result = connection.execute(_END_ATTEMPT, {
+        "row_id": claim.row_id, "held_lease": claim.lease, "state": state,
+        "generation": claim.generation + 1 if next_generation else claim.generation,
+        "status": status, "body": body, "finished": now if state == "done" else None, **keep})
+    if result.rowcount != 1:
+        raise LeaseLost()
+
+
+# --- stranded keys and `ledger resolve` -----------------------------------------------------------------------
+
+def stranded(connection, now: datetime, lease_seconds: float, limit: int = 1000) -> list:
+    """Keys whose outcome is unknown and that nobody is working on: ambiguous ones, and in-flight ones whose
+    lease has run out (the process died, or could not record Paywalls' answer)."""
+    expired = now - timedelta(seconds=lease_seconds)
+    query = select(*_ROW_COLUMNS).where(or_(KEYS.c.state == "ambiguous",
+                                            (KEYS.c.state == "in_flight") & (KEYS.c.locked_at < expired))) \
+        .order_by(KEYS.c.id).limit(limit)
+    return list(connection.execute(query))
+
+
+def take_over_stranded(connection, row_id: int, now: datetime, lease_seconds: float) -> tuple[Claim, object] | None:
+    """Claim a stranded key for `ledger resolve`, keeping its reservation; None if it is no longer stranded."""
+    row = connection.execute(_LOCK_BY_ID, {"row_id": row_id}).first()
+    if row is None or not (row.state == "ambiguous" or row.state == "in_flight"
+                           and _age(row.locked_at, now) >= lease_seconds):
+        return None
+    lease = row.lease + 1
+    owner = row.reserved_token_id or row.token_id
+    reserved_at = as_utc(row.reserved_at or row.created_at)
+    connection.execute(_TAKE_OVER, {"row_id": row.id, "now": now, "next_lease": lease, "micros": row.reserved_micros,
+                                    "periods": list(row.reserved_periods), "owner": owner, "reserved_at": reserved_at})
+    return Claim(row.id, row.scope, row.key, row.generation, lease, row.nonce, owner, row.reserved_micros,
+                 list(row.reserved_periods), reserved_at), row
+
+
+# --- retention ------------------------------------------------------------------------------------------------
+
+def purge(connection, older_than: datetime, batch: int = 500) -> int:
+    """Forget finished events created before `older_than`, with the client keys bound to them. Keys in flight,
+    open or ambiguous, and any key still holding a reservation, are never touched. Rows a claim has locked are
+    skipped (PostgreSQL), so a purge never races a claim; a claim that loses the race inserts the event anew.
+
+    Forgetting is safe for the ledger: a forgotten event's fields, sent again, are a new call with a new upstream
+    key (keys.upstream_key), which Paywalls applies and the ledger records truthfully as a new credit."""
+    candidates = select(KEYS.c.id).where(KEYS.c.state == "done", KEYS.c.reserved_micros == 0,
+                                         KEYS.c.created_at < older_than).order_by(KEYS.c.id).limit(batch)
+    if dialect_name(connection) == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    removed = 0
+    while True:
+        ids = list(connection.execute(candidates).scalars())
+        if not ids:
+            return removed
+        connection.execute(delete(CLIENT_KEYS).where(CLIENT_KEYS.c.event_id.in_(ids)))
+        connection.execute(delete(KEYS).where(KEYS.c.id.in_(ids), KEYS.c.state == "done"))
+        removed += len(ids)
+        if len(ids) < batch:
+            return removed
+
+
+def stored_keys(connection, scope: str) -> tuple[int, datetime | None]:
+    """How many events a scope holds (they bind replays until purged), and when the newest was created."""
+    row = connection.execute(select(func.count(), func.max(KEYS.c.created_at)).where(KEYS.c.scope == scope)).one()
+    return row[0], (as_utc(row[1]) if row[1] is not None else None)

@@ -1,0 +1,80 @@
+"""The key contract: how an operation's identity is derived from its fields (schemas/idempotency.md).
+
+Pure functions, no database. The derivation is shared byte for byte with the Zapier app and the
+n8n node; schemas/idempotency-vectors.json is its test.
+
+Three keys name one money operation:
+- the **event key**: derived from the fields the token's `dedupe_on` names. It is what makes two
+  requests the same event, whatever headers they carry (the rule (a) of schemas/idempotency.md);
+- the **client key**: the request's `Idempotency-Key` header, if any. It is bound to the event it
+  first named, so it can never name a second one (rule (b));
+- the **upstream key**: what the relay sends to Paywalls, deterministic per stored event, so every
+  retry of one event re-sends the same key.
+"""
+
+import hashlib
+
+import rfc8785
+
+from . import amounts, messages
+
+DEFAULT_FIELDS = ("user", "amount", "metadata")
+KEY_PREFIX = "pwk1_"
+
+
+def value_at(body, path: str):
+    value = body
+    for segment in path.split("."):
+        if not isinstance(value, dict) or segment not in value:
+            return None
+        value = value[segment]
+    return value
+
+
+def derive_key(op: str, body: dict, fields=DEFAULT_FIELDS) -> str:
+    picked = {}
+    for path in fields:
+        value = value_at(body, path)
+        if path == "amount" and value is not None:
+            value = amounts.canonical(value)
+        picked[path] = value
+    document = {"v": 1, "op": op, "fields": picked}
+    return KEY_PREFIX + hashlib.sha256(rfc8785.dumps(document)).hexdigest()
+
+
+def fingerprint(op: str, body: dict) -> str:
+    """The whole body's identity: two requests of one event must agree on it, or the second is refused."""
+    return derive_key(op, body, DEFAULT_FIELDS)
+
+
+def event_key(token, op: str, body: dict, body_fingerprint: str) -> str:
+    if tuple(token.dedupe_on) == DEFAULT_FIELDS:
+        return body_fingerprint  # the same derivation, computed once
+    return derive_key(op, body, token.dedupe_on)
+
+
+def scope_of(token) -> str:
+    """Where a token's keys live: its own id, or the namespace it shares with other tokens."""
+    return f"ns:{token.namespace}" if token.namespace else token.id
+
+
+def header_key(value: str | None) -> str | None:
+    """The client's Idempotency-Key, bare or as a structured-field string; None when absent."""
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    if not 1 <= len(value) <= 255 or not all(" " <= ch <= "~" for ch in value):
+        raise messages.bad_idempotency_key()
+    return value
+
+
+def upstream_key(scope: str, key: str, generation: int, nonce: str | None = None) -> str:
+    """Deterministic for one stored event, so a retry after a crash or an ambiguous answer re-sends the same
+    key. The nonce is drawn when the event's row is created: once a purge has forgotten an event, the same
+    fields make a genuinely new call, never one that Paywalls would answer from its own store as a replay
+    of the old one (and that the ledger would then record as a second credit). Rows from before the nonce
+    existed keep the key they were sent with."""
+    seed = f"{scope}\n{key}\n{generation}" + (f"\n{nonce}" if nonce else "")
+    return "pwr1_" + hashlib.sha256(seed.encode()).hexdigest()
