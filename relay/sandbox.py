@@ -6,6 +6,7 @@ State lives in memory, so one sandbox is one process.
 """
 
 import contextlib
+import json
 import os
 import socket
 import threading
@@ -13,12 +14,16 @@ import time
 from collections import defaultdict
 from decimal import Decimal
 
-from flask import Flask, abort, jsonify, request
+from flask import Flask, Response, abort, jsonify, request
 from werkzeug.serving import make_server
 
 from . import amounts
 
-FAULT_KINDS = {"status", "rate_limit", "latency", "drop_after_credit"}
+# status: answer `status` before doing anything; rate_limit: 429 with Retry-After; latency: wait `seconds` first;
+# drop_after_credit: apply it, then drop the connection; respond: answer `status` with the raw `body` (and
+# `headers`), after applying it when `apply` is true (odd 2xx shapes, redirects); trickle: apply it, then send
+# the answer one byte every `interval` seconds.
+FAULT_KINDS = {"status", "rate_limit", "latency", "drop_after_credit", "respond", "trickle"}
 TOPUP_MESSAGE = "Insufficient balance: {user} needs to top up. Authorize or top up at https://sandbox.paywalls.invalid/topup?user={user}"
 
 
@@ -80,6 +85,13 @@ def create_sandbox_app(api_key: str | None = None) -> Flask:
             sock.shutdown(socket.SHUT_RDWR)
         return "", 204
 
+    def trickle(data: bytes, interval: float):
+        def chunks():
+            for byte in data:
+                time.sleep(interval)
+                yield bytes([byte])
+        return Response(chunks(), 200, {"Content-Length": str(len(data))}, mimetype="application/json")
+
     def money_call(endpoint: str, apply):
         with state.lock:
             state.calls[endpoint] += 1
@@ -92,6 +104,8 @@ def create_sandbox_app(api_key: str | None = None) -> Flask:
         user, amount = body.get("user") or request.headers.get("X-Paywall-User"), body.get("amount")
         if not user or amounts.parse(amount) is None or amounts.parse(amount) <= 0:
             return jsonify(error="user and a positive amount are required"), 400
+        if fault and fault["kind"] == "respond" and not fault.get("apply"):
+            return fault.get("body", ""), fault["status"], fault.get("headers", {})
         key = request.headers.get("Idempotency-Key")
         with state.key_locks[key] if key else contextlib.nullcontext():
             if fault and fault["kind"] == "latency":
@@ -105,6 +119,10 @@ def create_sandbox_app(api_key: str | None = None) -> Flask:
                     state.answers[key] = (200, answer)
             if fault and fault["kind"] == "drop_after_credit":
                 return drop_connection()
+            if fault and fault["kind"] == "respond":
+                return fault.get("body", ""), fault["status"], fault.get("headers", {})
+            if fault and fault["kind"] == "trickle":
+                return trickle(json.dumps(answer).encode(), fault.get("interval", 0.5))
             return jsonify(answer), 200
 
     @app.post("/v1/user/balance/deposit")
@@ -132,6 +150,8 @@ def create_sandbox_app(api_key: str | None = None) -> Flask:
         with state.lock:
             state.calls["balance"] += 1
         fault = state.take_fault("balance")
+        if fault and fault["kind"] == "respond":
+            return fault.get("body", ""), fault["status"], fault.get("headers", {})
         if fault and fault["kind"] == "status":
             return jsonify(error=f"Simulated upstream error {fault['status']}"), fault["status"]
         if fault and fault["kind"] == "latency":

@@ -172,10 +172,10 @@ _calling = threading.local()
 
 
 class _Watch:
-    __slots__ = ("deadline", "connection", "fired", "done")
+    __slots__ = ("deadline", "sock", "fired", "done")
 
     def __init__(self, deadline: float):
-        self.deadline, self.connection, self.fired, self.done = deadline, None, False, False
+        self.deadline, self.sock, self.fired, self.done = deadline, None, False, False
 
 
 class _Watchdog:
@@ -215,7 +215,7 @@ class _Watchdog:
                     continue
                 _, _, watch = heapq.heappop(self._heap)
                 watch.fired = True
-                sock = getattr(watch.connection, "sock", None)
+                sock = watch.sock
                 if sock is not None:
                     try:
                         sock.shutdown(socket.SHUT_RDWR)
@@ -228,10 +228,14 @@ WATCHDOG = _Watchdog()
 
 class _WatchedHTTPConnection(HTTPConnection):
     def request(self, *args, **kwargs):
-        watch = getattr(_calling, "watch", None)
-        if watch is not None:
-            watch.connection = self
-        return super().request(*args, **kwargs)
+        try:
+            return super().request(*args, **kwargs)
+        finally:
+            # The socket itself, not the connection: http.client drops conn.sock when the answer says
+            # "Connection: close", while the response goes on reading from the same socket.
+            watch = getattr(_calling, "watch", None)
+            if watch is not None:
+                watch.sock = self.sock
 
 
 class _WatchedHTTPSConnection(HTTPSConnection):

@@ -1,0 +1,461 @@
+"""Issue 11: exactly once, whatever the combination. Each test is one case that hostile testing broke on the
+relay before the money path became a state machine (relay/money.py); each runs on SQLite and PostgreSQL."""
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+
+from conftest import auth, credits, deposit, key_rows, ledger_rows, manual_clock
+from relay import claims, config, db, keys, money, tokens
+from relay.app import create_app
+
+RENEWAL = {"reason": "subscription_renewal", "reference": "in_1Q2w3E4r"}
+
+
+def fault(sandbox, **spec):
+    requests.post(sandbox.url.replace("/v1", "/_sandbox/faults"), json=spec, timeout=5).raise_for_status()
+
+
+def charge(client, token_text, body, headers=None):
+    return client.post("/v1/user/charge", json=body, headers={**auth(token_text), **(headers or {})})
+
+
+def problem_type(response) -> str:
+    return response.get_json()["type"].rsplit(":", 1)[-1]
+
+
+def usage(app, token_id, period):
+    from relay.models import Usage
+    with app.app_context(), db.read() as session:
+        row = session.get(Usage, (token_id, period))
+        return (row.settled_micros, row.reserved_micros) if row else (0, 0)
+
+
+def money_rows(app, outcome=None):
+    with app.app_context(), db.read() as session:
+        return [row for row in ledger_rows(session) if row.operation in ("deposit", "charge")
+                and (outcome is None or row.outcome == outcome)]
+
+
+@pytest.fixture
+def relay(make_app, database_url):
+    """An app whose upstream gives up at once (no retries), so one fault decides one call's outcome."""
+    return make_app(database_url, RELAY_UPSTREAM_RETRIES=0)
+
+
+def new_token(app, **spec):
+    spec.setdefault("label", "t")
+    spec.setdefault("operations", list(tokens.OPERATIONS))
+    with app.app_context(), db.transaction() as session:
+        token, text = tokens.create(session, spec)
+        return token.id, text
+
+
+# --- one event identity per token, whatever the client sends ------------------------------------------------
+
+def test_a_client_key_never_beats_the_token_s_dedupe_rule(relay, sandbox):
+    _, text = new_token(relay, dedupe_on=["user", "metadata.reference"])
+    client = relay.test_client()
+    first = deposit(client, text, {"user": "acme:u1", "amount": "20", "metadata": RENEWAL},
+                    headers={"Idempotency-Key": "zap-run-1"})
+    assert first.status_code == 200
+    # The same invoice with another amount and another client key: refused, not credited again.
+    other = deposit(client, text, {"user": "acme:u1", "amount": "25", "metadata": RENEWAL},
+                    headers={"Idempotency-Key": "zap-run-2"})
+    assert other.status_code == 422 and problem_type(other) == "idempotency-key-reused"
+    assert other.get_json()["dedupe_on"] == ["user", "metadata.reference"]
+    # The same invoice with an extra metadata field, a third client key: refused as well.
+    extra = deposit(client, text, {"user": "acme:u1", "amount": "20", "metadata": {**RENEWAL, "note": "x"}},
+                    headers={"Idempotency-Key": "zap-run-3"})
+    assert extra.status_code == 422
+    assert len(credits(sandbox)) == 1
+
+
+def test_the_readme_renewal_flow_through_make_zapier_and_n8n_is_one_credit(relay, sandbox):
+    _, text = new_token(relay, dedupe_on=["user", "metadata.reference"], required_metadata=["reference"])
+    client = relay.test_client()
+    body = {"user": "acme:u1", "amount": "20", "metadata": RENEWAL}
+    make = deposit(client, text, body)  # Make: no header
+    zapier = deposit(client, text, body, headers={"Idempotency-Key": keys.derive_key("deposit", body)})
+    n8n = deposit(client, text, body, headers={"Idempotency-Key": keys.derive_key("deposit", body, ["user", "amount"])})
+    assert [r.status_code for r in (make, zapier, n8n)] == [200, 200, 200]
+    assert [r.headers["Idempotent-Replayed"] for r in (make, zapier, n8n)] == ["false", "true", "true"]
+    assert len(credits(sandbox)) == 1
+    assert len(money_rows(relay, "credited")) == 1
+
+
+def test_one_client_key_never_names_two_events(relay, sandbox):
+    _, text = new_token(relay)
+    client = relay.test_client()
+    assert deposit(client, text, {"user": "u1", "amount": "10"}, headers={"Idempotency-Key": "k1"}).status_code == 200
+    second = deposit(client, text, {"user": "u2", "amount": "10"}, headers={"Idempotency-Key": "k1"})
+    assert second.status_code == 422 and problem_type(second) == "idempotency-key-reused"
+    assert len(credits(sandbox)) == 1
+    # The refused event was not stored either: without the key it is a new credit of its own.
+    assert deposit(client, text, {"user": "u2", "amount": "10"}).status_code == 200
+    assert len(credits(sandbox)) == 2
+
+
+def test_concurrent_requests_with_one_client_key_and_different_fields_make_one_call(make_app, database_url, sandbox):
+    app = make_app(database_url, RELAY_INFLIGHT_WAIT=0.1)
+    _, text = new_token(app)
+    fault(sandbox, kind="latency", seconds=0.3, count=20)
+
+    def one(n):
+        return deposit(app.test_client(), text, {"user": f"u{n}", "amount": "1"},
+                       headers={"Idempotency-Key": "same-key"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(one, range(8)))
+    assert statuses.count(200) == 1 and set(statuses) <= {200, 422, 409}, statuses
+    assert len(credits(sandbox)) == 1
+
+
+# --- reservations belong to the claim that made them ----------------------------------------------------------
+
+def test_a_namespace_takeover_moves_the_reservation_or_is_refused(relay, sandbox):
+    a_id, a = new_token(relay, namespace="shared", daily_cap="100")
+    b_id, b = new_token(relay, namespace="shared", daily_cap="30")
+    client = relay.test_client()
+    body = {"user": "u1", "amount": "50", "metadata": {"reference": "r1"}}
+    fault(sandbox, kind="drop_after_credit")
+    assert deposit(client, a, body).status_code == 502  # landed, unconfirmed: A holds 50 reserved
+    today = "d:" + datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    assert usage(relay, a_id, today) == (0, 50_000_000)
+    # B may not take it over: it would put 50 on a cap of 30. Nothing moves.
+    refused = deposit(client, b, body)
+    assert refused.status_code == 403 and refused.get_json()["limit"] == "daily_cap"
+    assert usage(relay, a_id, today) == (0, 50_000_000) and usage(relay, b_id, today) == (0, 0)
+    # With room, B takes it over and the reservation moves with it: settled on B, nothing left on A.
+    c_id, c = new_token(relay, namespace="shared", daily_cap="60")
+    taken = deposit(client, c, body)
+    assert taken.status_code == 200 and taken.get_json() == {"balanceFormatted": "50.00"}
+    assert usage(relay, c_id, today) == (50_000_000, 0)
+    assert usage(relay, a_id, today) == (0, 0)
+    assert len(credits(sandbox)) == 1
+    assert [(row.outcome, row.token_id) for row in money_rows(relay)] == [("ambiguous", a_id), ("credited", c_id)]
+
+
+# --- token edits never reopen old events ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("change", [{"namespace": "other"}, {"dedupe_on": ["user", "metadata.reference"]}])
+def test_changing_a_token_s_identity_is_refused_while_it_has_keys(relay, sandbox, change):
+    token_id, text = new_token(relay)
+    client = relay.test_client()
+    body = {"user": "u1", "amount": "10", "metadata": {"reference": "r1"}}
+    assert deposit(client, text, body).status_code == 200
+    admin = {"Authorization": f"Bearer {relay.config['RELAY']['RELAY_ADMIN_KEY']}"}
+    refused = client.patch(f"/v1/admin/tokens/{token_id}", json=change, headers=admin)
+    assert refused.status_code == 409 and problem_type(refused) == "token-identity-locked"
+    assert "create a new token" in refused.get_json()["detail"]
+    # Other settings still change.
+    assert client.patch(f"/v1/admin/tokens/{token_id}", json={"daily_cap": "500"}, headers=admin).status_code == 200
+    assert deposit(client, text, body).headers["Idempotent-Replayed"] == "true"
+    assert len(credits(sandbox)) == 1
+    # A token with no stored keys may change freely.
+    fresh_id, _ = new_token(relay)
+    assert client.patch(f"/v1/admin/tokens/{fresh_id}", json=change, headers=admin).status_code == 200
+
+
+def test_the_cli_refuses_the_same_identity_edit(relay, sandbox, monkeypatch):
+    from click.testing import CliRunner
+
+    from relay import cli
+    token_id, text = new_token(relay)
+    deposit(relay.test_client(), text, {"user": "u1", "amount": "10"})
+    monkeypatch.setattr("relay.app.create_app", lambda: relay)
+    result = CliRunner().invoke(cli.main, ["tokens", "update", token_id, "--dedupe-on", "user,metadata.reference"])
+    assert result.exit_code == 2 and "would let a replay of an event already credited" in result.output
+    with relay.app_context(), db.read() as session:
+        assert tokens.get(session, token_id).dedupe_on == list(keys.DEFAULT_FIELDS)
+
+
+def test_a_new_event_is_never_stored_under_an_identity_edited_meanwhile(relay, sandbox):
+    token_id, text = new_token(relay)
+    with relay.app_context(), db.read_connection() as connection:
+        stale = tokens.authenticate(connection, f"Bearer {text}", datetime.now(timezone.utc))
+    with relay.app_context(), db.transaction() as session:
+        tokens.update_token(session, tokens.get(session, token_id), {"namespace": "moved"})
+    with relay.test_request_context(), pytest.raises(Exception) as refused:
+        money.perform(stale, "deposit", {"user": "u1", "amount": "1"}, None, "r")
+    assert getattr(refused.value, "name", None) == "token-changed"
+    assert credits(sandbox) == []
+
+
+# --- a lease that cannot be stolen -----------------------------------------------------------------------------
+
+def test_the_relay_refuses_a_lock_timeout_shorter_than_the_call(tmp_path):
+    with pytest.raises(config.ConfigError, match="RELAY_LOCK_TIMEOUT"):
+        config.from_env({}, {"RELAY_LOCK_TIMEOUT": 2.0, "RELAY_UPSTREAM_BUDGET": 4.0})
+    with pytest.raises(config.ConfigError):
+        config.from_env({"RELAY_LOCK_TIMEOUT": "24", "RELAY_UPSTREAM_BUDGET": "20"})
+
+
+def test_a_trickled_answer_is_cut_off_at_the_budget(make_app, database_url, sandbox):
+    app = make_app(database_url, RELAY_UPSTREAM_RETRIES=0, RELAY_UPSTREAM_BUDGET=1.0, RELAY_READ_TIMEOUT=0.9)
+    _, text = new_token(app)
+    fault(sandbox, kind="trickle", interval=0.3)  # each byte well within the read timeout
+    started = time.monotonic()
+    response = deposit(app.test_client(), text)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504 and problem_type(response) == "upstream-ambiguous"
+    assert elapsed < 1.6, elapsed
+    assert len(credits(sandbox)) == 1  # it landed before the trickle began
+    retry = deposit(app.test_client(), text)
+    assert retry.status_code == 200 and len(credits(sandbox)) == 1
+
+
+def test_a_stale_owner_s_outcome_is_never_recorded_over_a_newer_claim(relay, sandbox):
+    token_id, text = new_token(relay)
+    clock = manual_clock(relay)
+    with relay.app_context(), db.read_connection() as connection:
+        token = tokens.authenticate(connection, f"Bearer {text}", clock.now())
+    body = {"user": "u1", "amount": "10"}
+    fingerprint = keys.fingerprint("deposit", body)
+    with relay.test_request_context():
+        stale = money.claim_or_wait(token, "deposit", body, fingerprint, None, fingerprint, "r1")
+        clock.advance(31)  # the first owner stalls past its lease; a duplicate takes the key over
+        fresh = money.claim_or_wait(token, "deposit", body, fingerprint, None, fingerprint, "r2")
+        assert fresh.lease == stale.lease + 1 and fresh.upstream_key == stale.upstream_key
+        outcome = money.upstream().call("POST", "/user/balance/deposit", json=body, idempotency_key=fresh.upstream_key)
+        assert money.record(token, "deposit", body, fresh, outcome, None, "r2")[0] == 200
+        # The stale owner's (identical) answer arrives late: it is not recorded, and nothing settles twice.
+        status, text_ = money.record(token, "deposit", body, stale, outcome, None, "r1")
+    assert status == 503 and json.loads(text_)["type"].endswith("outcome-unrecorded")
+    assert [row.outcome for row in money_rows(relay)] == ["credited"]
+    today = "d:" + clock.now().strftime("%Y-%m-%d")
+    assert usage(relay, token_id, today) == (10_000_000, 0)
+
+
+# --- the record survives the database ---------------------------------------------------------------------------
+
+def test_a_failed_record_is_retried_then_left_for_ledger_resolve(make_app, database_url, sandbox, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+    app = make_app(database_url, RELAY_UPSTREAM_RETRIES=0, RELAY_RECORD_BUDGET=1.0)
+    token_id, text = new_token(app, daily_cap="100")
+    clock = manual_clock(app)
+    real_end = claims.end_attempt
+    failures = {"left": 2}
+
+    def flaky(*args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError("UPDATE", {}, Exception("server closed the connection unexpectedly"))
+        return real_end(*args, **kwargs)
+
+    monkeypatch.setattr(claims, "end_attempt", flaky)
+    client = app.test_client()
+    # Two failures, then the retry within RELAY_RECORD_BUDGET records it.
+    assert deposit(client, text, metadata={"n": 1}).status_code == 200
+    # The database stays down past the budget: the caller hears "may have applied", the key keeps its lease.
+    failures["left"] = 1000
+    lost = deposit(client, text, metadata={"n": 2})
+    assert lost.status_code == 503 and problem_type(lost) == "outcome-unrecorded"
+    assert len(credits(sandbox)) == 2 and len(money_rows(app, "credited")) == 1
+    failures["left"] = 0
+    # Nobody retries. After the lease, `ledger resolve` re-sends the same upstream key and records the credit.
+    with app.test_request_context():
+        assert money.resolve()["applied"] == 0  # still within its lease: not stranded yet
+        clock.advance(31)
+        assert money.resolve()["applied"] == 1
+    assert len(credits(sandbox)) == 2 and len(money_rows(app, "credited")) == 2
+    today = "d:" + clock.now().strftime("%Y-%m-%d")
+    assert usage(app, token_id, today) == (20_000_000, 0)
+    with app.app_context(), db.read() as session:
+        assert {row.state for row in key_rows(session)} == {"done"}
+    replay = deposit(client, text, metadata={"n": 2})
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.status_code == 200
+
+
+def test_ledger_resolve_from_the_cli(make_app, database_url, sandbox, monkeypatch):
+    from click.testing import CliRunner
+
+    from relay import cli
+    app = make_app(database_url, RELAY_UPSTREAM_RETRIES=0)
+    _, text = new_token(app)
+    fault(sandbox, kind="drop_after_credit")
+    assert deposit(app.test_client(), text).status_code == 502
+    monkeypatch.setattr("relay.app.create_app", lambda: app)
+    result = CliRunner().invoke(cli.main, ["ledger", "resolve", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["applied"] == 1
+    assert [row.outcome for row in money_rows(app)] == ["ambiguous", "credited"]
+    assert len(credits(sandbox)) == 1
+
+
+@pytest.mark.parametrize("answer", [{"balanceFormatted": {"amount": "10"}}, {"balanceFormatted": "9" * 65},
+                                    {"weird": 1}, {}])
+def test_a_2xx_without_the_documented_shape_may_have_applied(relay, sandbox, answer):
+    token_id, text = new_token(relay)
+    fault(sandbox, kind="respond", status=200, body=json.dumps(answer), apply=True,
+          headers={"Content-Type": "application/json"})
+    client = relay.test_client()
+    response = deposit(client, text)
+    assert response.status_code == 502 and problem_type(response) == "upstream-ambiguous"
+    assert [row.outcome for row in money_rows(relay)] == ["ambiguous"]
+    # A retry re-sends the same upstream key; Paywalls answers from its store and nothing is credited twice.
+    retry = deposit(client, text)
+    assert retry.status_code == 200 and retry.get_json() == {"balanceFormatted": "10.00"}
+    assert len(credits(sandbox)) == 1 and len(money_rows(relay, "credited")) == 1
+
+
+@pytest.mark.parametrize("answer", [{"success": "false"}, {"success": "true"}, {"success": 0}, {"message": "ok"}])
+def test_a_charge_declines_or_succeeds_only_on_a_boolean(relay, sandbox, answer):
+    _, text = new_token(relay)
+    client = relay.test_client()
+    deposit(client, text, {"user": "u1", "amount": "10"})
+    fault(sandbox, kind="respond", status=200, body=json.dumps(answer), apply=False, endpoint="charge",
+          headers={"Content-Type": "application/json"})
+    response = charge(client, text, {"user": "u1", "amount": "4"})
+    assert response.status_code == 502 and problem_type(response) == "upstream-ambiguous"
+    assert money_rows(relay)[-1].outcome == "ambiguous"
+    assert sandbox.state.snapshot()["balances"]["u1"] == "10"
+
+
+@pytest.mark.parametrize("status", [408, 409])
+def test_408_and_409_may_have_applied_and_are_not_final(relay, sandbox, status):
+    _, text = new_token(relay)
+    fault(sandbox, kind="respond", status=status, body='{"error": "try again"}', apply=True,
+          headers={"Content-Type": "application/json"})
+    client = relay.test_client()
+    first = deposit(client, text)
+    assert first.status_code == 502 and problem_type(first) == "upstream-ambiguous"
+    assert deposit(client, text).status_code == 200
+    assert len(credits(sandbox)) == 1
+
+
+@pytest.mark.parametrize("status,body", [(302, ""), (301, "<html>Moved</html>"), (307, "")])
+def test_an_upstream_redirect_is_a_configuration_error_never_a_stored_answer(relay, sandbox, caplog, status, body):
+    token_id, text = new_token(relay, daily_cap="100")
+    fault(sandbox, kind="respond", status=status, body=body, headers={"Location": "https://elsewhere.invalid/v1"})
+    client = relay.test_client()
+    with caplog.at_level(logging.ERROR, logger="relay.upstream"):
+        first = deposit(client, text)
+    assert first.status_code == 502 and problem_type(first) == "upstream-misdirected"
+    assert "PAYWALLS_BASE_URL" in first.get_json()["detail"] and "Location" not in first.headers
+    assert any("PAYWALLS_BASE_URL" in record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR)
+    assert credits(sandbox) == []
+    today = "d:" + datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    assert usage(relay, token_id, today) == (0, 0)  # released
+    second = deposit(client, text)  # once fixed, the same call goes through: nothing was stored as final
+    assert second.status_code == 200 and second.headers["Idempotent-Replayed"] == "false"
+    assert len(credits(sandbox)) == 1
+
+
+def test_a_balance_error_answered_with_a_json_array_is_a_clean_4xx(relay, sandbox):
+    _, text = new_token(relay)
+    fault(sandbox, kind="respond", status=400, body='["user is invalid"]', endpoint="balance",
+          headers={"Content-Type": "application/json"})
+    response = relay.test_client().get("/v1/user/balance?user=u1", headers=auth(text))
+    assert response.status_code == 400 and problem_type(response) == "upstream-rejected"
+
+
+# --- purge never rewrites history ----------------------------------------------------------------------------
+
+def test_after_purge_the_same_fields_are_a_new_call_and_the_ledger_says_so(relay, sandbox):
+    _, text = new_token(relay)
+    client = relay.test_client()
+    assert deposit(client, text).status_code == 200
+    with relay.app_context(), db.write() as connection:
+        assert claims.purge(connection, datetime.now(timezone.utc) + timedelta(seconds=1)) == 1
+    again = deposit(client, text)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "false"
+    sent = [c["idempotency_key"] for c in credits(sandbox)]
+    assert len(sent) == 2 and sent[0] != sent[1]  # a genuinely new call, not one Paywalls answers from its store
+    assert len(money_rows(relay, "credited")) == len(credits(sandbox)) == 2
+
+
+def test_purge_never_touches_open_ambiguous_or_in_flight_keys(relay, sandbox):
+    token_id, text = new_token(relay, daily_cap="100")
+    client = relay.test_client()
+    fault(sandbox, kind="drop_after_credit")
+    assert deposit(client, text, metadata={"n": "ambiguous"}).status_code == 502
+    fault(sandbox, kind="status", status=401)
+    assert deposit(client, text, metadata={"n": "open"}).status_code == 502
+    with relay.app_context(), db.write() as connection:
+        assert claims.purge(connection, datetime.now(timezone.utc) + timedelta(days=1)) == 0
+    today = "d:" + datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    assert usage(relay, token_id, today) == (0, 10_000_000)  # the ambiguous key's reservation is intact
+    assert deposit(client, text, metadata={"n": "ambiguous"}).status_code == 200
+    assert len(credits(sandbox)) == 1 and usage(relay, token_id, today) == (10_000_000, 0)
+
+
+def test_purge_racing_replays_gives_no_500_and_a_truthful_ledger(make_app, database_url, sandbox):
+    app = make_app(database_url, RELAY_INFLIGHT_WAIT=2.0)
+    _, text = new_token(app)
+    stop = threading.Event()
+    statuses = []
+
+    def replays():
+        client = app.test_client()
+        while not stop.is_set():
+            statuses.append(deposit(client, text, {"user": "u1", "amount": "1", "metadata": {"n": len(statuses) % 3}})
+                            .status_code)
+
+    def purges():
+        while not stop.is_set():
+            with app.app_context(), db.write() as connection:
+                claims.purge(connection, datetime.now(timezone.utc) + timedelta(seconds=1))
+
+    workers = [threading.Thread(target=replays) for _ in range(3)] + [threading.Thread(target=purges)]
+    for worker in workers:
+        worker.start()
+    time.sleep(2.0)  # a bounded run; what is checked is what happened in it, not its length
+    stop.set()
+    for worker in workers:
+        worker.join(10)
+    assert statuses and set(statuses) <= {200, 409}, sorted(set(statuses))
+    assert len(money_rows(app, "credited")) == len(credits(sandbox))
+
+
+# --- a clock the tests control ---------------------------------------------------------------------------------
+
+def test_a_call_retried_after_midnight_counts_and_is_dated_in_the_day_it_was_reserved(relay, sandbox):
+    token_id, text = new_token(relay, daily_cap="100", monthly_cap="1000")
+    clock = manual_clock(relay, datetime(2026, 11, 30, 23, 59, 50, tzinfo=timezone.utc))
+    client = relay.test_client()
+    fault(sandbox, kind="drop_after_credit")
+    assert deposit(client, text).status_code == 502
+    clock.advance(20)  # 2026-12-01 00:00:10
+    assert deposit(client, text).status_code == 200
+    assert usage(relay, token_id, "m:2026-11") == (10_000_000, 0)
+    assert usage(relay, token_id, "d:2026-11-30") == (10_000_000, 0)
+    assert usage(relay, token_id, "m:2026-12") == (0, 0)
+    credited = money_rows(relay, "credited")[0]
+    assert credited.created_at.strftime("%Y-%m-%d") == "2026-11-30"
+    assert credited.recorded_at.strftime("%Y-%m-%d") == "2026-12-01"
+    me = client.get("/v1/relay/me", headers=auth(text)).get_json()
+    assert me["usage"] == {"today": "0", "this_month": "0"} and me["remaining"]["today"] == "100"
+
+
+def test_token_expiry_follows_the_clock(relay, sandbox):
+    _, text = new_token(relay, expires_in="1h")
+    clock = manual_clock(relay)
+    client = relay.test_client()
+    assert deposit(client, text).status_code == 200
+    clock.advance(3601)
+    expired = deposit(client, text, metadata={"n": 2})
+    assert expired.status_code == 401 and expired.get_json()["reason"] == "expired"
+
+
+def test_the_lease_expires_by_the_clock_not_by_sleeping(relay, sandbox):
+    _, text = new_token(relay)
+    clock = manual_clock(relay)
+    with relay.app_context(), db.read_connection() as connection:
+        token = tokens.authenticate(connection, f"Bearer {text}", clock.now())
+    body = {"user": "u1", "amount": "10"}
+    fingerprint = keys.fingerprint("deposit", body)
+    with relay.test_request_context():
+        money.claim_or_wait(token, "deposit", body, fingerprint, None, fingerprint, "dead")  # its process dies
+    client = relay.test_client()
+    held = deposit(client, text, body)
+    assert held.status_code == 409 and held.headers["Retry-After"] == "1"
+    clock.advance(31)
+    assert deposit(client, text, body).status_code == 200
+    assert len(credits(sandbox)) == 1
