@@ -13,7 +13,6 @@ import requests
 
 from conftest import auth, credits, deposit, key_rows, ledger_rows, manual_clock
 from relay import claims, config, db, keys, money, tokens
-from relay.app import create_app
 
 RENEWAL = {"reason": "subscription_renewal", "reference": "in_1Q2w3E4r"}
 

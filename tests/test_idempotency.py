@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from conftest import (auth, base_settings, credits, deposit, gunicorn_relay, key_rows, migrated_token,
-                      needs_postgres, postgres_database, sqlite_url)
+                      needs_postgres, postgres_database, sqlite_url, wait_for)
 from relay import db, tokens
 from relay.keys import header_key, upstream_key
 
@@ -247,13 +247,13 @@ def _sigkill_then_retry(sandbox, url):
         worker = _worker_pid(master.pid)
         pending = ThreadPoolExecutor(1).submit(requests.post, relay_url + "/v1/user/balance/deposit", json=body,
                                                headers=auth(text), timeout=30)
-        _wait_for(lambda: sandbox.state.snapshot()["calls"].get("deposit") == 1)
+        wait_for(lambda: sandbox.state.snapshot()["calls"].get("deposit") == 1)
         claimed_at = time.monotonic()
         os.kill(worker, signal.SIGKILL)  # mid-call: the sandbox is still sleeping before it credits
         with pytest.raises(requests.RequestException):
             pending.result()
-        _wait_for(lambda: len(credits(sandbox)) == 1, seconds=5)  # the first attempt did land
-        _wait_for(lambda: _worker_pid(master.pid) not in (None, worker), seconds=15)
+        wait_for(lambda: len(credits(sandbox)) == 1, seconds=5)  # the first attempt did land
+        wait_for(lambda: _worker_pid(master.pid) not in (None, worker), seconds=15)
         early = requests.post(relay_url + "/v1/user/balance/deposit", json=body, headers=auth(text), timeout=30)
         assert time.monotonic() - claimed_at < 6.0
         assert early.status_code == 409  # the dead worker's claim is still fresh
@@ -282,15 +282,6 @@ def _worker_pid(master_pid: int):
     return int(children[0]) if children else None
 
 
-def _wait_for(condition, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def test_a_duplicate_in_flight_waits_then_gets_409_with_retry_after(make_app, sandbox):
     from werkzeug.serving import make_server
     app = make_app(RELAY_INFLIGHT_WAIT=0.3, RELAY_READ_TIMEOUT=5.0)
@@ -302,7 +293,7 @@ def test_a_duplicate_in_flight_waits_then_gets_409_with_retry_after(make_app, sa
     slow_sandbox(sandbox, seconds=1.5)
     try:
         first = ThreadPoolExecutor(1).submit(requests.post, url, json={"user": "u", "amount": "1"}, headers=auth(text))
-        _wait_for(lambda: sandbox.state.snapshot()["calls"].get("deposit") == 1)
+        wait_for(lambda: sandbox.state.snapshot()["calls"].get("deposit") == 1)
         started = time.monotonic()
         second = requests.post(url, json={"user": "u", "amount": "1"}, headers=auth(text), timeout=10)
         waited = time.monotonic() - started
