@@ -4,7 +4,7 @@ import hmac
 
 from flask import Blueprint, current_app, jsonify, request
 
-from . import db, messages, tokens
+from . import clock, db, messages, tokens
 from .messages import Problem, field_error
 
 bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
@@ -45,7 +45,7 @@ def create():
     try:
         with db.transaction() as session:
             token, text = tokens.create(session, spec)
-            described = tokens.describe(token)
+            described = tokens.describe(token, clock.now())
     except tokens.SpecError as error:
         raise _invalid(error) from None
     return jsonify(**described, token=text), 201
@@ -54,13 +54,13 @@ def create():
 @bp.get("/tokens")
 def list_tokens():
     with db.read() as session:
-        return jsonify(data=[tokens.describe(t) for t in tokens.all_tokens(session)])
+        return jsonify(data=[tokens.describe(t, clock.now()) for t in tokens.all_tokens(session)])
 
 
 @bp.get("/tokens/<token_id>")
 def show(token_id):
     with db.read() as session:
-        return jsonify(tokens.describe(_find(session, token_id)))
+        return jsonify(tokens.describe(_find(session, token_id), clock.now()))
 
 
 @bp.patch("/tokens/<token_id>")
@@ -70,7 +70,7 @@ def update(token_id):
         raise messages.validation([field_error("label", "label must not be empty")])
     try:
         with db.transaction() as session:
-            return jsonify(tokens.describe(tokens.update_token(session, _find(session, token_id), spec)))
+            return jsonify(tokens.describe(tokens.update_token(session, _find(session, token_id), spec, clock.now()), clock.now()))
     except tokens.SpecError as error:
         raise _invalid(error) from None
 
@@ -80,7 +80,7 @@ def revoke(token_id):
     with db.transaction() as session:
         token = _find(session, token_id)
         tokens.revoke(token)
-        return jsonify(tokens.describe(token))
+        return jsonify(tokens.describe(token, clock.now()))
 
 
 @bp.post("/tokens/<token_id>/rotate")
@@ -88,4 +88,4 @@ def rotate(token_id):
     with db.transaction() as session:
         token = _find(session, token_id)
         text = tokens.rotate(token)
-        return jsonify(**tokens.describe(token), token=text)
+        return jsonify(**tokens.describe(token, clock.now()), token=text)

@@ -46,9 +46,9 @@ def money_call(op: str, schema: str) -> Response:
     token = authenticated(op)
     body = validation.money_body(schema, request.get_data(), request.content_type, settings()["RELAY_AMOUNT_DECIMALS"])
     tokens.authorize_money(token, op, body)
-    client_key = keys.header_key(request.headers.get("Idempotency-Key"))
-    g.idempotency_key = client_key or keys.event_key(token, op, body, keys.fingerprint(op, body))
-    result = money.perform(token, op, body, client_key, g.request_id)  # claim, call Paywalls, record (money.py)
+    identity = money.identify(token, op, body, keys.header_key(request.headers.get("Idempotency-Key")))
+    g.idempotency_key = identity.shown_key  # refusals from here on (409, 422, 403 caps) carry it too
+    result = money.perform(token, op, body, identity, g.request_id)  # claim, call Paywalls, record (money.py)
     return answer(result.status, result.text, result.key, result.replayed)
 
 
@@ -103,7 +103,7 @@ def me():
     token = authenticated(None)
     with db.read() as session:
         usage = caps.usage(session, token, clock.now())
-    described = tokens.describe(token)
+    described = tokens.describe(token, clock.now())
     return jsonify(**described, **usage, sandbox=settings()["SANDBOX"])
 
 

@@ -85,11 +85,28 @@ def answer(transition: Transition, outcome, why: str) -> tuple[int, str]:
     return problem.status, json.dumps(problem.body())
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Which event a request is, and which key its answer names."""
+    fingerprint: str
+    event_key: str
+    client_key: str | None
+
+    @property
+    def shown_key(self) -> str:  # the Idempotency-Key response header: the client's own key, or the event key
+        return self.client_key or self.event_key
+
+
+def identify(token, op: str, body: dict, client_key: str | None) -> Identity:
+    fingerprint = keys.fingerprint(op, body)
+    return Identity(fingerprint, keys.event_key(token, op, body, fingerprint), client_key)
+
+
 @dataclass
 class Answer:
     status: int
     text: str
-    key: str  # what the Idempotency-Key response header says: the client's own key, or the event key
+    key: str  # Identity.shown_key
     replayed: bool
 
 
@@ -101,22 +118,18 @@ def upstream():
     return current_app.extensions["relay.upstream"]
 
 
-def perform(token, op: str, body: dict, client_key: str | None, request_id: str | None) -> Answer:
-    fingerprint = keys.fingerprint(op, body)
-    event_key = keys.event_key(token, op, body, fingerprint)
-    shown_key = client_key or event_key
-
+def perform(token, op: str, body: dict, identity: Identity, request_id: str | None) -> Answer:
     # Phase 1: claim the event and reserve the caps, in one transaction (or replay the stored answer).
-    claimed = claim_or_wait(token, op, body, event_key, client_key, fingerprint, request_id)
+    claimed = claim_or_wait(token, op, body, identity.event_key, identity.client_key, identity.fingerprint, request_id)
     if isinstance(claimed, Replay):
-        return Answer(claimed.status, claimed.body, shown_key, replayed=True)
+        return Answer(claimed.status, claimed.body, identity.shown_key, replayed=True)
 
     # Phase 2: the call to Paywalls, under its hard deadline. No transaction is open while it runs.
     outcome = upstream().call("POST", PATHS[op], json=body, idempotency_key=claimed.upstream_key)
 
     # Phase 3: record the outcome, settle or release the caps, in one transaction (retried if the database fails).
-    status, text = record(token, op, body, claimed, outcome, client_key, request_id)
-    return Answer(status, text, shown_key, replayed=False)
+    status, text = record(token, op, body, claimed, outcome, identity.client_key, request_id)
+    return Answer(status, text, identity.shown_key, replayed=False)
 
 
 def claim_or_wait(token, op: str, body: dict, event_key: str, client_key: str | None, fingerprint: str,

@@ -315,12 +315,17 @@ def create(session, spec: dict, now: datetime | None = None) -> tuple[Token, str
 IDENTITY = ("namespace", "dedupe_on")  # what decides which stored event a request is
 
 
+def _identity(name: str, value):
+    # The order of the dedupe fields does not change the key they derive (schemas/idempotency.md).
+    return frozenset(value or []) if name == "dedupe_on" else value
+
+
 def update_token(session, token: Token, spec: dict, now: datetime | None = None) -> Token:
     """Change a token's settings. Its namespace and dedupe fields decide which stored event a request is, so
     they change only while the token's scope holds no keys: otherwise a replay of an event already credited
     would be a new event, and credited again."""
     values = parse_spec(spec, now or utcnow(), creating=False)
-    changing = [name for name in IDENTITY if name in values and values[name] != getattr(token, name)]
+    changing = [name for name in IDENTITY if name in values and _identity(name, values[name]) != _identity(name, getattr(token, name))]
     if changing:
         session.refresh(token, with_for_update=True)  # a claim creating a key under the old identity waits
         count, newest = claims.stored_keys(session.connection(), keys.scope_of(token))

@@ -182,7 +182,8 @@ def test_a_new_event_is_never_stored_under_an_identity_edited_meanwhile(relay, s
     with relay.app_context(), db.transaction() as session:
         tokens.update_token(session, tokens.get(session, token_id), {"namespace": "moved"})
     with relay.test_request_context(), pytest.raises(Exception) as refused:
-        money.perform(stale, "deposit", {"user": "u1", "amount": "1"}, None, "r")
+        body = {"user": "u1", "amount": "1"}
+        money.perform(stale, "deposit", body, money.identify(stale, "deposit", body, None), "r")
     assert getattr(refused.value, "name", None) == "token-changed"
     assert credits(sandbox) == []
 
