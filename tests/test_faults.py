@@ -293,3 +293,68 @@ def test_concurrent_deposits_on_one_token_never_deadlock_postgres(sandbox):
                 statuses = list(pool.map(one, range(160)))
     assert statuses == [200] * 160
     assert len(credits(sandbox)) == 160
+
+
+# --- connections killed under load: the ledger still agrees with Paywalls ----------------------------------------
+
+@needs_postgres
+def test_killing_database_connections_under_load_loses_no_credit_from_the_ledger(make_app, sandbox):
+    """Issue 11: with PostgreSQL connections terminated during 200 deposits, 25 credits used to have no ledger row
+    and their keys stayed in flight for good. Now every answer is a clean one, and after `ledger resolve` every
+    credit Paywalls made has exactly one `credited` row, and nothing is left reserved or in flight."""
+    from datetime import datetime, timedelta, timezone
+
+    from relay import money
+    from relay.models import IdempotencyKey, Usage
+    from sqlalchemy import select
+
+    with postgres_database() as url:
+        token = migrated_token(url, operations=["deposit"], daily_cap="100000")
+        settings = base_settings(url, sandbox.url, RELAY_UPSTREAM_RETRIES=0, RELAY_UPSTREAM_BUDGET=2.0,
+                                 RELAY_RECORD_BUDGET=0.3, RELAY_LOCK_TIMEOUT=7.3)
+        killer_engine = create_engine(db.make_engine(url).url, isolation_level="AUTOCOMMIT")
+        stop, kills = threading.Event(), []
+
+        def kill_connections():
+            with killer_engine.connect() as connection:
+                while not stop.is_set():
+                    kills.append(connection.execute(text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar())
+                    stop.wait(0.15)
+
+        with gunicorn_relay(settings, workers=2, threads=4) as (relay_url, _process):
+            killer = threading.Thread(target=kill_connections)
+            killer.start()
+
+            def one(n):
+                response = requests.post(relay_url + "/v1/user/balance/deposit", headers=auth(token), timeout=30,
+                                         json={"user": f"u{n % 5}", "amount": "1", "metadata": {"n": n}})
+                return response.status_code, response.headers.get("Content-Type", "")
+
+            try:
+                with ThreadPoolExecutor(8) as pool:
+                    answers = list(pool.map(one, range(200)))
+            finally:
+                stop.set()
+                killer.join(10)
+        killer_engine.dispose()
+        assert sum(kills) > 0, "no connection was killed: the test proved nothing"
+        statuses = [status for status, _ in answers]
+        assert set(statuses) <= {200, 409, 502, 503}, sorted(set(statuses))
+        assert all(kind.startswith(("application/json", "application/problem+json")) for _, kind in answers)
+
+        # Nobody retries. The operator's `ledger resolve`, once the leases have run out, completes every key.
+        app = make_app(database_url=url)
+        manual_clock(app, datetime.now(timezone.utc) + timedelta(seconds=60))
+        with app.test_request_context():
+            money.resolve()
+        with app.app_context(), db.read() as session:
+            credited = [row.upstream_key for row in ledger_rows(session, "deposit") if row.outcome == "credited"]
+            keys_left = session.scalars(select(IdempotencyKey).where(
+                (IdempotencyKey.state == "in_flight") | (IdempotencyKey.reserved_micros != 0))).all()
+            reserved = [row.reserved_micros for row in session.scalars(select(Usage))]
+        assert sorted(credited) == sorted(c["idempotency_key"] for c in credits(sandbox))
+        assert len(set(credited)) == len(credited)
+        assert keys_left == [] and set(reserved) == {0}
+        app.extensions["relay.engine"].dispose()
