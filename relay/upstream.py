@@ -286,12 +286,17 @@ def _refused(error) -> bool:
 
 
 def _json_object(response) -> dict | None:
-    """The body when it is a JSON object, else None: an array, a string or HTML is never a Paywalls answer."""
+    """The body when it is a JSON object, else None: an array, a string, HTML, or NaN and Infinity (which the
+    relay could not pass on as JSON) are never a Paywalls answer."""
     try:
-        body = jsonlib.loads(response.content)
+        body = jsonlib.loads(response.content, parse_constant=_not_json)
     except (ValueError, RecursionError):
         return None
     return body if isinstance(body, dict) else None
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _upstream_message(body, response) -> str:
