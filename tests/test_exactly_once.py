@@ -205,7 +205,7 @@ def test_a_trickled_answer_is_cut_off_at_the_budget(make_app, database_url, sand
     response = deposit(app.test_client(), text)
     elapsed = time.monotonic() - started
     assert response.status_code == 504 and problem_type(response) == "upstream-ambiguous"
-    assert elapsed < 1.6, elapsed
+    assert elapsed < 2.5, elapsed  # the whole trickle takes 8.7 s
     assert len(credits(sandbox)) == 1  # it landed before the trickle began
     retry = deposit(app.test_client(), text)
     assert retry.status_code == 200 and len(credits(sandbox)) == 1

@@ -55,6 +55,8 @@ export class PaywallsRelayApi implements ICredentialType {
 			baseURL: '={{$credentials.baseUrl}}',
 			url: '/v1/relay/me',
 			method: 'GET',
+			// A redirect fails the test instead of testing whatever page it leads to.
+			disableFollowRedirect: true,
 		},
 	};
 }

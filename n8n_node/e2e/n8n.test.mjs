@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,6 +24,9 @@ const SANDBOX_KEY = 'sk-sandbox-test';
 const NODE_TYPE = 'n8n-nodes-paywalls-relay.paywallsRelay';
 const CRED = { id: 'pwrE2eCred00001', name: 'Relay e2e' };
 const LIMITED_CRED = { id: 'pwrE2eCred00002', name: 'Relay e2e (max 5, deposit only)' };
+// A "wrong Base URL": a server that redirects every request to the real relay (307 keeps the
+// method and body), so a node that followed redirects would credit through it.
+const REDIRECT_CRED = { id: 'pwrE2eCred00003', name: 'Relay e2e (redirecting Base URL)' };
 
 const { deriveIdempotencyKey } = require(path.join(PKG, 'dist/nodes/PaywallsRelay/idempotency.js'));
 
@@ -31,6 +35,7 @@ const timings = {};
 let tmp;
 let sandboxUrl;
 let relayUrl;
+let redirector; // { url, seen: [] }
 let n8n; // { node, bin, env }
 
 // --- small helpers --------------------------------------------------------------------------
@@ -212,6 +217,7 @@ const getBalance = () =>
 	relayNode('Balance', 600, { resource: 'balance', operation: 'get', user: '={{ $json.user }}' });
 
 const RETRY = { retryOnFail: true, maxTries: 3, waitBetweenTries: 1000 };
+const REDIRECT_ITEM = { user: 'e2e:redirected', amount: '2', reference: 'redir_1' };
 
 // The README's first workflow (examples/first-workflow.json) is the main workflow tested here.
 const EXAMPLE = JSON.parse(fs.readFileSync(path.join(PKG, 'examples', 'first-workflow.json'), 'utf8'));
@@ -259,6 +265,10 @@ const WORKFLOWS = {
 	fails: workflow('pwrE2eWfError02', 'e2e: a refused item stops the workflow', [
 		itemsNode([ERROR_ITEMS[2]]),
 		relayNode('Deposit', 400, depositParams(), {}, LIMITED_CRED),
+	]),
+	redirected: workflow('pwrE2eWfRedir01', 'e2e: a redirecting Base URL fails, nothing credited', [
+		itemsNode([REDIRECT_ITEM]),
+		relayNode('Deposit', 400, depositParams(), {}, REDIRECT_CRED),
 	]),
 	chargeAndList: workflow('pwrE2eWfCharge1', 'e2e: charge, then list deposits', [
 		itemsNode([
@@ -328,6 +338,17 @@ before(async () => {
 	const relayProc = start('relay', bin, ['run', '--host', '127.0.0.1', '--port', String(relayPort)], { cwd: tmp, env: relayEnv });
 	await waitForHttp(`${relayUrl}/healthz`, relayProc);
 
+	// The redirecting "wrong Base URL" in front of it.
+	const redirectPort = await freePort();
+	redirector = { url: `http://127.0.0.1:${redirectPort}`, seen: [] };
+	redirector.server = http.createServer((req, res) => {
+		redirector.seen.push(`${req.method} ${req.url}`);
+		req.resume();
+		res.writeHead(307, { Location: `${relayUrl}${req.url}` });
+		res.end();
+	});
+	await new Promise((resolve) => redirector.server.listen(redirectPort, '127.0.0.1', resolve));
+
 	// 3. The package as a user installs it: npm pack, then npm install in ~/.n8n/nodes.
 	const home = path.join(tmp, 'n8n-home');
 	const nodesDir = path.join(home, '.n8n', 'nodes');
@@ -362,6 +383,7 @@ before(async () => {
 	const creds = [
 		{ ...CRED, type: 'paywallsRelayApi', data: { baseUrl: relayUrl, token } },
 		{ ...LIMITED_CRED, type: 'paywallsRelayApi', data: { baseUrl: relayUrl, token: limited } },
+		{ ...REDIRECT_CRED, type: 'paywallsRelayApi', data: { baseUrl: redirector.url, token } },
 	];
 	fs.writeFileSync(path.join(tmp, 'credentials.json'), JSON.stringify(creds));
 	const wfDir = path.join(tmp, 'workflows');
@@ -377,6 +399,7 @@ before(async () => {
 }, { timeout: 45 * 60 * 1000 });
 
 after(async () => {
+	redirector?.server?.close();
 	for (const child of children) {
 		if (!child.exited) child.kill('SIGTERM');
 	}
@@ -500,6 +523,21 @@ test('without Continue On Fail a refused item fails the execution with the field
 	const result = execute(WORKFLOWS.fails.id);
 	assert.notEqual(result.status, 0, 'the execution must fail');
 	assert.match(result.out, /Invalid field user: /);
+});
+
+test('a Base URL that redirects fails the execution with the redirect named; the redirect is not followed', async () => {
+	const before = await sandbox.state();
+	const result = execute(WORKFLOWS.redirected.id);
+	assert.notEqual(result.status, 0, 'the execution must fail');
+	assert.match(
+		result.out,
+		new RegExp(`redirects: HTTP 307 to ${relayUrl.replace(/[.]/g, '\\.')}/v1/user/balance/deposit\\.`),
+		result.out.slice(-4000),
+	);
+	assert.deepEqual(redirector.seen, ['POST /v1/user/balance/deposit']);
+	const state = await sandbox.state();
+	assert.equal(creditsFor(state, [REDIRECT_ITEM.user]).length, 0, 'nothing credited through the redirect');
+	assert.equal(state.calls.deposit ?? 0, before.calls.deposit ?? 0, 'nothing reached Paywalls');
 });
 
 test('charge: success false is data; list deposits: limit, return all and the user filter', async () => {

@@ -19,8 +19,8 @@ function schema(name) {
 	return JSON.parse(fs.readFileSync(path.join(SCHEMAS, name), 'utf8'));
 }
 
-/** A stand-in for n8n's IExecuteSingleFunctions: parameters of one item. */
-function fakeContext(params, { continueOnFail = false, itemIndex = 0 } = {}) {
+/** A stand-in for n8n's IExecuteSingleFunctions: parameters of one item (and, if given, its credential). */
+function fakeContext(params, { continueOnFail = false, itemIndex = 0, credentials } = {}) {
 	const node = {
 		id: 'n1',
 		name: 'Paywalls Relay',
@@ -36,6 +36,10 @@ function fakeContext(params, { continueOnFail = false, itemIndex = 0 } = {}) {
 		getNode: () => node,
 		getItemIndex: () => itemIndex,
 		continueOnFail: () => continueOnFail,
+		async getCredentials(type) {
+			if (type !== 'paywallsRelayApi' || !credentials) throw new Error(`no credential of type ${type}`);
+			return credentials;
+		},
 	};
 }
 

@@ -32,6 +32,11 @@ export class PaywallsRelay implements INodeType {
 			},
 			// No ignoreHttpStatusErrors here: n8n's credential test reuses requestDefaults, and a
 			// 401 must fail it. Each operation sets it so handleRelayResponse reads problem+json.
+			// Never follow a redirect (http:// to https://, a login page, a load balancer): a
+			// followed 301/302 turns the POST into a GET and a followed 307/308 re-sends the body
+			// and token elsewhere, either possibly ending in a 2xx that is not the relay's answer.
+			// The 3xx reaches handleRelayResponse, which fails with a message naming it.
+			disableFollowRedirect: true,
 		},
 		properties: [
 			{

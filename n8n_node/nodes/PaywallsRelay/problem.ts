@@ -1,7 +1,9 @@
 /**
  * Turning the relay's RFC 9457 problem+json answers into n8n errors whose message says what to
  * fix: the field that failed validation, the token limit that refused the call, or whether a
- * retry is safe.
+ * retry is safe. Any other answer outside 200-299 is an error too: a redirect (never followed,
+ * see requestDefaults.disableFollowRedirect) names where it points and the Base URL to use, and
+ * a 2xx without the relay's JSON object is not taken as a success.
  */
 import { NodeApiError, type INode, type JsonObject } from 'n8n-workflow';
 
@@ -71,6 +73,89 @@ export function parseBody(body: unknown): unknown {
 	return value;
 }
 
+const BASE_URL_FIX =
+	"Set the Base URL of the Paywalls Relay API credential to the relay's https:// address exactly as the relay operator gave it (without /v1).";
+
+const SAFE_TO_RETRY = 'Retrying with the same fields is safe: the Idempotency-Key never applies it twice.';
+
+/** Where a redirect points, for a message: origin and path only (a login page's query may carry state or tokens). */
+export function describeLocation(location: string | undefined, baseUrl?: string): string | undefined {
+	if (!location) return undefined;
+	try {
+		const url = baseUrl ? new URL(location, baseUrl) : new URL(location);
+		return `${url.origin}${url.pathname}`;
+	} catch {
+		return location.split(/[?#]/)[0].slice(0, 200);
+	}
+}
+
+/** The Base URL to suggest when a redirect only moves http:// to https:// on the same host. */
+export function httpsSuggestion(baseUrl: string | undefined, location: string | undefined): string | undefined {
+	if (!baseUrl || !location) return undefined;
+	try {
+		const from = new URL(baseUrl);
+		const to = new URL(location, baseUrl);
+		if (from.protocol !== 'http:' || to.protocol !== 'https:' || from.hostname !== to.hostname) {
+			return undefined;
+		}
+		const base = from.pathname.replace(/\/+$/, '').replace(/\/v1$/, '');
+		return `https://${to.host}${base}`;
+	} catch {
+		return undefined;
+	}
+}
+
+function describeRedirect(
+	status: number,
+	headers: Record<string, unknown> | undefined,
+	baseUrl: string | undefined,
+): RelayErrorInfo {
+	const rawLocation = headerValue(headers, 'location');
+	const location = describeLocation(rawLocation, baseUrl);
+	const suggestion = httpsSuggestion(baseUrl, rawLocation);
+	const at = baseUrl ? ` (${baseUrl})` : '';
+	const message =
+		`The Base URL of the Paywalls Relay API credential${at} redirects: HTTP ${status}` +
+		`${location ? ` to ${location}` : ' without a Location'}. The node does not follow redirects to the relay ` +
+		'(a login page or another server could answer in its place), so this call failed. ' +
+		`${suggestion ? `Use ${suggestion} as the Base URL. ` : ''}${BASE_URL_FIX}`;
+	return {
+		message,
+		description: `${SAFE_TO_RETRY} Check with the relay operator if the relay's address changed.`,
+		problem: 'redirected',
+		status,
+		body: { status, detail: '', ...(location ? { location } : {}) },
+	};
+}
+
+/** A 2xx answer whose body is not the relay's JSON object (HTML, text, an array, nothing). */
+export function describeUnexpectedBody(
+	status: number,
+	rawBody: unknown,
+	operation?: 'deposit' | 'charge',
+): RelayErrorInfo {
+	const parsed = parseBody(rawBody);
+	const kind =
+		parsed === undefined || parsed === null || parsed === ''
+			? 'no body'
+			: Array.isArray(parsed)
+				? 'a JSON array'
+				: typeof parsed === 'string'
+					? 'text'
+					: `a JSON ${typeof parsed}`;
+	const message =
+		`The relay answered HTTP ${status} without the expected body (got ${kind})` +
+		`${operation ? `, so it is not known whether this ${operation} was applied` : ''}. ` +
+		`Check that the credential's Base URL points at your Paywalls Relay. ${BASE_URL_FIX}`;
+	return {
+		message,
+		description: SAFE_TO_RETRY,
+		problem: 'unexpected-body',
+		status,
+		body: { status, detail: '' },
+	};
+}
+
 function fieldList(errors: ProblemFieldError[] | undefined): string {
 	if (!Array.isArray(errors) || errors.length === 0) return '';
 	return errors
@@ -86,7 +171,11 @@ export function describeRelayError(
 	status: number,
 	rawBody: unknown,
 	headers?: Record<string, unknown>,
+	baseUrl?: string,
 ): RelayErrorInfo {
+	if (status >= 300 && status < 400) {
+		return describeRedirect(status, headers, baseUrl);
+	}
 	const parsed = parseBody(rawBody);
 	const isProblem =
 		typeof parsed === 'object' &&
@@ -174,9 +263,16 @@ export function describeRelayError(
 			message = `The relay refused the request body: ${detail || body.title || status}`;
 			break;
 		default:
-			message = body.title
-				? `${body.title}${detail ? `: ${detail}` : ''}`
-				: `The relay answered HTTP ${status}${detail ? `: ${detail}` : ''}`;
+			if (!isProblem) {
+				// A proxy, login page or load balancer, not the relay (which always answers problem+json).
+				message =
+					`The credential's Base URL answered HTTP ${status}${detail ? `: ${detail}` : ''}, which is not an answer of a Paywalls Relay. ` +
+					`Check the Base URL, or ask the relay operator what is in front of the relay (a proxy or load balancer). ${SAFE_TO_RETRY}`;
+			} else {
+				message = body.title
+					? `${body.title}${detail ? `: ${detail}` : ''}`
+					: `The relay answered HTTP ${status}${detail ? `: ${detail}` : ''}`;
+			}
 	}
 
 	const parts: string[] = [];

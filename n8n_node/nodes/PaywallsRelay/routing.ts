@@ -19,7 +19,14 @@ import {
 	isValidDedupePath,
 	type IdempotencyOp,
 } from './idempotency';
-import { describeRelayError, headerValue, parseBody, relayErrorToNodeApiError } from './problem';
+import {
+	describeRelayError,
+	describeUnexpectedBody,
+	headerValue,
+	parseBody,
+	relayErrorToNodeApiError,
+	type RelayErrorInfo,
+} from './problem';
 
 /** Presets of the "Deduplicate On" option and the dedupe fields each one means. */
 export const DEDUPE_PRESETS: Record<string, readonly string[]> = {
@@ -173,9 +180,46 @@ export async function listDepositsPreSend(
 	return requestOptions;
 }
 
+/** The operation that changes a balance, if this item's is one (deposit or charge). */
+function writeOperation(ctx: IExecuteSingleFunctions): 'deposit' | 'charge' | undefined {
+	const resource = ctx.getNodeParameter('resource', '') as string;
+	const operation = ctx.getNodeParameter('operation', '') as string;
+	if (resource === 'balance' && operation === 'deposit') return 'deposit';
+	if (resource === 'charge' && operation === 'charge') return 'charge';
+	return undefined;
+}
+
+/** The credential's Base URL, to name it in a redirect message (undefined if unavailable). */
+async function credentialBaseUrl(ctx: IExecuteSingleFunctions): Promise<string | undefined> {
+	try {
+		const credentials = await ctx.getCredentials('paywallsRelayApi');
+		const baseUrl = credentials?.baseUrl;
+		return typeof baseUrl === 'string' && baseUrl.trim() ? baseUrl.trim() : undefined;
+	} catch {
+		return undefined;
+	}
+}
+
+/** Throw the error, or with Continue On Fail hand it on as an item. */
+function failWith(ctx: IExecuteSingleFunctions, info: RelayErrorInfo): INodeExecutionData[] {
+	const error = relayErrorToNodeApiError(ctx.getNode(), info, ctx.getItemIndex());
+	if (ctx.continueOnFail()) {
+		const details: IDataObject = {
+			status: info.status,
+			problem: info.problem,
+			...(info.body as IDataObject),
+		};
+		if (info.retryAfter) details.retryAfter = info.retryAfter;
+		return [{ json: { error: info.message, details } }];
+	}
+	throw error;
+}
+
 /**
- * postReceive of every operation: an error answer becomes a NodeApiError (or, with Continue On
- * Fail, an item carrying the error), a success answer passes on with the idempotency headers.
+ * postReceive of every operation: only a 2xx with the relay's JSON object is a success, and it
+ * passes on with the idempotency headers. Any other answer (a problem+json error, a redirect,
+ * which is never followed, a proxy's page, a 2xx without a JSON object) becomes a NodeApiError
+ * or, with Continue On Fail, an item carrying the error.
  */
 export async function handleRelayResponse(
 	this: IExecuteSingleFunctions,
@@ -186,7 +230,7 @@ export async function handleRelayResponse(
 	if (status >= 200 && status < 300) {
 		const body = parseBody(response.body);
 		if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-			return [{ json: { response: body as IDataObject[string] } }];
+			return failWith(this, describeUnexpectedBody(status, response.body, writeOperation(this)));
 		}
 		const json: IDataObject = { ...(body as IDataObject) };
 		const key = headerValue(response.headers, 'idempotency-key');
@@ -196,18 +240,8 @@ export async function handleRelayResponse(
 		}
 		return [{ json }];
 	}
-	const info = describeRelayError(status, response.body, response.headers);
-	const error = relayErrorToNodeApiError(this.getNode(), info, this.getItemIndex());
-	if (this.continueOnFail()) {
-		const details: IDataObject = {
-			status,
-			problem: info.problem,
-			...(info.body as IDataObject),
-		};
-		if (info.retryAfter) details.retryAfter = info.retryAfter;
-		return [{ json: { error: info.message, details } }];
-	}
-	throw error;
+	const baseUrl = status >= 300 && status < 400 ? await credentialBaseUrl(this) : undefined;
+	return failWith(this, describeRelayError(status, response.body, response.headers, baseUrl));
 }
 
 /** Deposit -> List Deposits: follows next_cursor until the limit or the last page. */
