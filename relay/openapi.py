@@ -45,10 +45,13 @@ def _problem(description: str) -> dict:
 PROBLEMS = {
     "400": _problem("Malformed body"), "401": _problem("Token refused"), "403": _problem("A token limit refused the call"),
     "422": _problem("Validation failed, or an idempotency key reused"), "429": _problem("Rate limited"),
-    "502": _problem("Paywalls unavailable or the outcome is unknown"),
+    "502": _problem("Paywalls unavailable, the outcome is unknown, or the relay's PAYWALLS_BASE_URL redirects"),
 }
-MONEY_PROBLEMS = {**PROBLEMS, "409": _problem("The same idempotency key is in flight"),
+MONEY_PROBLEMS = {**PROBLEMS,
+                  "409": _problem("The same event is in flight, or the token's identity changed during the call"),
                   "413": _problem("Body too large"), "415": _problem("Not JSON"),
+                  "503": _problem("The relay's database is unavailable, or it could not record Paywalls' answer "
+                                  "(retrying with the same fields is safe)"),
                   "504": _problem("Paywalls timed out; the outcome is unknown")}
 IDEMPOTENCY_HEADER = {"name": "Idempotency-Key", "in": "header", "required": False,
                       "description": "Optional. When absent the relay derives one from the fields (schemas/idempotency.md).",

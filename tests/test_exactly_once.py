@@ -56,6 +56,15 @@ def new_token(app, **spec):
         return token.id, text
 
 
+def claim_and_hold(app, token_text, body):
+    """Phase 1 of a deposit, and nothing after it: a process that claimed the event, then stalled or died."""
+    with app.app_context(), db.read_connection() as connection:
+        token = tokens.authenticate(connection, f"Bearer {token_text}", app.extensions["relay.clock"].now())
+    fingerprint = keys.fingerprint("deposit", body)
+    with app.test_request_context():
+        return token, money.claim_or_wait(token, "deposit", body, fingerprint, None, fingerprint, "held")
+
+
 # --- one event identity per token, whatever the client sends ------------------------------------------------
 
 def test_a_client_key_never_beats_the_token_s_dedupe_rule(relay, sandbox):
@@ -214,14 +223,11 @@ def test_a_trickled_answer_is_cut_off_at_the_budget(make_app, database_url, sand
 def test_a_stale_owner_s_outcome_is_never_recorded_over_a_newer_claim(relay, sandbox):
     token_id, text = new_token(relay)
     clock = manual_clock(relay)
-    with relay.app_context(), db.read_connection() as connection:
-        token = tokens.authenticate(connection, f"Bearer {text}", clock.now())
     body = {"user": "u1", "amount": "10"}
-    fingerprint = keys.fingerprint("deposit", body)
+    token, stale = claim_and_hold(relay, text, body)
     with relay.test_request_context():
-        stale = money.claim_or_wait(token, "deposit", body, fingerprint, None, fingerprint, "r1")
         clock.advance(31)  # the first owner stalls past its lease; a duplicate takes the key over
-        fresh = money.claim_or_wait(token, "deposit", body, fingerprint, None, fingerprint, "r2")
+        fresh = money.claim_or_wait(token, "deposit", body, stale.key, None, stale.key, "r2")
         assert fresh.lease == stale.lease + 1 and fresh.upstream_key == stale.upstream_key
         outcome = money.upstream().call("POST", "/user/balance/deposit", json=body, idempotency_key=fresh.upstream_key)
         assert money.record(token, "deposit", body, fresh, outcome, None, "r2")[0] == 200
@@ -449,12 +455,8 @@ def test_token_expiry_follows_the_clock(relay, sandbox):
 def test_the_lease_expires_by_the_clock_not_by_sleeping(relay, sandbox):
     _, text = new_token(relay)
     clock = manual_clock(relay)
-    with relay.app_context(), db.read_connection() as connection:
-        token = tokens.authenticate(connection, f"Bearer {text}", clock.now())
     body = {"user": "u1", "amount": "10"}
-    fingerprint = keys.fingerprint("deposit", body)
-    with relay.test_request_context():
-        money.claim_or_wait(token, "deposit", body, fingerprint, None, fingerprint, "dead")  # its process dies
+    claim_and_hold(relay, text, body)  # its process dies holding the claim
     client = relay.test_client()
     held = deposit(client, text, body)
     assert held.status_code == 409 and held.headers["Retry-After"] == "1"
