@@ -9,7 +9,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,6 +26,16 @@ const LIMITED_CRED = { id: 'pwrE2eCred00002', name: 'Relay e2e (max 5, deposit o
 // A "wrong Base URL": a server that redirects every request to the real relay (307 keeps the
 // method and body), so a node that followed redirects would credit through it.
 const REDIRECT_CRED = { id: 'pwrE2eCred00003', name: 'Relay e2e (redirecting Base URL)' };
+const REDIRECTOR = `
+const http = require('node:http');
+const [port, target] = process.argv.slice(1);
+http.createServer((req, res) => {
+	console.log(req.method + ' ' + req.url);
+	req.resume();
+	res.writeHead(307, { Location: target + req.url });
+	res.end();
+}).listen(Number(port), '127.0.0.1');
+`;
 
 const { deriveIdempotencyKey } = require(path.join(PKG, 'dist/nodes/PaywallsRelay/idempotency.js'));
 
@@ -35,7 +44,7 @@ const timings = {};
 let tmp;
 let sandboxUrl;
 let relayUrl;
-let redirector; // { url, seen: [] }
+let redirector; // { url, log }
 let n8n; // { node, bin, env }
 
 // --- small helpers --------------------------------------------------------------------------
@@ -338,16 +347,12 @@ before(async () => {
 	const relayProc = start('relay', bin, ['run', '--host', '127.0.0.1', '--port', String(relayPort)], { cwd: tmp, env: relayEnv });
 	await waitForHttp(`${relayUrl}/healthz`, relayProc);
 
-	// The redirecting "wrong Base URL" in front of it.
+	// The redirecting "wrong Base URL" in front of it: its own process (execute() blocks this
+	// one while n8n runs), logging each request it answers.
 	const redirectPort = await freePort();
-	redirector = { url: `http://127.0.0.1:${redirectPort}`, seen: [] };
-	redirector.server = http.createServer((req, res) => {
-		redirector.seen.push(`${req.method} ${req.url}`);
-		req.resume();
-		res.writeHead(307, { Location: `${relayUrl}${req.url}` });
-		res.end();
-	});
-	await new Promise((resolve) => redirector.server.listen(redirectPort, '127.0.0.1', resolve));
+	const redirectProc = start('redirector', process.execPath, ['-e', REDIRECTOR, String(redirectPort), relayUrl], { cwd: tmp });
+	redirector = { url: `http://127.0.0.1:${redirectPort}`, log: redirectProc.logFile };
+	await waitForHttp(`${redirector.url}/healthz`, redirectProc);
 
 	// 3. The package as a user installs it: npm pack, then npm install in ~/.n8n/nodes.
 	const home = path.join(tmp, 'n8n-home');
@@ -399,7 +404,6 @@ before(async () => {
 }, { timeout: 45 * 60 * 1000 });
 
 after(async () => {
-	redirector?.server?.close();
 	for (const child of children) {
 		if (!child.exited) child.kill('SIGTERM');
 	}
@@ -534,7 +538,8 @@ test('a Base URL that redirects fails the execution with the redirect named; the
 		new RegExp(`redirects: HTTP 307 to ${relayUrl.replace(/[.]/g, '\\.')}/v1/user/balance/deposit\\.`),
 		result.out.slice(-4000),
 	);
-	assert.deepEqual(redirector.seen, ['POST /v1/user/balance/deposit']);
+	const posts = fs.readFileSync(redirector.log, 'utf8').split('\n').filter((line) => line.startsWith('POST '));
+	assert.deepEqual(posts, ['POST /v1/user/balance/deposit']);
 	const state = await sandbox.state();
 	assert.equal(creditsFor(state, [REDIRECT_ITEM.user]).length, 0, 'nothing credited through the redirect');
 	assert.equal(state.calls.deposit ?? 0, before.calls.deposit ?? 0, 'nothing reached Paywalls');

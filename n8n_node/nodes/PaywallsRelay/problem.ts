@@ -247,6 +247,19 @@ export function describeRelayError(
 			message =
 				'Paywalls could not be reached and nothing changed. Retry (Retry On Fail is safe).';
 			break;
+		case 'upstream-misdirected':
+			message =
+				"The relay cannot reach Paywalls: its PAYWALLS_BASE_URL answered with a redirect. Nothing was applied. Ask the relay operator to fix the relay's PAYWALLS_BASE_URL; then retrying with the same fields is safe.";
+			break;
+		case 'outcome-unrecorded':
+			message = `Paywalls was called, but the relay could not record its answer, so the outcome is unknown.${after} Retrying with the same fields is safe (turn on Retry On Fail): it never applies twice.`;
+			break;
+		case 'token-changed':
+			message = `The relay token's settings changed during this call, and nothing was sent to Paywalls.${after} Retrying is safe (Retry On Fail does it).`;
+			break;
+		case 'token-identity-locked':
+			message = `The relay token's namespace or dedupe fields cannot change while it has stored keys${detail ? `: ${detail}` : ''}`;
+			break;
 		case 'unavailable':
 			message = `The relay's database is unavailable.${after} Retrying with the same fields is safe.`;
 			break;
