@@ -263,6 +263,15 @@ const messages = {
       `Paywalls did not confirm this ${noun}: it may or may not have been applied. ${SAFE_TO_REPLAY}`,
       firstSentence(detail),
     ),
+  outcomeUnrecorded: (noun) =>
+    `Paywalls was called, but the relay could not record its answer: this ${noun} may or may not have been applied. ` +
+    `${SAFE_TO_REPLAY} (If nobody replays it, the relay operator completes it with \`paywalls-relay ledger resolve\`.)`,
+  upstreamMisdirected: () =>
+    "Paywalls Relay cannot reach Paywalls: the relay's PAYWALLS_BASE_URL answered with a redirect, so nothing was " +
+    `applied. Ask your relay operator to fix the relay's PAYWALLS_BASE_URL, then replay this step. ${SAFE_TO_REPLAY}`,
+  tokenChanged: (seconds) =>
+    "The relay token's settings changed while this step ran, and nothing was sent to Paywalls. Zapier will retry it" +
+    `${seconds ? ` in about ${seconds} seconds` : ' shortly'}.`,
   unavailable: (detail) =>
     withDetail(`Paywalls Relay is temporarily unavailable; nothing was sent to Paywalls. ${SAFE_TO_REPLAY}`, detail),
   serverError: (status, detail) =>
@@ -360,6 +369,13 @@ function errorForResponse(z, response) {
       }),
     );
   }
+  if (name === 'token-changed') {
+    const seconds = retryAfterSeconds(response);
+    return new z.errors.ThrottledError(messages.tokenChanged(seconds), seconds);
+  }
+  if (name === 'token-identity-locked') {
+    return error(messages.unexpected(status, detail));
+  }
   if (status === 409 || name === 'idempotency-in-flight') {
     const seconds = retryAfterSeconds(response);
     return new z.errors.ThrottledError(messages.inFlight(seconds), seconds);
@@ -379,6 +395,12 @@ function errorForResponse(z, response) {
   }
   if (['malformed-body', 'body-too-large', 'unsupported-media-type'].includes(name)) {
     return error(messages.badRequest(detail));
+  }
+  if (name === 'upstream-misdirected') {
+    return error(messages.upstreamMisdirected());
+  }
+  if (name === 'outcome-unrecorded') {
+    return error(messages.outcomeUnrecorded(operation.noun));
   }
   if (status === 502 || status === 504) {
     // upstream-ambiguous, upstream-unavailable, or a proxy in front of the relay: the

@@ -250,3 +250,32 @@ describe('charge success:false is data, not an error', () => {
     expect(result.replayed).toBe(false);
   });
 });
+
+describe('problem types added for exactly-once', () => {
+  it('outcome-unrecorded (503) never says nothing was sent: it may have been applied, replay is safe', async () => {
+    depositAnswers(503, problem('outcome-unrecorded', 503), { ...PROBLEM_HEADERS, 'Retry-After': '5' });
+    const error = await depositError();
+    expect(error.name).toBe('AppError');
+    expect(error.code).toBe('outcome-unrecorded');
+    expect(error.message).toMatch(/^Paywalls was called, but the relay could not record its answer: this deposit may or may not have been applied\./);
+    expect(error.message).toContain(messages.SAFE_TO_REPLAY);
+    expect(error.message).not.toMatch(/nothing was sent/i);
+  });
+
+  it('upstream-misdirected (502) says nothing was applied and that the relay operator must fix it', async () => {
+    depositAnswers(502, problem('upstream-misdirected', 502));
+    const error = await depositError();
+    expect(error.code).toBe('upstream-misdirected');
+    expect(error.message).toMatch(/PAYWALLS_BASE_URL answered with a redirect, so nothing was applied/);
+    expect(error.message).toMatch(/relay operator/);
+    expect(error.message).not.toMatch(/may or may not/);
+  });
+
+  it('token-changed (409) is retried by Zapier with its own message, not the in-flight one', async () => {
+    depositAnswers(409, problem('token-changed', 409), { ...PROBLEM_HEADERS, 'Retry-After': '1' });
+    const error = await depositError();
+    expect(error.name).toBe('ThrottledError');
+    expect(error.delay).toBe(1);
+    expect(error.message).toBe(messages.tokenChanged(1));
+  });
+});
