@@ -309,4 +309,4 @@ def _upstream_message(body, response) -> str:
 
 def _retry_after(response) -> int | None:
     value = response.headers.get("Retry-After", "")
-    return min(int(value), 3600) if value.isdigit() else None
+    return min(int(value), 3600) if value.isascii() and value.isdigit() else None  # "²".isdigit() is True

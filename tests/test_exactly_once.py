@@ -463,3 +463,11 @@ def test_the_lease_expires_by_the_clock_not_by_sleeping(relay, sandbox):
     clock.advance(31)
     assert deposit(client, text, body).status_code == 200
     assert len(credits(sandbox)) == 1
+
+
+@pytest.mark.parametrize("retry_after", ["\u00b2", "1e3", "-1", "99999999999999999999"])
+def test_an_odd_retry_after_from_paywalls_is_ignored_not_a_crash(relay, sandbox, retry_after):
+    _, text = new_token(relay)
+    fault(sandbox, kind="respond", status=503, body="{}", headers={"Retry-After": retry_after})
+    response = deposit(relay.test_client(), text)
+    assert response.status_code == 502 and problem_type(response) == "upstream-ambiguous"
