@@ -293,7 +293,8 @@ def ledger_since():
 def _chunked(client, token, data: bytes):
     """A body without Content-Length, ended by the server, as gunicorn hands over a chunked request."""
     return client.post(DEPOSIT, input_stream=io.BytesIO(data), headers={**auth(token), "Content-Type": "application/json"},
-                       environ_overrides={"wsgi.input_terminated": True})
+                       environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": "",
+                                          "HTTP_TRANSFER_ENCODING": "chunked"})
 
 
 def test_unknown_length_bodies_over_16_kib_are_413(client, token, sandbox):
