@@ -170,6 +170,9 @@ def user_allowed(token: Token, user: str) -> bool:
 
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # a refused pattern is the admin's 422, not a line on stderr
+# Matching stays linear in the user id, but a pattern such as .{0,1000}.{0,1000}... compiles to a program big enough
+# to take seconds to build in every worker. 1 MiB holds any pattern of 200 characters a person would write.
+_RE2_OPTIONS.max_mem = 1 << 20
 
 
 @lru_cache(maxsize=1024)
@@ -211,8 +214,8 @@ def check_user_pattern(pattern: str) -> str:
         _linear(pattern)
     except re2.error as error:
         why = error.args[0].decode(errors="replace") if error.args and isinstance(error.args[0], bytes) else str(error)
-        raise ValueError(f"uses syntax the linear-time matcher (RE2) does not have ({why}): no back-references or "
-                         "look-arounds; e.g. acme:[A-Za-z0-9_]+") from None
+        raise ValueError(f"cannot run on the linear-time matcher, RE2 ({why}): it has no back-references or "
+                         "look-arounds and refuses patterns that expand too large; e.g. acme:[A-Za-z0-9_]+") from None
     # RE2 alone keeps matching linear; nested repeats are still refused, as before RE2, to keep patterns readable.
     if _risky(parsed, inside_repeat=False):
         raise ValueError("could be very slow to match (a repeated group containing another repeat, an "

@@ -241,11 +241,13 @@ def test_the_issue_pattern_is_matched_in_linear_time(client, make_token, sandbox
     assert deposit(client, text, {"user": "acme:u1", "amount": "1"}).status_code == 200
 
 
-@pytest.mark.parametrize("pattern", [r"(a)\1", "(?=acme)acme:.*", "(?<!x)acme", "(?P<n>a)(?P=n)"])
+@pytest.mark.parametrize("pattern", [r"(a)\1", "(?=acme)acme:.*", "(?<!x)acme", "(?P<n>a)(?P=n)", ".{0,1000}" * 22])
 def test_patterns_the_linear_engine_cannot_run_are_refused(relay, pattern):
+    started = time.monotonic()
     response = relay.test_client().post("/v1/admin/tokens", json={"label": "t", "user_pattern": pattern},
                                         headers=admin(relay))
     assert fields(response) == {"user_pattern"}
+    assert time.monotonic() - started < 1.0  # the huge program is refused, not built (about 2 s)
 
 
 # --- 6. spreadsheet-safe exports ------------------------------------------------------------------------------------
