@@ -1,8 +1,8 @@
 """Issue 7, hostile input: whatever arrives, the relay answers with its documented shapes and never a 5xx.
 
-- Schemathesis generates requests from /openapi.json (valid and invalid) for every operation, a bounded
-  number of examples each, and checks each answer against the document: no 5xx, documented status,
-  content type, headers and body schema, plus the security headers on every answer.
+- Schemathesis generates requests from /openapi.json (valid and invalid) for every operation, the admin API
+  included (issue 12), a bounded number of examples each, and checks each answer against the document: no 5xx,
+  documented status, content type, headers and body schema, plus the security headers on every answer.
 - Hypothesis properties of the amount parser and of the idempotency key derivation.
 - Bodies no schema describes: oversized, deeply nested, invalid UTF-8, duplicate keys, wrong types.
 - A user pattern that could backtrack catastrophically is refused when a token is created.
