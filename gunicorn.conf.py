@@ -2,6 +2,8 @@
 
 import os
 
+from relay.config import from_env as _relay_config  # not `config`: gunicorn would read it as its own setting
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -12,7 +14,8 @@ graceful_timeout = timeout
 keepalive = 5
 accesslog = None  # the relay writes one JSON line per request itself
 errorlog = "-"
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# The same setting the app reads (relay/proxies.py), from the environment or .env: one list of trusted proxies.
+forwarded_allow_ips = _relay_config()["FORWARDED_ALLOW_IPS"]
 
 
 def on_starting(server):

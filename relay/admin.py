@@ -4,8 +4,8 @@ import hmac
 
 from flask import Blueprint, current_app, jsonify, request
 
-from . import clock, db, messages, tokens
-from .messages import Problem, field_error
+from . import clock, db, messages, tokens, validation
+from .messages import Problem
 
 bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
 
@@ -22,10 +22,9 @@ def require_admin_key():
 
 
 def _spec() -> dict:
-    spec = request.get_json(silent=True)
-    if not isinstance(spec, dict):
-        raise messages.malformed_body("Send the token settings as a JSON object.")
-    return spec
+    """The settings object, read with the same rules as a deposit body: size (413), media type (415), duplicate keys,
+    UTF-8 and nesting (400). schemas/token-settings.json then checks each field (tokens.parse_spec)."""
+    return validation.parse_json_object(validation.read_body(), request.content_type)
 
 
 def _invalid(error: tokens.SpecError) -> Problem:
@@ -66,8 +65,6 @@ def show(token_id):
 @bp.patch("/tokens/<token_id>")
 def update(token_id):
     spec = _spec()
-    if "label" in spec and not str(spec["label"]).strip():
-        raise messages.validation([field_error("label", "label must not be empty")])
     try:
         with db.transaction() as session:
             return jsonify(tokens.describe(tokens.update_token(session, _find(session, token_id), spec, clock.now()), clock.now()))

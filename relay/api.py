@@ -6,8 +6,7 @@ from datetime import datetime
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from . import caps, clock, db, keys, ledger, messages, money, tokens, validation
-from .models import as_utc
+from . import caps, clock, dates, db, keys, ledger, messages, money, tokens, validation
 
 bp = Blueprint("api", __name__)
 JSON = "application/json"
@@ -20,7 +19,7 @@ def settings() -> dict:
 def authenticated(operation: str | None):
     """The calling token, after the failed-auth throttle, the token checks and its rate limit."""
     limits = current_app.extensions["relay.ratelimits"]
-    with limits.guarding_auth(request.remote_addr or "-"), db.read_connection() as connection:
+    with limits.guarding_auth(request.remote_addr or "-", valid_always_pass=True), db.read_connection() as connection:
         token = tokens.authenticate(connection, request.headers.get("Authorization"), clock.now())
     g.token_id, g.operation = token.id, operation
     if token.rate_limit:
@@ -44,7 +43,7 @@ def charge():
 
 def money_call(op: str, schema: str) -> Response:
     token = authenticated(op)
-    body = validation.money_body(schema, request.get_data(), request.content_type, settings()["RELAY_AMOUNT_DECIMALS"])
+    body = validation.money_body(schema, validation.read_body(), request.content_type, settings()["RELAY_AMOUNT_DECIMALS"])
     tokens.authorize_money(token, op, body)
     identity = money.identify(token, op, body, keys.header_key(request.headers.get("Idempotency-Key")))
     g.idempotency_key = identity.shown_key  # refusals from here on (409, 422, 403 caps) carry it too
@@ -123,6 +122,8 @@ def deposits():
             raise messages.validation(errors)
         tokens.authorize_user(token, args["user"])
     with db.read() as session:
+        if cursor is not None and not ledger.cursor_handed_out(session, cursor, args.get("user"), since):
+            raise messages.invalid_query("cursor", messages.CURSOR_UNKNOWN)
         data, next_cursor = ledger.deposits(session, user=args.get("user"), since=since, limit=limit,
                                             before_id=cursor, allowed=lambda user: tokens.user_allowed(token, user))
     return jsonify(data=data, next_cursor=next_cursor)
@@ -131,7 +132,7 @@ def deposits():
 def _limit(value) -> int:
     if value in (None, ""):
         return 50
-    if not value.isdigit() or not 1 <= int(value) <= 100:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 100:  # "²".isdigit() is True
         raise messages.invalid_query("limit", "limit must be a whole number from 1 to 100.")
     return int(value)
 
@@ -140,14 +141,13 @@ def _since(value) -> datetime | None:
     if value in (None, ""):
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise messages.invalid_query("since", "since must be an ISO 8601 date or date-time, e.g. 2026-11-01T00:00:00Z.") from None
-    return as_utc(moment)
+        return dates.parse(value)
+    except dates.DateError as error:
+        raise messages.invalid_query("since", f"since {error}.") from None
 
 
 def _cursor(value) -> int | None:
     try:
         return ledger.parse_cursor(value)
     except ValueError:
-        raise messages.invalid_query("cursor", "cursor must be the next_cursor value of a previous page.") from None
+        raise messages.invalid_query("cursor", messages.CURSOR_UNKNOWN) from None

@@ -5,9 +5,8 @@ import logging
 from flask import Flask, current_app, g
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
-from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import admin, api, clock, config, db, health, logs, messages, sandbox, validation
+from . import admin, api, clock, config, db, health, logs, messages, proxies, sandbox, validation
 from .ratelimits import RateLimits
 from .upstream import Upstream
 
@@ -32,7 +31,8 @@ def create_app(overrides: dict | None = None) -> Flask:
         log.warning(messages.SANDBOX_BANNER)
     app.config.update(RELAY=settings, MAX_CONTENT_LENGTH=validation.MAX_BODY_BYTES)
     if settings["RELAY_TRUST_PROXY"]:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings["RELAY_TRUST_PROXY"], x_proto=settings["RELAY_TRUST_PROXY"])
+        app.wsgi_app = proxies.TrustedProxyFix(app.wsgi_app, settings["RELAY_TRUST_PROXY"],
+                                               proxies.allow_list(settings["FORWARDED_ALLOW_IPS"]))
 
     db.init_app(app, settings["DATABASE_URL"] or db.default_url(app.instance_path))
     app.extensions["relay.clock"] = clock.Clock()

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 import click
 from flask import current_app
 
-from . import caps, claims, db, ledger, messages, migrate, money, tokens
-from .models import as_utc, utcnow
+from . import caps, claims, dates, db, ledger, messages, migrate, money, tokens
+from .models import utcnow
 
 DEMO_LABEL = "Sandbox demo"
 
@@ -140,19 +140,28 @@ def scope_options(func):
     return func
 
 
+LIST_OPTIONS = ("operations", "dedupe_on")  # typed as comma-separated text, lists in schemas/token-settings.json
+
+
 def _spec(options: dict) -> dict:
+    """The options as the settings object the admin API takes, so both are checked by one schema."""
     names = {"ops": "operations", "require_metadata": "required_metadata"}
     spec = {}
     for option, value in options.items():
         if value in (None, ()):
             continue
-        spec[names.get(option, option)] = list(value) if isinstance(value, tuple) else value
+        name = names.get(option, option)
+        if name in LIST_OPTIONS:
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        spec[name] = list(value) if isinstance(value, tuple) else value
     return spec
 
 
 def _fail(error: tokens.SpecError):
+    options = {"operations": "ops", "required_metadata": "require-metadata"}
     for item in error.errors:
-        click.echo(f"error: {item['message']}", err=True)
+        option = "--" + options.get(item["field"], item["field"].replace("_", "-"))
+        click.echo(f"error: {option}: {item['message']}", err=True)
     sys.exit(2)
 
 
@@ -264,11 +273,13 @@ def tokens_rotate(token_id, as_json):
 
 # --- ledger and idempotency -------------------------------------------------------------------------------------
 
-def _date(value: str | None) -> datetime | None:
+def _date(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return as_utc(moment)
+    try:
+        return dates.parse(value)
+    except dates.DateError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
 
 
 @main.group("ledger")
@@ -285,8 +296,9 @@ def ledger_group():
 @with_appcontext
 def ledger_export(since, until, fmt, outcomes):
     """Write ledger entries to stdout, oldest first, for reconciliation."""
+    start, end = _date(since, "--since"), _date(until, "--until")
     with db.read() as session:
-        ledger.write_export(ledger.export_rows(session, _date(since), _date(until), outcomes), sys.stdout, fmt)
+        ledger.write_export(ledger.export_rows(session, start, end, outcomes), sys.stdout, fmt)
 
 
 @ledger_group.command("resolve")

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from dotenv import dotenv_values, find_dotenv
 
+from . import proxies
+
 DEFAULT_BASE_URL = "https://api.paywalls.ai/v1"
 # Between the end of a call's hard deadline and its record retries, and a duplicate's takeover: room for clock
 # skew between relay machines and for the record transaction itself.
@@ -42,7 +44,8 @@ SETTINGS = [
     Setting("RELAY_RECORD_BUDGET", 5.0, float, "Seconds the relay keeps retrying to record Paywalls' answer when its database fails."),
     Setting("RELAY_IDEMPOTENCY_RETENTION_DAYS", 30, int, "Days idempotency keys and answers are kept."),
     Setting("RELAY_AUTH_FAILURE_LIMIT", "20/minute", str, "Failed authentications allowed per client address."),
-    Setting("RELAY_TRUST_PROXY", 0, int, "How many proxies in front set X-Forwarded-For (Heroku, Render: 1)."),
+    Setting("RELAY_TRUST_PROXY", 0, int, "How many proxies in front set X-Forwarded-For (Heroku, Render: 1); honoured only from `FORWARDED_ALLOW_IPS`."),
+    Setting("FORWARDED_ALLOW_IPS", "127.0.0.1,::1", str, "Proxy addresses or networks whose X-Forwarded-* headers are believed, by gunicorn and the relay alike (Heroku, Render: `*`). See \"Behind a proxy\"."),
     Setting("RELAY_LOG_LEVEL", "INFO", str, "Log level of the JSON request log."),
 ]
 
@@ -84,6 +87,10 @@ def _checked(config: dict) -> dict:
             f"RELAY_LOCK_TIMEOUT={config['RELAY_LOCK_TIMEOUT']:g} is too short: a duplicate could take over a call that "
             f"is still running. It must be at least RELAY_UPSTREAM_BUDGET + RELAY_RECORD_BUDGET + {LEASE_MARGIN:g} s "
             f"= {needed:g} s. Raise RELAY_LOCK_TIMEOUT or lower RELAY_UPSTREAM_BUDGET.")
+    try:
+        proxies.allow_list(config["FORWARDED_ALLOW_IPS"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if config["RELAY_UPSTREAM_BUDGET"] <= 0 or config["RELAY_RECORD_BUDGET"] < 0:
         raise ConfigError("RELAY_UPSTREAM_BUDGET must be positive and RELAY_RECORD_BUDGET not negative")
     if config["SANDBOX"]:

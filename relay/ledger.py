@@ -10,6 +10,7 @@ an export by date agrees with the caps; recorded_at is when the row was written.
 
 import csv
 import json
+import re
 from datetime import datetime
 
 from sqlalchemy import bindparam, insert, select
@@ -44,15 +45,31 @@ def entry_id(entry: LedgerEntry) -> str:
     return f"led_{entry.id}"
 
 
+CURSOR = re.compile(r"led_[1-9][0-9]{0,18}")  # as entry_id writes them: no sign, no leading zero, no led_0
+
+
 def parse_cursor(cursor: str | None) -> int | None:
     if cursor in (None, ""):
         return None
-    if not cursor.startswith("led_") or not cursor[4:].isascii() or not cursor[4:].isdigit() or len(cursor) > 24:
+    if not CURSOR.fullmatch(cursor):
         raise ValueError(cursor)
     entry = int(cursor[4:])
     if entry > 2**63 - 1:  # past any row id; the database could not even compare it
         raise ValueError(cursor)
     return entry
+
+
+def cursor_handed_out(session, before_id: int, user=None, since: datetime | None = None) -> bool:
+    """Whether a page of this query could have handed out `led_<before_id>`: every cursor names a credit the
+    query itself returned or scanned. Anything else (led_0, a charge's id, an id past the newest row, another
+    user's row) would start a page nobody asked for, such as the first page again."""
+    query = select(LedgerEntry.id).where(LedgerEntry.id == before_id, LedgerEntry.operation == "deposit",
+                                         LedgerEntry.outcome == "credited")
+    if user:
+        query = query.where(LedgerEntry.user == user)
+    if since:
+        query = query.where(LedgerEntry.created_at >= since)
+    return session.execute(query).first() is not None
 
 
 def deposits(session, *, user=None, since: datetime | None = None, limit=50, before_id=None,
@@ -121,9 +138,23 @@ def write_export(rows, out, fmt: str):
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
         return
-    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    # RFC 4180's CRLF: the csv module quotes a field holding any character of the line terminator, so a value with a
+    # lone CR (a label written before labels were one line) stays inside its quoted cell instead of splitting the row.
+    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
         row = dict(row, metadata=json.dumps(row["metadata"], ensure_ascii=False, sort_keys=True)
                    if row["metadata"] is not None else "")
-        writer.writerow(row)
+        writer.writerow({name: spreadsheet_safe(value) for name, value in row.items()})
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """A CSV cell a spreadsheet shows as text, never runs: request ids, users, labels and metadata come from
+    callers, and a cell starting with = + - @ tab or CR is a formula in Excel, LibreOffice and Sheets (OWASP's
+    "CSV injection": prefix such cells with a single quote). JSONL is for programs and stays raw."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value

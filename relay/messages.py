@@ -77,6 +77,38 @@ FIELD_MESSAGES = {
 }
 
 
+# Token settings (schemas/token-settings.json): what each must be, whichever rule it broke.
+_LIMIT = ("must be a positive decimal with at most 6 decimal places, below 1,000,000,000, as text (\"25\", \"2.50\") "
+          "or a JSON number; null for no limit.")
+SETTING_HINTS = {
+    "label": "label must be 1-200 characters of text, not only blanks, e.g. 'Zap: Stripe renewals'.",
+    "notes": "notes must be text of at most 2000 characters, or null.",
+    "operations": "operations must be a non-empty list of distinct operations from deposit, charge, balance and "
+                  "ledger, e.g. [\"deposit\"].",
+    "max_amount": "max_amount " + _LIMIT,
+    "daily_cap": "daily_cap " + _LIMIT,
+    "monthly_cap": "monthly_cap " + _LIMIT,
+    "user_pattern": "user_pattern must be a regular expression of at most 200 characters, e.g. acme:[A-Za-z0-9_]+, "
+                    "or null.",
+    "required_metadata": "required_metadata must be a list of up to 50 distinct metadata keys without spaces or dots, "
+                         "e.g. [\"invoice_id\"].",
+    "rate_limit": "rate_limit must be a count of at least 1 per period, e.g. \"60/minute\" or \"1000/hour\"; "
+                  "null for none.",
+    "dedupe_on": "dedupe_on must be a non-empty list of distinct fields: user, amount, metadata or metadata.<key>.",
+    "namespace": "namespace must be 1-100 letters, digits or _ . : -, or null.",
+    "disabled": "disabled must be true or false: a JSON boolean, not the text \"false\".",
+    "expires_in": "expires_in must be a number and a unit: 30s, 15m, 12h or 90d.",
+    "expires_at": "expires_at must be an ISO 8601 date or date-time such as 2026-12-31T23:59:59Z, or null for never.",
+}
+
+
+EXPIRY_TWICE = "expires_at and expires_in were both given: send one (expires_in: 90d, or expires_at: an ISO 8601 date)."
+
+
+def not_a_setting(name: str) -> str:
+    return f"{name} is not a token setting (settings: {', '.join(SETTING_HINTS)})."
+
+
 def schema_message(field: str, keyword: str, fallback: str) -> str:
     top = field.split(".")[0]
     return FIELD_MESSAGES.get((top, keyword)) or FIELD_MESSAGES.get((top, "*")) or fallback
@@ -94,11 +126,17 @@ def too_many_decimals(allowed: int) -> str:
 
 
 METADATA_TOO_LARGE = "metadata is over 4 KiB once serialized; keep only ids and short labels."
+METADATA_OUT_OF_RANGE = "is a number beyond what a 64-bit float holds (such as 1e400 or 1e-400); send it as a string."
 METADATA_UNSAFE_INTEGER = "is an integer beyond +/-9007199254740991, which other tools cannot read exactly; send it as a string."
 
 
 def required_metadata(key: str) -> str:
-    return f"metadata.{key} is required by this token: map the source event's id here (e.g. the Stripe invoice id)."
+    return (f"metadata.{key} is required by this token: map the source event's id here (e.g. the Stripe invoice id); "
+            "blank text, true/false, lists and objects do not count.")
+
+
+CURSOR_UNKNOWN = ("cursor must be the next_cursor value of a previous page of the same query (same user and since); "
+                  "leave it out to start from the newest deposit.")
 
 
 def invalid_query(field: str, message: str) -> Problem:

@@ -7,7 +7,7 @@ from .validation import load_schema
 
 SCHEMA_FILES = ["common.json", "deposit-request.json", "charge-request.json", "deposit-response.json",
                 "balance-response.json", "charge-response.json", "me-response.json", "deposits-response.json",
-                "problem.json"]
+                "problem.json", "token-settings.json", "token.json", "tokens-response.json"]
 
 
 def _component(name: str) -> str:
@@ -19,7 +19,9 @@ def _inline(schema, name: str):
     if isinstance(schema, dict):
         out = {}
         for key, value in schema.items():
-            if key == "$ref" and ".json" in value:
+            if key == "$ref" and value.startswith("#/$defs/"):  # a file's own definitions are components too
+                out[key] = "#/components/schemas/" + value.rsplit("/", 1)[-1]
+            elif key == "$ref" and ".json" in value:
                 file, _, pointer = value.partition("#")
                 if file == "common.json":
                     out[key] = "#/components/schemas/" + pointer.rsplit("/", 1)[-1]
@@ -70,6 +72,46 @@ def _money(summary: str, request_ref: str, response_ref: str) -> dict:
     }}
 
 
+ADMIN_PROBLEMS = {"401": _problem("Admin key refused"), "404": _problem("No such token, or the admin API is off"),
+                  "429": _problem("Too many failed admin logins from this address")}
+SETTINGS_BODY = {"400": _problem("Malformed body"), "413": _problem("Body too large"), "415": _problem("Not JSON"),
+                 "422": _problem("A setting is invalid; errors[] names each field and the fix")}
+TOKEN_ID = {"name": "token_id", "in": "path", "required": True, "description": "The token's public id.",
+            "schema": {"type": "string", "pattern": "^[0-9A-Za-z]{12}$"}}
+
+
+def _settings_body(required: list[str]) -> dict:
+    schema = {"$ref": "#/components/schemas/token_settings"}
+    if required:
+        schema = {"allOf": [schema], "required": required}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _admin_paths() -> dict:
+    admin = [{"adminKey": []}]
+    token = _json("token")
+    one = {"security": admin, "parameters": [TOKEN_ID]}
+    return {
+        "/v1/admin/tokens": {
+            "post": {"summary": "Create a token; its secret (token) is in this answer only", "security": admin,
+                     "requestBody": _settings_body(["label"]),
+                     "responses": {"201": _json("token", "Created"), **ADMIN_PROBLEMS, **SETTINGS_BODY}},
+            "get": {"summary": "All tokens, without secrets", "security": admin,
+                    "responses": {"200": _json("tokens_response"), **ADMIN_PROBLEMS}}},
+        "/v1/admin/tokens/{token_id}": {
+            "get": {"summary": "One token", **one, "responses": {"200": token, **ADMIN_PROBLEMS}},
+            "patch": {"summary": "Change the settings it names", **one, "requestBody": _settings_body([]),
+                      "responses": {"200": token, **ADMIN_PROBLEMS, **SETTINGS_BODY,
+                                    "409": _problem("namespace or dedupe_on cannot change while the token has keys")}}},
+        "/v1/admin/tokens/{token_id}/revoke": {
+            "post": {"summary": "Refuse the token from its next request on", **one,
+                     "responses": {"200": token, **ADMIN_PROBLEMS}}},
+        "/v1/admin/tokens/{token_id}/rotate": {
+            "post": {"summary": "A new secret, same settings; the old secret stops working", **one,
+                     "responses": {"200": token, **ADMIN_PROBLEMS}}},
+    }
+
+
 @cache
 def document() -> dict:
     components = {}
@@ -80,6 +122,8 @@ def document() -> dict:
                 components[name] = _inline(definition, name)
         else:
             components[_component(file)] = _inline(schema, file)
+            for name, definition in schema.get("$defs", {}).items():
+                components[name] = _inline(definition, file)
     user_param = {"name": "user", "in": "query", "required": True, "schema": {"$ref": "#/components/schemas/user"}}
     return {
         "openapi": "3.1.0",
@@ -106,15 +150,19 @@ def document() -> dict:
                     {"name": "limit", "in": "query", "description": "Page size, 1-100; default 50.",
                      "schema": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 100}, {"const": ""}]}},
                     {"name": "cursor", "in": "query", "description": "The next_cursor of the previous page.",
-                     "schema": {"anyOf": [{"type": "string", "pattern": "^led_[0-9]+$"}, {"const": ""}]}}],
+                     "schema": {"anyOf": [{"type": "string", "pattern": "^led_[1-9][0-9]*$"}, {"const": ""}]}}],
                 "responses": {"200": _json("deposits_response"), **PROBLEMS}}},
+            **_admin_paths(),
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
             "/readyz": {"get": {"summary": "Readiness", "responses": {"200": {"description": "Ready"},
                                                                       "503": {"description": "Not ready"}}}},
         },
         "components": {
             "schemas": components,
-            "securitySchemes": {"relayToken": {"type": "http", "scheme": "bearer",
-                                               "description": "A scoped relay token (pwr_...)."}},
+            "securitySchemes": {
+                "relayToken": {"type": "http", "scheme": "bearer", "description": "A scoped relay token (pwr_...)."},
+                "adminKey": {"type": "http", "scheme": "bearer",
+                             "description": "The operator's RELAY_ADMIN_KEY, never a relay token. The admin API is off "
+                                            "(404) while RELAY_ADMIN_KEY is unset."}},
         },
     }

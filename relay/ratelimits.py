@@ -38,13 +38,23 @@ class RateLimits:
         self.limiter.hit(self.auth_failure_limit, "auth-failure", client)
 
     @contextmanager
-    def guarding_auth(self, client: str):
-        """Refuse a client over its failed-authentication limit; count a refusal raised inside."""
-        wait = self.auth_blocked(client)
-        if wait:
-            raise messages.rate_limited(wait, "auth")
+    def guarding_auth(self, client: str, valid_always_pass: bool = False):
+        """Count a refusal raised inside against the client's failed-authentication limit; over it, answer 429.
+
+        valid_always_pass (relay tokens): the credentials are checked first and valid ones pass whatever the count.
+        Zapier, n8n Cloud and Make call from shared egress addresses, so one Zap with a wrong token would otherwise
+        lock every other Zap behind the same address out. This gives a guesser no oracle worth having: a relay
+        token's secret is 190 random bits. The admin key is chosen by a person and may be guessable, so it is
+        blocked before it is checked: over the limit, even the right key gets 429, and a guess learns nothing."""
+        if not valid_always_pass:
+            wait = self.auth_blocked(client)
+            if wait:
+                raise messages.rate_limited(wait, "auth")
         try:
             yield
         except messages.Problem:
+            wait = self.auth_blocked(client) if valid_always_pass else None
+            if wait:
+                raise messages.rate_limited(wait, "auth") from None
             self.auth_failed(client)
             raise

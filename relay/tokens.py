@@ -7,18 +7,22 @@ SHA-256 of the secret is stored; it is shown once, at creation or rotation.
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
+import unicodedata
 import zlib
 from re import _constants as sre_constants  # the regex parser, to vet user patterns
 from re import _parser as sre_parse
 from datetime import datetime, timedelta
+from functools import lru_cache
 from types import SimpleNamespace
 
-from limits import parse_many
+from limits import parse
+import re2
 from sqlalchemy import bindparam, select, update
 
-from . import amounts, claims, keys, messages
+from . import amounts, claims, dates, keys, messages, validation
 from .messages import field_error
 from .models import Token, as_utc, utcnow
 
@@ -66,7 +70,7 @@ def new_secret_for(token_id: str) -> tuple[str, str]:
 
 def split(text: str) -> tuple[str, str] | None:
     """(public id, secret) of a well-formed token, or None; no database needed."""
-    if not TOKEN_RE.match(text or ""):
+    if not TOKEN_RE.fullmatch(text or ""):
         return None
     body, checksum = text[:-CHECKSUM_LENGTH], text[-CHECKSUM_LENGTH:]
     if not hmac.compare_digest(_checksum(body), checksum):
@@ -139,13 +143,43 @@ def authorize_money(token: Token, operation: str, body: dict):
         raise messages.over_max_amount(body["amount"], amounts.from_micros(token.max_amount_micros))
     authorize_user(token, body["user"])
     metadata = body.get("metadata") or {}
-    missing = [key for key in token.required_metadata if metadata.get(key) in (None, "")]
+    missing = [key for key in token.required_metadata if not present(metadata.get(key))]
     if missing:
         raise messages.validation([field_error(f"metadata.{key}", messages.required_metadata(key)) for key in missing])
 
 
+# Unicode categories that show as nothing: format characters (zero-width space, joiners, BOM), controls, separators.
+INVISIBLE_CATEGORIES = {"Cf", "Cc", "Zs", "Zl", "Zp"}
+
+
+def present(value) -> bool:
+    """A required metadata value: text with something visible in it, or a finite number. Not a boolean, a list,
+    an object, or blanks (" ", "\n", a zero-width space), which satisfy "required" in name only."""
+    if isinstance(value, str):
+        return any(not char.isspace() and unicodedata.category(char) not in INVISIBLE_CATEGORIES for char in value)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
+
+
 def user_allowed(token: Token, user: str) -> bool:
-    return not token.user_pattern or re.fullmatch(token.user_pattern, user) is not None
+    return not token.user_pattern or _linear(token.user_pattern).fullmatch(user) is not None
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is the admin's 422, not a line on stderr
+# Matching stays linear in the user id, but a pattern such as .{0,1000}.{0,1000}... compiles to a program big enough
+# to take seconds to build in every worker. 1 MiB holds any pattern of 200 characters a person would write.
+_RE2_OPTIONS.max_mem = 1 << 20
+
+
+@lru_cache(maxsize=1024)
+def _linear(pattern: str):
+    """The pattern compiled for RE2, whose matching time grows linearly with the user id whatever the pattern: Python's
+    engine backtracks, and a pattern as plain as [a-z]+:[a-z0-9]*[a-z0-9]*[a-z0-9]* can take seconds per id."""
+    return re2.compile(pattern, options=_RE2_OPTIONS)
 
 
 def authorize_user(token: Token, user: str):
@@ -162,7 +196,7 @@ class SpecError(ValueError):
 
 
 def parse_duration(text: str) -> timedelta:
-    match = DURATION_RE.match(text.strip())
+    match = DURATION_RE.fullmatch(text.strip())
     if not match:
         raise ValueError("use a number and a unit: 30s, 15m, 12h or 90d")
     return timedelta(**{DURATION_UNITS[match.group(2)]: int(match.group(1))})
@@ -176,6 +210,13 @@ def check_user_pattern(pattern: str) -> str:
         parsed = sre_parse.parse(pattern)
     except re.error as error:
         raise ValueError(f"is not a valid regular expression ({error})") from None
+    try:
+        _linear(pattern)
+    except re2.error as error:
+        why = error.args[0].decode(errors="replace") if error.args and isinstance(error.args[0], bytes) else str(error)
+        raise ValueError(f"cannot run on the linear-time matcher, RE2 ({why}): it has no back-references or "
+                         "look-arounds and refuses patterns that expand too large; e.g. acme:[A-Za-z0-9_]+") from None
+    # RE2 alone keeps matching linear; nested repeats are still refused, as before RE2, to keep patterns readable.
     if _risky(parsed, inside_repeat=False):
         raise ValueError("could be very slow to match (a repeated group containing another repeat, an "
                          "alternation or a back-reference); simplify it, e.g. acme:[A-Za-z0-9_]+")
@@ -205,96 +246,103 @@ def _risky(parsed, inside_repeat: bool) -> bool:
     return False
 
 
-def _check_dedupe_path(path: str) -> str:
-    if path in keys.DEFAULT_FIELDS or re.fullmatch(r"metadata(\.[^.\s]+)+", path):
-        return path
-    raise ValueError(f"'{path}' is not a dedupe field (use user, amount, metadata or metadata.<key>)")
-
-
 def _amount_micros(value) -> int | None:
+    """Schema-checked already (a positive decimal below 1,000,000,000); refused here: digits past the millionth, the
+    smallest unit a limit is stored in, which a JSON number can carry (0.0000001 would silently become 0)."""
     if value in (None, ""):
         return None
     amount = amounts.parse(value)
     if amount is None or amount <= 0:
         raise ValueError("must be a positive decimal, e.g. 25 or 2.50")
+    if amounts.fraction_digits(amount) > 6:
+        raise ValueError("has digits below 0.000001, the smallest unit a limit can hold")
     return amounts.to_micros(amount)
-
-
-def _operations(value) -> list[str]:
-    ops = value.split(",") if isinstance(value, str) else list(value)
-    ops = [op.strip() for op in ops if op.strip()]
-    unknown = [op for op in ops if op not in OPERATIONS]
-    if unknown or not ops:
-        raise ValueError(f"choose from {', '.join(OPERATIONS)}")
-    return sorted(set(ops), key=OPERATIONS.index)
 
 
 def _rate_limit(value) -> str | None:
     if value in (None, ""):
         return None
     try:
-        parse_many(value)
+        limit = parse(value)
     except ValueError:
         raise ValueError("use a count per period, e.g. 60/minute or 1000/hour") from None
+    if limit.amount < 1:  # 0/minute would lock the token out for good
+        raise ValueError("must allow at least 1 request per period, e.g. 60/minute")
     return value
-
-
-def _list(value) -> list[str]:
-    items = value.split(",") if isinstance(value, str) else list(value or [])
-    return [item.strip() for item in items if item and item.strip()]
-
-
-def _expires_at(spec: dict, now: datetime) -> datetime | None:
-    if spec.get("expires_in"):
-        return now + parse_duration(spec["expires_in"])
-    if spec.get("expires_at"):
-        moment = datetime.fromisoformat(str(spec["expires_at"]).replace("Z", "+00:00"))
-        return as_utc(moment)
-    return None
-
-
-FIELD_PARSERS = {
-    "label": lambda v: (str(v).strip() or _raise("must not be empty"))[:200],
-    "notes": lambda v: None if v in (None, "") else str(v),
-    "operations": _operations,
-    "max_amount": _amount_micros,
-    "daily_cap": _amount_micros,
-    "monthly_cap": _amount_micros,
-    "user_pattern": lambda v: None if v in (None, "") else check_user_pattern(str(v)),
-    "required_metadata": _list,
-    "rate_limit": _rate_limit,
-    "dedupe_on": lambda v: [_check_dedupe_path(p) for p in _list(v)] or _raise("list at least one field"),
-    "namespace": lambda v: None if v in (None, "") else re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", str(v)).group(0),
-    "disabled": bool,
-}
-COLUMN = {"max_amount": "max_amount_micros", "daily_cap": "daily_cap_micros", "monthly_cap": "monthly_cap_micros"}
-DEFAULTS = {"operations": ["deposit"], "required_metadata": [], "dedupe_on": "default"}
 
 
 def _raise(message):
     raise ValueError(message)
 
 
+def _none_if_blank(value):
+    return None if value in (None, "") else value
+
+
+# Each setting's schema (schemas/token-settings.json) has checked its type and shape first; these read the
+# checked value into its column and refuse what a schema cannot say.
+FIELD_PARSERS = {
+    "label": lambda v: v.strip() or _raise("must not be only blanks, e.g. 'Zap: Stripe renewals'"),
+    "notes": _none_if_blank,
+    "operations": lambda v: sorted(set(v), key=OPERATIONS.index),
+    "max_amount": _amount_micros,
+    "daily_cap": _amount_micros,
+    "monthly_cap": _amount_micros,
+    "user_pattern": lambda v: None if v in (None, "") else check_user_pattern(v),
+    "required_metadata": list,
+    "rate_limit": _rate_limit,
+    "dedupe_on": list,
+    "namespace": _none_if_blank,
+    "disabled": lambda v: v,
+}
+COLUMN = {"max_amount": "max_amount_micros", "daily_cap": "daily_cap_micros", "monthly_cap": "monthly_cap_micros"}
+DEFAULTS = {"operations": ["deposit"], "required_metadata": [], "dedupe_on": "default"}
+SETTINGS_SCHEMA = "token-settings.json"
+
+
+def _expires_at(spec: dict, now: datetime) -> datetime | None:
+    if spec.get("expires_in"):
+        return now + parse_duration(spec["expires_in"])
+    if spec.get("expires_at"):
+        return dates.parse(spec["expires_at"])
+    return None
+
+
+def _schema_errors(spec: dict) -> list[dict]:
+    """One error per setting the schema refuses, named by the setting (not "operations.0") and saying the fix."""
+    errors = {}
+    for error in validation.schema_errors(SETTINGS_SCHEMA, spec):
+        name = error["field"].split(".")[0]
+        message = messages.SETTING_HINTS.get(name) or messages.not_a_setting(name)
+        errors.setdefault(name, field_error(name, message))
+    return list(errors.values())
+
+
 def parse_spec(spec: dict, now: datetime, creating: bool) -> dict:
-    """Column values from a token spec (CLI options or admin JSON), or SpecError naming each bad field."""
-    values, errors = {}, []
-    unknown = set(spec) - set(FIELD_PARSERS) - {"expires_in", "expires_at"}
-    for name in sorted(unknown):
-        errors.append(field_error(name, f"{name} is not a token setting"))
-    if creating and not spec.get("label"):
+    """Column values from token settings (admin JSON, or CLI options made into the same object), checked against
+    schemas/token-settings.json, or SpecError naming each bad field."""
+    if not isinstance(spec, dict):
+        raise SpecError([field_error("", "Send the token settings as a JSON object.")])
+    errors = _schema_errors(spec)
+    if spec.get("expires_in") and "expires_at" in spec and not any(e["field"] == "expires_at" for e in errors):
+        errors.append(field_error("expires_at", messages.EXPIRY_TWICE))  # which would win is a guess
+    if creating and "label" not in spec:
         errors.append(field_error("label", "label is required, e.g. 'Zap: Stripe renewals'"))
+    refused = {error["field"] for error in errors}
+    values = {}
     for name, parser in FIELD_PARSERS.items():
-        if name not in spec:
+        if name not in spec or name in refused:
             continue
         try:
             values[COLUMN.get(name, name)] = parser(spec[name])
-        except (ValueError, TypeError, AttributeError) as error:
-            errors.append(field_error(name, f"{name} {error}" if str(error) else f"{name} is invalid"))
+        except ValueError as error:
+            errors.append(field_error(name, f"{name} {error}"))
     try:
-        if "expires_in" in spec or "expires_at" in spec:
+        if ("expires_in" in spec or "expires_at" in spec) and not refused & {"expires_in", "expires_at"}:
             values["expires_at"] = _expires_at(spec, now)
     except ValueError as error:
-        errors.append(field_error("expires_in" if "expires_in" in spec else "expires_at", f"expiry {error}"))
+        field = "expires_in" if spec.get("expires_in") else "expires_at"
+        errors.append(field_error(field, f"{field} {error}"))
     if errors:
         raise SpecError(errors)
     if creating:
@@ -307,7 +355,8 @@ def create(session, spec: dict, now: datetime | None = None) -> tuple[Token, str
     now = now or utcnow()
     values = parse_spec(spec, now, creating=True)
     token_id, secret, text = new_token()
-    token = Token(id=token_id, secret_hash=hash_secret(secret), created_at=now, disabled=False, **values)
+    values.setdefault("disabled", False)  # may be in the settings: {"disabled": false} is a valid one
+    token = Token(id=token_id, secret_hash=hash_secret(secret), created_at=now, **values)
     session.add(token)
     return token, text
 

@@ -1,8 +1,8 @@
 """Issue 7, hostile input: whatever arrives, the relay answers with its documented shapes and never a 5xx.
 
-- Schemathesis generates requests from /openapi.json (valid and invalid) for every operation, a bounded
-  number of examples each, and checks each answer against the document: no 5xx, documented status,
-  content type, headers and body schema, plus the security headers on every answer.
+- Schemathesis generates requests from /openapi.json (valid and invalid) for every operation, the admin API
+  included (issue 12), a bounded number of examples each, and checks each answer against the document: no 5xx,
+  documented status, content type, headers and body schema, plus the security headers on every answer.
 - Hypothesis properties of the amount parser and of the idempotency key derivation.
 - Bodies no schema describes: oversized, deeply nested, invalid UTF-8, duplicate keys, wrong types.
 - A user pattern that could backtrack catastrophically is refused when a token is created.
@@ -31,12 +31,15 @@ EXAMPLES_PER_OPERATION = 50
 
 @pytest.fixture
 def hostile(make_app, sandbox):
-    """A relay on SQLite with one token allowed every operation, no caps."""
+    """A relay on SQLite with one token allowed every operation, no caps, and a second token for the admin
+    calls on one token to read, change, rotate and revoke."""
     app = make_app()
     with app.app_context(), db.transaction() as session:
         _, text = tokens.create(session, {"label": "fuzz", "operations": list(tokens.OPERATIONS)})
+        target, _ = tokens.create(session, {"label": "admin target"})
+        target_id = target.id
     CURRENT.app = app
-    return app, text
+    return app, text, target_id
 
 
 class CurrentApp:
@@ -69,21 +72,32 @@ def security_headers_present(ctx, response, case):
 @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_openapi_operations_never_5xx_and_match_the_document(case, hostile):
-    _, token = hostile
-    # A valid token on every call, so generated data reaches validation and the upstream, not just auth;
-    # except where a negative case mutated the headers: it may have meant to leave Authorization out.
+    app, token, target_id = hostile
+    # A valid credential on every call (the admin key on the admin API, a relay token elsewhere), so generated data
+    # reaches validation and the upstream, not just auth; except where a negative case mutated the headers: it may
+    # have meant to leave Authorization out.
     negative_headers = case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER)
+    admin = case.path.startswith("/v1/admin/")
+    credential = app.config["RELAY"]["RELAY_ADMIN_KEY"] if admin else token
+    # Calls on one token mostly name a real one, so PATCH, rotate and revoke reach their work, not just the 404.
+    negative_path = case.meta is not None and case.meta.is_negative_at(ParameterLocation.PATH)
+    if "token_id" in (case.path_parameters or {}) and not negative_path and hash(repr(case.body)) % 4:
+        case.path_parameters["token_id"] = target_id
     # Not "schema-valid data is accepted": the relay also refuses valid-looking bodies on rules JSON Schema
-    # cannot state (metadata over 4 KiB once serialized, integers past 2**53, the deployment's decimals).
-    case.call_and_validate(headers=None if negative_headers else auth(token), additional_checks=[security_headers_present],
-                           excluded_checks=[positive_data_acceptance])
+    # cannot state (metadata over 4 KiB once serialized, integers past 2**53, the deployment's decimals, dates
+    # outside years 1-9999 in UTC, user patterns RE2 cannot run, a namespace change while keys exist).
+    case.call_and_validate(headers=None if negative_headers else auth(credential),
+                           additional_checks=[security_headers_present], excluded_checks=[positive_data_acceptance])
 
 
 def test_the_schemathesis_suite_covers_every_documented_operation(client):
     paths = client.get("/openapi.json").get_json()["paths"]
     operations = {(method.upper(), path) for path, item in paths.items() for method in item}
     assert {("POST", DEPOSIT), ("POST", "/v1/user/charge"), ("GET", "/v1/user/balance"),
-            ("GET", "/v1/relay/me"), ("GET", "/v1/relay/deposits")} <= operations
+            ("GET", "/v1/relay/me"), ("GET", "/v1/relay/deposits"), ("POST", "/v1/admin/tokens"),
+            ("GET", "/v1/admin/tokens"), ("GET", "/v1/admin/tokens/{token_id}"),
+            ("PATCH", "/v1/admin/tokens/{token_id}"), ("POST", "/v1/admin/tokens/{token_id}/revoke"),
+            ("POST", "/v1/admin/tokens/{token_id}/rotate")} <= operations
 
 
 # --- Hypothesis: amounts --------------------------------------------------------------------------------
