@@ -7,7 +7,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import admin, api, clock, config, db, health, logs, messages, sandbox, validation
+from . import admin, api, clock, config, db, health, logs, messages, migrate, sandbox, validation
 from .ratelimits import RateLimits
 from .upstream import Upstream
 
@@ -23,7 +23,8 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(overrides: dict | None = None) -> Flask:
+def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flask:
+    """`check_schema=False` only for the commands that migrate (`db upgrade`, `run`)."""
     settings = config.from_env(overrides=overrides)
     app = Flask(__name__, instance_relative_config=True)
     logs.configure(settings["RELAY_LOG_LEVEL"])
@@ -34,7 +35,13 @@ def create_app(overrides: dict | None = None) -> Flask:
     if settings["RELAY_TRUST_PROXY"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings["RELAY_TRUST_PROXY"], x_proto=settings["RELAY_TRUST_PROXY"])
 
-    db.init_app(app, settings["DATABASE_URL"] or db.default_url(app.instance_path))
+    db.init_app(app, settings["DATABASE_URL"] or db.default_url())
+    if check_schema:
+        try:
+            migrate.check_current(app.extensions["relay.engine"])
+        except migrate.SchemaNotCurrent as error:
+            log.error(str(error))
+            raise
     app.extensions["relay.clock"] = clock.Clock()
     app.extensions["relay.upstream"] = Upstream(settings)
     app.extensions["relay.ratelimits"] = RateLimits(settings)

@@ -20,16 +20,19 @@ def main():
     """Paywalls Relay: scoped, idempotent credits for Zapier, n8n, Make and any HTTP client."""
 
 
-def with_appcontext(func):
+def with_appcontext(func=None, *, check_schema=True):
     """Build the app from the environment (and .env) and run the command inside it."""
+    if func is None:
+        return functools.partial(with_appcontext, check_schema=check_schema)
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from .app import create_app
 
         from .config import ConfigError
         try:
-            app = create_app()
-        except ConfigError as error:
+            app = create_app(check_schema=check_schema)
+        except (ConfigError, migrate.SchemaNotCurrent) as error:
             raise click.ClickException(str(error)) from None
         with app.app_context():
             return func(*args, **kwargs)
@@ -43,7 +46,7 @@ def _database_url() -> str:
 @main.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@with_appcontext
+@with_appcontext(check_schema=False)
 def run(host, port):
     """Migrate the database and serve the relay (in sandbox mode, with a fresh demo token)."""
     import logging
@@ -105,7 +108,7 @@ def db_group():
 
 
 @db_group.command("upgrade")
-@with_appcontext
+@with_appcontext(check_schema=False)
 def db_upgrade():
     """Apply migrations up to the newest (run on every deploy)."""
     migrate.upgrade(_database_url())

@@ -28,7 +28,7 @@ class Setting:
 SETTINGS = [
     Setting("PAYWALLS_API_KEY", None, str, "Your Paywalls secret key. Unset: sandbox mode against the embedded simulated upstream."),
     Setting("PAYWALLS_BASE_URL", DEFAULT_BASE_URL, str, "Where the Paywalls API lives."),
-    Setting("DATABASE_URL", None, str, "SQLAlchemy URL. Default: SQLite file `instance/relay.db`. PostgreSQL: `postgresql+psycopg://user@host/db`."),
+    Setting("DATABASE_URL", None, str, "Database URL. Default: SQLite file `instance/relay.db` under the working directory (the release step and gunicorn must start in the same one). PostgreSQL: `postgres://`, `postgresql://` or `postgresql+psycopg://user:password@host/db`."),
     Setting("RELAY_ADMIN_KEY", None, str, "Bearer key for `/v1/admin/tokens`. Unset: the admin API is off."),
     Setting("RELAY_ENV", "development", str, "`development` or `production` (production refuses to start without `PAYWALLS_API_KEY`)."),
     Setting("REDIS_URL", None, str, "Share rate limits across processes (`redis://127.0.0.1:6379/0`). Unset: per-process memory."),

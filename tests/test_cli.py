@@ -103,3 +103,21 @@ def test_production_without_a_key_refuses_to_start(tmp_path):
                             text=True, cwd=tmp_path, timeout=60)
     assert result.returncode != 0
     assert "RELAY_ENV=production needs PAYWALLS_API_KEY" in result.stderr
+
+
+def test_the_default_database_is_instance_relay_db_in_the_working_directory(tmp_path, monkeypatch):
+    from relay.app import create_app
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("PAYWALLS_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert "up to date" in run("db", "upgrade").output
+    assert (tmp_path / "instance" / "relay.db").is_file()
+    app = create_app({"REDIS_URL": None})  # would refuse an unmigrated file: it is the same one
+    assert app.extensions["relay.engine"].url.database == str(tmp_path / "instance" / "relay.db")
+
+
+def test_commands_refuse_an_unmigrated_database_and_say_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", sqlite_url(tmp_path))
+    monkeypatch.delenv("PAYWALLS_API_KEY", raising=False)
+    result = run("tokens", "list", ok=False)
+    assert result.exit_code == 1 and "run `paywalls-relay db upgrade`" in result.output
