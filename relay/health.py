@@ -18,7 +18,9 @@ def healthz():
 def readyz():
     checks = {"database": db.ping(), "upstream_configured": bool(current_app.config["RELAY"]["PAYWALLS_BASE_URL"])}
     ready = all(checks.values())
-    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+    # Reported, not required: without Redis the relay still serves, with per-process limits.
+    rate_limits = current_app.extensions["relay.ratelimits"].status()
+    return jsonify(status="ready" if ready else "not ready", checks=checks, rate_limits=rate_limits), 200 if ready else 503
 
 
 @bp.get("/openapi.json")

@@ -27,8 +27,10 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str):
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.relay_own = True
     root = logging.getLogger("relay")
-    root.handlers[:] = [handler]
+    # Each create_app replaces the relay's own handler (no doubled lines) and leaves others' (pytest's) alone.
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "relay_own", False)] + [handler]
     root.setLevel(level)
     root.propagate = False
 
