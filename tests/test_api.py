@@ -84,7 +84,7 @@ def test_health_readiness_and_headers(client):
     assert health.get_json() == {"status": "ok", "sandbox": False, "mode": "live"}
     assert "X-Relay-Sandbox" not in health.headers
     ready = client.get("/readyz").get_json()
-    assert ready["status"] == "ready" and ready["checks"] == {"database": True, "upstream_configured": True}
+    assert ready["status"] == "ready" and ready["checks"] == {"database": "ok", "migrations": "ok", "paywalls_key": "accepted"}
     for name in ("X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Cache-Control"):
         assert name in health.headers
     assert health.headers["X-Request-Id"]
@@ -96,7 +96,8 @@ def test_readyz_fails_without_a_database(make_app, tmp_path):
     (tmp_path / "x.db").unlink()
     (tmp_path / "x.db").mkdir()  # a directory where the database file should be: unreachable
     response = app.test_client().get("/readyz")
-    assert response.status_code == 503 and response.get_json()["checks"]["database"] is False
+    assert response.status_code == 503 and response.get_json()["checks"]["database"] == "unreachable"
+    assert response.get_json()["failed"] == ["database"]
 
 
 def test_sandbox_mode_is_loud(tmp_path, monkeypatch, caplog):
