@@ -65,8 +65,20 @@ def deploy_env(venv, **settings) -> dict:
     return env
 
 
-def release_web_curl(app, venv, env):
-    commands = procfile()
+def systemd_unit(app, venv) -> dict:
+    """deploy/paywalls-relay.service's commands, with its paths moved to this test's checkout and virtualenv."""
+    unit = (ROOT / "deploy" / "paywalls-relay.service").read_text()
+    lines = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert lines["WorkingDirectory"] == "/srv/paywalls-relay"
+
+    def moved(command):
+        return shlex.join(shlex.split(command.replace("/srv/paywalls-relay/.venv", str(venv))
+                                      .replace("/srv/paywalls-relay", str(app))))
+    return {"release": moved(lines["ExecStartPre"]), "web": moved(lines["ExecStart"])}
+
+
+def release_web_curl(app, venv, env, commands=None):
+    commands = commands or procfile()
     release = subprocess.run(commands["release"], shell=True, cwd=app, env=env, capture_output=True, text=True, timeout=120)
     assert release.returncode == 0, release.stderr
     created = subprocess.run(["paywalls-relay", "tokens", "create", "--label", "deploy test", "--json"], cwd=app,
@@ -107,6 +119,32 @@ def test_installed_release_and_web_on_a_postgres_url(installed, sandbox):
         env = deploy_env(venv, RELAY_ENV="production", PAYWALLS_API_KEY=SANDBOX_KEY, PAYWALLS_BASE_URL=sandbox.url,
                          DATABASE_URL=heroku_style, WEB_CONCURRENCY=2, RELAY_THREADS=2)
         release_web_curl(app, venv, env)
+
+
+def test_the_systemd_unit_runs_the_release_step_and_gunicorn_from_the_checkout(installed, sandbox):
+    app, venv = installed
+    for stale in (app / "instance").glob("relay.db*"):
+        stale.unlink()
+    env = deploy_env(venv, RELAY_ENV="production", PAYWALLS_API_KEY=SANDBOX_KEY, PAYWALLS_BASE_URL=sandbox.url,
+                     WEB_CONCURRENCY=1, RELAY_THREADS=2)
+    commands = systemd_unit(app, venv)
+    assert commands["release"].endswith("/bin/paywalls-relay db upgrade")
+    web = shlex.split(commands["web"])
+    assert web[0] == str(venv / "bin" / "gunicorn") and web[1:] == shlex.split(procfile()["web"])[1:]
+    release_web_curl(app, venv, env, commands)
+    assert (app / "instance" / "relay.db").exists()
+
+
+def test_python_version_and_requirements_are_what_the_buildpacks_read():
+    version = (ROOT / ".python-version").read_text().strip()
+    assert re.fullmatch(r"3\.\d+", version)  # the major form: the platform picks the newest patch release
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" == version  # what the tests run on
+    requirements = [line for line in (ROOT / "requirements.txt").read_text().splitlines()
+                    if line.strip() and not line.startswith("#")]
+    assert requirements == ["."]
+    readme = (ROOT / "README.md").read_text()
+    assert f"Start Command `{procfile()['web']}`" in readme and f"Pre-Deploy Command `{procfile()['release']}`" in readme
+    assert "Build Command `pip install -r requirements.txt`" in readme
 
 
 def test_web_refuses_an_unmigrated_database_and_names_the_release_step(installed, sandbox, tmp_path):
