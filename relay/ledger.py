@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, insert, select
 from .models import LedgerEntry, Token, utcnow
 from .tokens import iso
 
+OUTCOMES = ("credited", "charged", "declined", "rejected", "failed", "ambiguous", "replayed", "read")
 EXPORT_COLUMNS = ["id", "created_at", "operation", "outcome", "user", "amount", "metadata", "idempotency_key",
                   "client_key", "upstream_key", "upstream_status", "latency_ms", "balance_formatted", "token_id",
                   "token_label", "request_id", "recorded_at"]

@@ -123,6 +123,14 @@ def unauthorized(reason: str) -> Problem:
                    {"WWW-Authenticate": 'Bearer realm="paywalls-relay"'}, reason=reason)
 
 
+def not_rotatable(token_id: str, status: str) -> Problem:
+    extra = f" (or first extend it: `paywalls-relay tokens update {token_id} --expires-in 90d`)" if status == "expired" else ""
+    return Problem(409, "token-not-rotatable", f"A {status} token cannot be rotated",
+                   f"Token {token_id} is {status}: a new secret for it would still be refused. Create a new token "
+                   f"with `paywalls-relay tokens create` instead{extra}; `paywalls-relay tokens show {token_id}` "
+                   "shows the settings to copy.", status_now=status)
+
+
 def admin_unauthorized() -> Problem:
     return Problem(401, "unauthorized", "Admin key refused",
                    "The admin API takes only 'Authorization: Bearer <RELAY_ADMIN_KEY>'; relay tokens are not accepted here.",

@@ -211,12 +211,17 @@ def _check_dedupe_path(path: str) -> str:
     raise ValueError(f"'{path}' is not a dedupe field (use user, amount, metadata or metadata.<key>)")
 
 
+def _cleared(value) -> bool:
+    """None, "" and "none" clear a limit (`--daily-cap none`)."""
+    return value in (None, "") or isinstance(value, str) and value.strip().lower() == "none"
+
+
 def _amount_micros(value) -> int | None:
-    if value in (None, ""):
+    if _cleared(value):
         return None
     amount = amounts.parse(value)
     if amount is None or amount <= 0:
-        raise ValueError("must be a positive decimal, e.g. 25 or 2.50")
+        raise ValueError("must be a positive decimal, e.g. 25 or 2.50 (or none to remove the limit)")
     return amounts.to_micros(amount)
 
 
@@ -230,7 +235,7 @@ def _operations(value) -> list[str]:
 
 
 def _rate_limit(value) -> str | None:
-    if value in (None, ""):
+    if _cleared(value):
         return None
     try:
         parse_many(value)
@@ -336,7 +341,11 @@ def update_token(session, token: Token, spec: dict, now: datetime | None = None)
     return token
 
 
-def rotate(token: Token) -> str:
+def rotate(token: Token, now: datetime | None = None) -> str:
+    """A new secret; refused for a revoked or expired token, whose new secret would be refused too."""
+    status = describe(token, now)["status"]
+    if status in ("revoked", "expired"):
+        raise messages.not_rotatable(token.id, status)
     secret, text = new_secret_for(token.id)
     token.secret_hash = hash_secret(secret)
     return text
