@@ -16,7 +16,10 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
 def on_starting(server):
-    """Sandbox mode: one embedded upstream in the master, shared by every worker."""
+    """Sandbox mode: one embedded upstream in the master, shared by every worker. The workers' start-up line
+    says how many workers and threads serve (the command line may override this file)."""
+    os.environ.update(RELAY_SERVER="gunicorn", RELAY_SERVER_WORKERS=str(server.cfg.workers),
+                      RELAY_SERVER_THREADS=str(server.cfg.threads))
     if not os.environ.get("PAYWALLS_API_KEY") and not os.environ.get("RELAY_SANDBOX_URL"):
         from relay import sandbox
 

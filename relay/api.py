@@ -64,6 +64,8 @@ def idempotency_headers(response: Response) -> Response:
 def answer(status: int, text: str, key: str, replayed: bool) -> Response:
     g.replayed = replayed
     mimetype = JSON if status < 400 else messages.PROBLEM_JSON
+    if status >= 400:
+        text = messages.with_request_id(text, g.request_id)
     headers = {"Idempotency-Key": key, "Idempotent-Replayed": "true" if replayed else "false"}
     if status in (429, 503):
         headers["Retry-After"] = "5"

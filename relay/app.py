@@ -1,6 +1,7 @@
 """The application factory: configuration in, a wired Flask app out."""
 
 import logging
+import os
 
 from flask import Flask, current_app, g
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -50,6 +51,9 @@ def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flas
     app.after_request(headers)
     for blueprint in (api.bp, admin.bp, health.bp):
         app.register_blueprint(blueprint)
+    if os.environ.get("RELAY_SERVER") == "gunicorn":  # set by gunicorn.conf.py; the CLI commands stay quiet
+        logs.startup(settings, str(app.extensions["relay.engine"].url), os.environ.get("RELAY_SERVER_WORKERS"),
+                     os.environ.get("RELAY_SERVER_THREADS"))
     return app
 
 

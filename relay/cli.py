@@ -58,6 +58,8 @@ def run(host, port):
     settings = current_app.config["RELAY"]
     server = make_server(host, port, current_app._get_current_object(), threaded=True)
     url = f"http://{host}:{server.server_port}"
+    from . import logs
+    logs.startup(settings, _database_url(), 1, "one per request")
     click.echo(f"Paywalls Relay listening on {url}")
     if settings["SANDBOX"]:
         click.secho("SANDBOX MODE: no PAYWALLS_API_KEY, so calls go to the embedded simulated upstream. "

@@ -32,6 +32,17 @@ class Problem(Exception):
         return Response(json.dumps(body), self.status, self.headers, mimetype=PROBLEM_JSON)
 
 
+def with_request_id(text: str, request_id: str) -> str:
+    """A stored problem body (502/504, a replayed refusal) with this request's id, as every problem body has."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(body, dict):
+        return text
+    return json.dumps({**body, "request_id": request_id})
+
+
 # --- request shape -----------------------------------------------------------------------------
 
 def malformed_body(why: str) -> Problem:
