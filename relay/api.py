@@ -126,7 +126,8 @@ def deposits():
         tokens.authorize_user(token, args["user"])
     with db.read() as session:
         data, next_cursor = ledger.deposits(session, user=args.get("user"), since=since, limit=limit,
-                                            before_id=cursor, allowed=lambda user: tokens.user_allowed(token, user))
+                                            before_id=cursor, allowed=lambda user: tokens.user_allowed(token, user),
+                                            token=token)
     return jsonify(data=data, next_cursor=next_cursor)
 
 

@@ -144,6 +144,8 @@ def scope_options(func):
         click.option("--rate-limit", help="Requests per period, e.g. 60/minute; none removes it."),
         click.option("--dedupe-on", help="Fields the idempotency key derives from (default user,amount,metadata)."),
         click.option("--namespace", help="Share idempotency keys with other tokens of this namespace."),
+        click.option("--feed", type=click.Choice(["own", "all"]),
+                     help="Deposits feed of a ledger token: own (its namespace's, or its own; default) or all workflows'."),
     ]
     for option in reversed(options):
         func = option(func)

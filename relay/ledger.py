@@ -57,9 +57,16 @@ def parse_cursor(cursor: str | None) -> int | None:
 
 
 def deposits(session, *, user=None, since: datetime | None = None, limit=50, before_id=None,
-             allowed=lambda user: True) -> tuple[list[dict], str | None]:
-    """Credits the relay applied, newest first, with a cursor for the next page."""
+             allowed=lambda user: True, token=None) -> tuple[list[dict], str | None]:
+    """Credits the relay applied, newest first, with a cursor for the next page. A token sees the credits of its
+    namespace's tokens, or its own when it has none; all of them only with feed "all"."""
     query = select(LedgerEntry).where(LedgerEntry.operation == "deposit", LedgerEntry.outcome == "credited")
+    if token is not None and token.feed != "all":
+        if token.namespace:
+            same = select(Token.__table__.c.id).where(Token.__table__.c.namespace == token.namespace)
+            query = query.where(LedgerEntry.token_id.in_(same))
+        else:
+            query = query.where(LedgerEntry.token_id == token.id)
     if user:
         query = query.where(LedgerEntry.user == user)
     if since:

@@ -271,6 +271,7 @@ FIELD_PARSERS = {
     "dedupe_on": lambda v: [_check_dedupe_path(p) for p in _list(v)] or _raise("list at least one field"),
     "namespace": lambda v: None if v in (None, "") else re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", str(v)).group(0),
     "disabled": bool,
+    "feed": lambda v: None if v in (None, "", "own") else v if v == "all" else _raise("must be own or all"),
 }
 COLUMN = {"max_amount": "max_amount_micros", "daily_cap": "daily_cap_micros", "monthly_cap": "monthly_cap_micros"}
 DEFAULTS = {"operations": ["deposit"], "required_metadata": [], "dedupe_on": "default"}
@@ -388,6 +389,7 @@ def describe(token: Token, now: datetime | None = None) -> dict:
             "dedupe_on": token.dedupe_on,
         },
         "namespace": token.namespace,
+        "feed": token.feed or "own",
         "expires_at": iso(token.expires_at),
         "created_at": iso(token.created_at),
         "last_used_at": iso(token.last_used_at),
