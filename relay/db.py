@@ -51,12 +51,17 @@ def make_engine(url: str, writer: bool = True) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=5)
 
 
+# FULL: SQLite syncs the WAL on every commit, so a ledger row the client was told about survives a power loss.
+# NORMAL (faster) may lose the last commits then. bench/sqlite_durability.py measures the difference.
+SQLITE_SYNCHRONOUS = "FULL"
+
+
 def _sqlite_pragmas(dbapi_connection, _record):
     # Let SQLAlchemy, not the driver, decide when a transaction starts.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -80,3 +80,12 @@ def test_embedded_sandbox_controls_need_the_per_start_secret(monkeypatch):
                                  headers={"X-Sandbox-Control": "guess"})
         assert refused.status_code == 403 and wrong.status_code == 403, path
     assert requests.get(url + "/_sandbox/state", headers={"X-Sandbox-Control": secret}, timeout=5).status_code == 200
+
+
+def test_sqlite_syncs_every_commit(make_app):
+    """synchronous=FULL (2): a ledger row the client was told about survives a power loss."""
+    app = make_app()
+    for engine in (app.extensions["relay.engine"], app.extensions["relay.reader"]):
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
