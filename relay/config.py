@@ -44,6 +44,7 @@ SETTINGS = [
     Setting("RELAY_AUTH_FAILURE_LIMIT", "20/minute", str, "Failed authentications allowed per client address."),
     Setting("RELAY_TRUST_PROXY", 0, int, "How many proxies in front set X-Forwarded-For (Heroku, Render: 1)."),
     Setting("RELAY_LOG_LEVEL", "INFO", str, "Log level of the JSON request log."),
+    Setting("RELAY_METRICS_TOKEN", None, str, "Bearer token `/metrics` requires. Unset: `/metrics` is open (keep it off the public internet)."),
 ]
 
 

@@ -84,6 +84,11 @@ def init_app(app, url: str):
     engine = make_engine(url)
     # SQLite: readers get their own engine so they never queue behind BEGIN IMMEDIATE (WAL lets them run).
     reader = make_engine(url, writer=False) if engine.dialect.name == "sqlite" else engine
+    from . import metrics
+
+    metrics.watch_pool(engine, "writer" if reader is not engine else "main")
+    if reader is not engine:
+        metrics.watch_pool(reader, "reader")
     app.extensions["relay.engine"] = engine
     app.extensions["relay.sessions"] = sessionmaker(engine, expire_on_commit=False)
     app.extensions["relay.readers"] = sessionmaker(reader, expire_on_commit=False)

@@ -1,9 +1,8 @@
 """Liveness, readiness, metrics and the OpenAPI document."""
 
 from flask import Blueprint, current_app, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from . import db, migrate, openapi
+from . import metrics as metrics_module
 
 bp = Blueprint("health", __name__)
 
@@ -61,4 +60,4 @@ def openapi_json():
 
 @bp.get("/metrics")
 def metrics():
-    return generate_latest(), 200, {"Content-Type": CONTENT_TYPE_LATEST}
+    return metrics_module.exposition()

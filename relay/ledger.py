@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, insert, select
 
+from . import metrics
 from .models import LedgerEntry, Token, utcnow
 from .tokens import iso
 
@@ -34,6 +35,7 @@ def record(session, token, operation: str, outcome: str, created_at=None, **fiel
     if "metadata_" in values:
         values["metadata"] = values.pop("metadata_")
     session.execute(_INSERT, values)
+    metrics.OUTCOMES.labels(operation, outcome).inc()
 
 
 def token_for(connection, token_id: str):

@@ -148,6 +148,12 @@ def admin_unauthorized() -> Problem:
                    {"WWW-Authenticate": 'Bearer realm="paywalls-relay-admin"'})
 
 
+def metrics_unauthorized() -> Problem:
+    return Problem(401, "unauthorized", "Metrics token refused",
+                   "/metrics takes 'Authorization: Bearer <RELAY_METRICS_TOKEN>' on this relay.",
+                   {"WWW-Authenticate": 'Bearer realm="paywalls-relay-metrics"'})
+
+
 def admin_disabled() -> Problem:
     return Problem(404, "not-found", "Admin API is off", "Set RELAY_ADMIN_KEY to turn the admin API on.")
 

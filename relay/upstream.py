@@ -35,7 +35,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from . import __version__, messages
+from . import __version__, messages, metrics
 
 log = logging.getLogger("relay.upstream")
 
@@ -144,6 +144,7 @@ class Upstream:
             time.sleep(wait)
         outcome.latency_ms = int((time.monotonic() - started) * 1000)
         CALLS.labels(path, outcome.kind).inc()
+        metrics.UPSTREAM_SECONDS.labels(path).observe(outcome.latency_ms / 1000)
         self.note_key(outcome.status)
         if outcome.kind == "redirected":
             log.error("Paywalls answered %s to %s %s: PAYWALLS_BASE_URL (%s) must be the API's own https:// URL",
