@@ -121,16 +121,19 @@ def invalid_query(field: str, message: str) -> Problem:
 RECONNECT = "Create or rotate a token with `paywalls-relay tokens create` and reconnect the Zapier/n8n account."
 
 
+# The `reason` of a 401, and what it means (the README's error table lists these keys; tests/test_readme.py checks).
+UNAUTHORIZED = {
+    "missing": "No relay token was sent. Send it as 'Authorization: Bearer pwr_...'.",
+    "malformed": "This is not a relay token (wrong prefix, length or checksum). Copy the whole token again.",
+    "invalid": "The relay token is not valid.",
+    "revoked": "The relay token was revoked.",
+    "disabled": "The relay token is disabled.",
+    "expired": "The relay token has expired.",
+}
+
+
 def unauthorized(reason: str) -> Problem:
-    details = {
-        "missing": "No relay token was sent. Send it as 'Authorization: Bearer pwr_...'.",
-        "malformed": "This is not a relay token (wrong prefix, length or checksum). Copy the whole token again.",
-        "invalid": "The relay token is not valid.",
-        "revoked": "The relay token was revoked.",
-        "expired": "The relay token has expired.",
-        "disabled": "The relay token is disabled.",
-    }
-    return Problem(401, "unauthorized", "Relay token refused", f"{details[reason]} {RECONNECT}",
+    return Problem(401, "unauthorized", "Relay token refused", f"{UNAUTHORIZED[reason]} {RECONNECT}",
                    {"WWW-Authenticate": 'Bearer realm="paywalls-relay"'}, reason=reason)
 
 
