@@ -114,7 +114,10 @@ def db_group():
 @with_appcontext(check_schema=False)
 def db_upgrade(as_json):
     """Apply migrations up to the newest (run on every deploy; concurrent runs wait for each other)."""
-    migrate.upgrade(_database_url())
+    try:
+        migrate.upgrade(_database_url())
+    except migrate.SchemaNotCurrent as error:
+        raise click.ClickException(str(error)) from None
     if as_json:
         click.echo(json.dumps({"revision": migrate.head()}))
         return

@@ -10,6 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from . import db
 
@@ -19,7 +20,7 @@ ADVISORY_LOCK = 0x7061_7977_6c6c  # "paywll"
 
 
 class SchemaNotCurrent(RuntimeError):
-    """The database is not at the head migration; the message says what to run."""
+    """The database is not at the head migration, or cannot be reached; the message says what to do."""
 
 
 def alembic_config(url: str) -> Config:
@@ -39,13 +40,23 @@ def current(connection) -> str | None:
 
 def check_current(engine) -> None:
     """Refuse to serve a database that is not at the head migration: every query would fail later, one by one."""
-    with engine.connect() as connection:
-        found = current(connection)
+    try:
+        with engine.connect() as connection:
+            found = current(connection)
+    except DBAPIError as error:
+        raise SchemaNotCurrent(unreachable(engine.url, error)) from None
     wanted = head()
     if found != wanted:
         state = "has no relay schema" if found is None else f"is at migration {found}, this relay needs {wanted}"
         raise SchemaNotCurrent(f"The database {state}: run `paywalls-relay db upgrade` (the Procfile's release "
                                "step) with the same DATABASE_URL, then start the relay again.")
+
+
+def unreachable(url, error: DBAPIError) -> str:
+    where = db.describe_url(str(url))
+    place = where.get("database_path") or f"{where.get('database_host')}/{where.get('database_name')}"
+    why = str(getattr(error, "orig", error)).strip().splitlines()[0]
+    return f"The database ({where['database']} at {place}) cannot be reached: {why}. Check DATABASE_URL."
 
 
 def upgrade(url: str, revision: str = "head"):
@@ -54,6 +65,10 @@ def upgrade(url: str, revision: str = "head"):
     nothing to do."""
     engine = db.make_engine(url)
     try:
+        try:
+            engine.connect().close()
+        except DBAPIError as error:  # say so in one line, not a traceback
+            raise SchemaNotCurrent(unreachable(engine.url, error)) from None
         with _migration_lock(engine) as connection:
             config = alembic_config(url)
             config.attributes["connection"] = connection

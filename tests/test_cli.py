@@ -191,3 +191,13 @@ def test_every_command_that_reports_speaks_json(env):
     assert json.loads(run("tokens", "revoke", token_id, "--json").output)["status"] == "revoked"
     assert json.loads(run("idempotency", "purge", "--json").output) == {"removed": 0, "older_than_days": 30}
     assert json.loads(run("db", "upgrade", "--json").output) == {"revision": migrate.head()}
+
+
+def test_an_unreachable_database_is_one_line_without_its_password(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgres://relay:sekret-password@127.0.0.1:1/relay")  # nothing on port 1
+    monkeypatch.delenv("PAYWALLS_API_KEY", raising=False)
+    for args in (("db", "upgrade"), ("tokens", "list")):
+        result = run(*args, ok=False)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert "The database (postgresql at 127.0.0.1:1/relay) cannot be reached" in result.output
+        assert "Check DATABASE_URL" in result.output and "sekret" not in result.output
