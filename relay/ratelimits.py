@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 
 from limits import parse
+from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
@@ -20,11 +21,22 @@ RETRY_SHARED_AFTER = 5.0  # seconds on per-process limits before trying Redis ag
 ERROR_EVERY = 60.0  # seconds between two ERROR lines about an unreachable Redis
 
 
+def _shared(url: str) -> MovingWindowRateLimiter:
+    """A wrong REDIS_URL is a configuration error, refused at start (an unreachable Redis is not)."""
+    from .config import ConfigError
+
+    if not url.startswith(("redis://", "rediss://", "redis+unix://", "unix://")):
+        raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL, e.g. redis://127.0.0.1:6379/0")
+    try:
+        return MovingWindowRateLimiter(storage_from_string(url, **REDIS_TIMEOUTS))
+    except (ConfigurationError, ValueError) as error:
+        raise ConfigError(f"REDIS_URL is not usable: {type(error).__name__}") from None
+
+
 class RateLimits:
     def __init__(self, config: dict):
         self.memory = MovingWindowRateLimiter(storage_from_string("memory://"))
-        self.shared = MovingWindowRateLimiter(storage_from_string(config["REDIS_URL"], **REDIS_TIMEOUTS)) \
-            if config["REDIS_URL"] else None
+        self.shared = _shared(config["REDIS_URL"]) if config["REDIS_URL"] else None
         self.auth_failure_limit = parse(config["RELAY_AUTH_FAILURE_LIMIT"])
         self._lock = threading.Lock()
         self._shared_down_until = 0.0

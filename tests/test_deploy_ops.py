@@ -89,3 +89,10 @@ def test_sqlite_syncs_every_commit(make_app):
         with engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_a_malformed_redis_url_is_refused_at_start_without_echoing_it(make_app):
+    from relay.config import ConfigError
+    with pytest.raises(ConfigError, match="REDIS_URL must be a redis://") as refused:
+        make_app(REDIS_URL="htp://user:hunter2@cache:6379")
+    assert "hunter2" not in str(refused.value)
