@@ -37,9 +37,16 @@ def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flas
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings["RELAY_TRUST_PROXY"], x_proto=settings["RELAY_TRUST_PROXY"])
 
     db.init_app(app, settings["DATABASE_URL"] or db.default_url())
+    serving = os.environ.get("RELAY_SERVER") == "gunicorn"  # set by gunicorn.conf.py
     if check_schema:
         try:
             migrate.check_current(app.extensions["relay.engine"])
+        except migrate.DatabaseUnreachable as error:
+            # A worker that refused to boot would make gunicorn stop every worker: a database blip while one
+            # restarts must not take the relay down. It serves 503s, and /readyz says why, until the database answers.
+            log.error(f"{error} Serving anyway: /readyz answers 503 until the database answers." if serving else str(error))
+            if not serving:
+                raise
         except migrate.SchemaNotCurrent as error:
             log.error(str(error))
             raise
@@ -51,7 +58,7 @@ def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flas
     app.after_request(headers)
     for blueprint in (api.bp, admin.bp, health.bp):
         app.register_blueprint(blueprint)
-    if os.environ.get("RELAY_SERVER") == "gunicorn":  # set by gunicorn.conf.py; the CLI commands stay quiet
+    if serving:  # the CLI commands stay quiet
         logs.startup(settings, str(app.extensions["relay.engine"].url), os.environ.get("RELAY_SERVER_WORKERS"),
                      os.environ.get("RELAY_SERVER_THREADS"))
     return app

@@ -23,6 +23,10 @@ class SchemaNotCurrent(RuntimeError):
     """The database is not at the head migration, or cannot be reached; the message says what to do."""
 
 
+class DatabaseUnreachable(SchemaNotCurrent):
+    """The schema could not be checked because the database did not answer."""
+
+
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(HERE / "migrations"))
@@ -44,7 +48,7 @@ def check_current(engine) -> None:
         with engine.connect() as connection:
             found = current(connection)
     except DBAPIError as error:
-        raise SchemaNotCurrent(unreachable(engine.url, error)) from None
+        raise DatabaseUnreachable(unreachable(engine.url, error)) from None
     wanted = head()
     if found != wanted:
         state = "has no relay schema" if found is None else f"is at migration {found}, this relay needs {wanted}"
@@ -68,7 +72,7 @@ def upgrade(url: str, revision: str = "head"):
         try:
             engine.connect().close()
         except DBAPIError as error:  # say so in one line, not a traceback
-            raise SchemaNotCurrent(unreachable(engine.url, error)) from None
+            raise DatabaseUnreachable(unreachable(engine.url, error)) from None
         with _migration_lock(engine) as connection:
             config = alembic_config(url)
             config.attributes["connection"] = connection

@@ -96,3 +96,17 @@ def test_a_malformed_redis_url_is_refused_at_start_without_echoing_it(make_app):
     with pytest.raises(ConfigError, match="REDIS_URL must be a redis://") as refused:
         make_app(REDIS_URL="htp://user:hunter2@cache:6379")
     assert "hunter2" not in str(refused.value)
+
+
+def test_a_database_down_while_a_worker_boots_does_not_stop_gunicorn(tmp_path, sandbox):
+    """A worker whose create_app raised would make gunicorn halt every worker; an unreachable database is not a
+    wrong schema: the relay serves, /readyz says what is wrong, and deposits get 503 until the database answers."""
+    from conftest import base_settings, gunicorn_relay
+    missing = f"sqlite:///{tmp_path / 'no-such-dir' / 'relay.db'}"  # cannot be opened
+    with gunicorn_relay(base_settings(missing, sandbox.url), workers=2, threads=2) as (relay, process):
+        ready = requests.get(relay + "/readyz", timeout=10)
+        refused = requests.post(relay + "/v1/user/balance/deposit", json={"user": "u", "amount": "1"},
+                                headers=auth("pwr_" + "0" * 50), timeout=10)
+        assert process.poll() is None
+    assert ready.status_code == 503 and ready.json()["failed"] == ["database"]
+    assert refused.status_code in (401, 503)
