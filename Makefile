@@ -32,6 +32,7 @@ test-n8n: venv
 bench: venv
 	bash bench/setup.sh
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/sqlite_durability.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

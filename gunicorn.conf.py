@@ -1,6 +1,9 @@
 """gunicorn settings for production: threaded workers, timeouts that fit the upstream budget."""
 
+import glob
 import os
+import shutil
+import tempfile
 
 from relay.config import from_env as _relay_config  # not `config`: gunicorn would read it as its own setting
 
@@ -17,10 +20,33 @@ errorlog = "-"
 # The same setting the app reads (relay/proxies.py), from the environment or .env: one list of trusted proxies.
 forwarded_allow_ips = _relay_config()["FORWARDED_ALLOW_IPS"]
 
+# Metrics across workers: each worker writes its values here and /metrics adds them up (prometheus-client's
+# multiprocess mode). Set before any worker imports prometheus_client; a directory of our own unless given.
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="paywalls-relay-metrics-")
+
 
 def on_starting(server):
-    """Sandbox mode: one embedded upstream in the master, shared by every worker."""
+    """Sandbox mode: one embedded upstream in the master, shared by every worker. The workers' start-up line
+    says how many workers and threads serve (the command line may override this file)."""
+    for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(stale)  # a previous run's values would be added to this one's
+    os.environ.update(RELAY_SERVER="gunicorn", RELAY_SERVER_WORKERS=str(server.cfg.workers),
+                      RELAY_SERVER_THREADS=str(server.cfg.threads))
     if not os.environ.get("PAYWALLS_API_KEY") and not os.environ.get("RELAY_SANDBOX_URL"):
         from relay import sandbox
 
         os.environ["RELAY_SANDBOX_URL"] = sandbox.ensure_embedded(None)
+
+
+def child_exit(server, worker):
+    """A dead worker's gauges (connections in use, claims waiting) stop counting; its counters still do."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -4,7 +4,7 @@ import hmac
 
 from flask import Blueprint, current_app, jsonify, request
 
-from . import clock, db, messages, tokens, validation
+from . import caps, clock, db, messages, tokens, validation
 from .messages import Problem
 
 bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
@@ -59,7 +59,8 @@ def list_tokens():
 @bp.get("/tokens/<token_id>")
 def show(token_id):
     with db.read() as session:
-        return jsonify(tokens.describe(_find(session, token_id), clock.now()))
+        token = _find(session, token_id)
+        return jsonify(**tokens.describe(token, clock.now()), **caps.usage(session, token, clock.now()))
 
 
 @bp.patch("/tokens/<token_id>")
@@ -84,5 +85,5 @@ def revoke(token_id):
 def rotate(token_id):
     with db.transaction() as session:
         token = _find(session, token_id)
-        text = tokens.rotate(token)
+        text = tokens.rotate(token, clock.now())
         return jsonify(**tokens.describe(token, clock.now()), token=text)

@@ -63,6 +63,8 @@ def idempotency_headers(response: Response) -> Response:
 def answer(status: int, text: str, key: str, replayed: bool) -> Response:
     g.replayed = replayed
     mimetype = JSON if status < 400 else messages.PROBLEM_JSON
+    if status >= 400:
+        text = messages.with_request_id(text, g.request_id)
     headers = {"Idempotency-Key": key, "Idempotent-Replayed": "true" if replayed else "false"}
     if status in (429, 503):
         headers["Retry-After"] = "5"
@@ -125,7 +127,8 @@ def deposits():
         if cursor is not None and not ledger.cursor_handed_out(session, cursor, args.get("user"), since):
             raise messages.invalid_query("cursor", messages.CURSOR_UNKNOWN)
         data, next_cursor = ledger.deposits(session, user=args.get("user"), since=since, limit=limit,
-                                            before_id=cursor, allowed=lambda user: tokens.user_allowed(token, user))
+                                            before_id=cursor, allowed=lambda user: tokens.user_allowed(token, user),
+                                            token=token)
     return jsonify(data=data, next_cursor=next_cursor)
 
 

@@ -1,12 +1,13 @@
 """The application factory: configuration in, a wired Flask app out."""
 
 import logging
+import os
 
 from flask import Flask, current_app, g
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from . import admin, api, clock, config, db, health, logs, messages, proxies, sandbox, validation
+from . import admin, api, clock, config, db, health, logs, messages, migrate, proxies, sandbox, validation
 from .ratelimits import RateLimits
 from .upstream import Upstream
 
@@ -22,7 +23,8 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(overrides: dict | None = None) -> Flask:
+def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flask:
+    """`check_schema=False` only for the commands that migrate (`db upgrade`, `run`)."""
     settings = config.from_env(overrides=overrides)
     app = Flask(__name__, instance_relative_config=True)
     logs.configure(settings["RELAY_LOG_LEVEL"])
@@ -34,7 +36,20 @@ def create_app(overrides: dict | None = None) -> Flask:
         app.wsgi_app = proxies.TrustedProxyFix(app.wsgi_app, settings["RELAY_TRUST_PROXY"],
                                                proxies.allow_list(settings["FORWARDED_ALLOW_IPS"]))
 
-    db.init_app(app, settings["DATABASE_URL"] or db.default_url(app.instance_path))
+    db.init_app(app, settings["DATABASE_URL"] or db.default_url())
+    serving = os.environ.get("RELAY_SERVER") == "gunicorn"  # set by gunicorn.conf.py
+    if check_schema:
+        try:
+            migrate.check_current(app.extensions["relay.engine"])
+        except migrate.DatabaseUnreachable as error:
+            # A worker that refused to boot would make gunicorn stop every worker: a database blip while one
+            # restarts must not take the relay down. It serves 503s, and /readyz says why, until the database answers.
+            log.error(f"{error} Serving anyway: /readyz answers 503 until the database answers." if serving else str(error))
+            if not serving:
+                raise
+        except migrate.SchemaNotCurrent as error:
+            log.error(str(error))
+            raise
     app.extensions["relay.clock"] = clock.Clock()
     app.extensions["relay.upstream"] = Upstream(settings)
     app.extensions["relay.ratelimits"] = RateLimits(settings)
@@ -43,6 +58,9 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.after_request(headers)
     for blueprint in (api.bp, admin.bp, health.bp):
         app.register_blueprint(blueprint)
+    if serving:  # the CLI commands stay quiet
+        logs.startup(settings, str(app.extensions["relay.engine"].url), os.environ.get("RELAY_SERVER_WORKERS"),
+                     os.environ.get("RELAY_SERVER_THREADS"))
     return app
 
 

@@ -20,16 +20,19 @@ def main():
     """Paywalls Relay: scoped, idempotent credits for Zapier, n8n, Make and any HTTP client."""
 
 
-def with_appcontext(func):
+def with_appcontext(func=None, *, check_schema=True):
     """Build the app from the environment (and .env) and run the command inside it."""
+    if func is None:
+        return functools.partial(with_appcontext, check_schema=check_schema)
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from .app import create_app
 
         from .config import ConfigError
         try:
-            app = create_app()
-        except ConfigError as error:
+            app = create_app(check_schema=check_schema)
+        except (ConfigError, migrate.SchemaNotCurrent) as error:
             raise click.ClickException(str(error)) from None
         with app.app_context():
             return func(*args, **kwargs)
@@ -43,7 +46,7 @@ def _database_url() -> str:
 @main.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@with_appcontext
+@with_appcontext(check_schema=False)
 def run(host, port):
     """Migrate the database and serve the relay (in sandbox mode, with a fresh demo token)."""
     import logging
@@ -55,6 +58,8 @@ def run(host, port):
     settings = current_app.config["RELAY"]
     server = make_server(host, port, current_app._get_current_object(), threaded=True)
     url = f"http://{host}:{server.server_port}"
+    from . import logs
+    logs.startup(settings, _database_url(), 1, "one per request")
     click.echo(f"Paywalls Relay listening on {url}")
     if settings["SANDBOX"]:
         click.secho("SANDBOX MODE: no PAYWALLS_API_KEY, so calls go to the embedded simulated upstream. "
@@ -105,10 +110,17 @@ def db_group():
 
 
 @db_group.command("upgrade")
-@with_appcontext
-def db_upgrade():
-    """Apply migrations up to the newest (run on every deploy)."""
-    migrate.upgrade(_database_url())
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext(check_schema=False)
+def db_upgrade(as_json):
+    """Apply migrations up to the newest (run on every deploy; concurrent runs wait for each other)."""
+    try:
+        migrate.upgrade(_database_url())
+    except migrate.SchemaNotCurrent as error:
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps({"revision": migrate.head()}))
+        return
     click.echo("Database is up to date.")
 
 
@@ -124,16 +136,19 @@ def scope_options(func):
         click.option("--label", help="What this token is for, e.g. 'Zap: Stripe renewals'."),
         click.option("--notes", help="Free text for operators."),
         click.option("--ops", help="Allowed operations: deposit,charge,balance,ledger (default: deposit)."),
-        click.option("--max-amount", help="Largest amount per call."),
-        click.option("--daily-cap", help="Largest total per UTC day."),
-        click.option("--monthly-cap", help="Largest total per calendar month (UTC)."),
+        click.option("--max-amount", help="Largest amount per call; none removes it."),
+        click.option("--daily-cap", help="Largest total per UTC day; none removes it."),
+        click.option("--monthly-cap", help="Largest total per calendar month (UTC); none removes it."),
         click.option("--user-pattern", help="Regular expression the whole user id must match."),
-        click.option("--require-metadata", multiple=True, help="Metadata key every call must carry (repeatable)."),
+        click.option("--require-metadata", multiple=True,
+                     help="Metadata key every call must carry (repeatable). On update it replaces the whole list."),
         click.option("--expires-in", help="Relative expiry: 30s, 12h, 90d."),
         click.option("--expires-at", help="Absolute expiry, ISO 8601."),
-        click.option("--rate-limit", help="Requests per period, e.g. 60/minute."),
+        click.option("--rate-limit", help="Requests per period, e.g. 60/minute; none removes it."),
         click.option("--dedupe-on", help="Fields the idempotency key derives from (default user,amount,metadata)."),
         click.option("--namespace", help="Share idempotency keys with other tokens of this namespace."),
+        click.option("--feed", type=click.Choice(["own", "all"]),
+                     help="Deposits feed of a ledger token: own (its namespace's, or its own; default) or all workflows'."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -141,6 +156,7 @@ def scope_options(func):
 
 
 LIST_OPTIONS = ("operations", "dedupe_on")  # typed as comma-separated text, lists in schemas/token-settings.json
+CLEARABLE = ("max_amount", "daily_cap", "monthly_cap", "rate_limit", "user_pattern", "expires_at", "namespace")
 
 
 def _spec(options: dict) -> dict:
@@ -151,7 +167,9 @@ def _spec(options: dict) -> dict:
         if value in (None, ()):
             continue
         name = names.get(option, option)
-        if name in LIST_OPTIONS:
+        if name in CLEARABLE and isinstance(value, str) and value.strip().lower() == "none":
+            value = None  # `--daily-cap none` removes the limit: null in the settings object
+        elif name in LIST_OPTIONS:
             value = [item.strip() for item in value.split(",") if item.strip()]
         spec[name] = list(value) if isinstance(value, tuple) else value
     return spec
@@ -165,17 +183,58 @@ def _fail(error: tokens.SpecError):
     sys.exit(2)
 
 
-def _show(described: dict, as_json: bool, token_text: str | None = None):
+def _show(described: dict, as_json: bool, token_text: str | None = None, usage: dict | None = None):
     if as_json:
-        click.echo(json.dumps({**described, **({"token": token_text} if token_text else {})}))
+        click.echo(json.dumps({**described, **(usage or {}), **({"token": token_text} if token_text else {})}))
         return
-    for name in ("id", "label", "status", "operations", "expires_at", "created_at", "last_used_at"):
-        click.echo(f"{name:>16}: {described[name]}")
-    for name, value in described["limits"].items():
-        click.echo(f"{name:>16}: {value}")
+    for name, value in plain_lines(described, usage):
+        click.echo(f"{name + ':':<19}{value}")
     if token_text:
-        click.secho(f"\n           token: {token_text}", bold=True)
+        click.secho(f"\n{'Token:':<19}{token_text}", bold=True)
         click.echo("Copy it now: it is shown once and stored only as a hash.")
+
+
+def plain_lines(described: dict, usage: dict | None = None) -> list[tuple[str, str]]:
+    """A token in plain words, for people: what it may do, for whom, how much, until when."""
+    limits = described["limits"]
+
+    def cap(name, period, label):
+        if limits[name] is None:
+            return "none"
+        if usage is None:
+            return limits[name]
+        return f"{limits[name]} (used {usage['usage'][period]} {label}, {usage['remaining'][period]} left)"
+
+    dedupe = limits["dedupe_on"]
+    return [
+        ("Token", f"{described['id']}  \"{described['label']}\""),
+        ("Status", described["status"] + (f" since {described['revoked_at']}" if described.get("revoked_at") else "")),
+        ("May", ", ".join(described["operations"])),
+        ("Per call", f"at most {limits['max_amount']}" if limits["max_amount"] else "no maximum"),
+        ("Daily cap", cap("daily_cap", "today", "today")),
+        ("Monthly cap", cap("monthly_cap", "this_month", "this month")),
+        ("Users", f"only ids matching {limits['user_pattern']}" if limits["user_pattern"] else "any user"),
+        ("Required metadata", ", ".join(limits["required_metadata"]) or "none"),
+        ("Rate limit", limits["rate_limit"] or "none"),
+        ("One event is", "the same " + " and ".join(dedupe)),
+        ("Shares events", f"with tokens in namespace {described['namespace']}" if described["namespace"]
+         else "with no other token"),
+        ("Deposits feed", FEED_WORDS.get(described.get("feed") or "own", described.get("feed") or "own")
+         if "ledger" in described["operations"] else "no (no ledger operation)"),
+        ("Expires", described["expires_at"] or "never"),
+        ("Created", described["created_at"]),
+        ("Last used", described["last_used_at"] or "never"),
+    ] + ([("Notes", described["notes"])] if described.get("notes") else [])
+
+
+FEED_WORDS = {"own": "its own deposits (its namespace's when it has one)", "all": "every workflow's deposits"}
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """Columns as wide as their widest cell, two spaces apart."""
+    cells = [header] + [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells)
 
 
 @tokens_group.command("create")
@@ -203,10 +262,8 @@ def tokens_list(as_json):
     if as_json:
         click.echo(json.dumps(described))
         return
-    click.echo(f"{'ID':<14}{'STATUS':<10}{'OPERATIONS':<28}{'LAST USED':<22}LABEL")
-    for item in described:
-        click.echo(f"{item['id']:<14}{item['status']:<10}{','.join(item['operations']):<28}"
-                   f"{item['last_used_at'] or '-':<22}{item['label']}")
+    click.echo(table([[item["id"], item["status"], ",".join(item["operations"]), item["last_used_at"] or "never",
+                        item["label"]] for item in described], ["ID", "STATUS", "OPERATIONS", "LAST USED", "LABEL"]))
 
 
 def _with_token(token_id: str, change):
@@ -226,38 +283,53 @@ def _with_token(token_id: str, change):
 def tokens_show(token_id, as_json):
     """One token with its usage today and this month."""
     described, usage = _with_token(token_id, lambda session, token: caps.usage(session, token, utcnow()))
-    if as_json:
-        click.echo(json.dumps({**described, **usage}))
-        return
-    _show(described, False)
-    click.echo(f"{'used today':>16}: {usage['usage']['today']} (remaining {usage['remaining']['today']})")
-    click.echo(f"{'used this month':>16}: {usage['usage']['this_month']} (remaining {usage['remaining']['this_month']})")
+    _show(described, as_json, usage=usage)
 
 
 @tokens_group.command("update")
 @click.argument("token_id")
 @scope_options
+@click.option("--add-required-metadata", "add_metadata", multiple=True, help="Add a required metadata key (repeatable).")
+@click.option("--remove-required-metadata", "remove_metadata", multiple=True,
+              help="Stop requiring a metadata key (repeatable).")
 @click.option("--disable/--enable", "disabled", default=None)
 @click.option("--json", "as_json", is_flag=True)
 @with_appcontext
-def tokens_update(token_id, as_json, **options):
-    """Change a token's scopes; the secret stays the same."""
+def tokens_update(token_id, as_json, add_metadata, remove_metadata, **options):
+    """Change a token's scopes; the secret stays the same. Limits given as none are removed."""
+    if options["require_metadata"] and (add_metadata or remove_metadata):
+        raise click.UsageError("--require-metadata replaces the whole list; use it alone, or use "
+                               "--add-required-metadata / --remove-required-metadata")
+
+    def change(session, token):
+        spec = _spec(options)
+        if add_metadata or remove_metadata:
+            current = [key for key in token.required_metadata if key not in remove_metadata]
+            spec["required_metadata"] = current + [key for key in add_metadata if key not in current]
+        return tokens.update_token(session, token, spec)
     try:
-        described, _ = _with_token(token_id, lambda session, token: tokens.update_token(session, token, _spec(options)))
+        described, _ = _with_token(token_id, change)
     except tokens.SpecError as error:
         _fail(error)
     except messages.Problem as problem:
         click.echo(f"error: {problem.detail}", err=True)
         sys.exit(2)
+    if options["require_metadata"] and not as_json:
+        click.echo("Note: --require-metadata replaced the list of required metadata keys "
+                   "(--add-required-metadata adds one).")
     _show(described, as_json)
 
 
 @tokens_group.command("revoke")
 @click.argument("token_id")
+@click.option("--json", "as_json", is_flag=True)
 @with_appcontext
-def tokens_revoke(token_id):
+def tokens_revoke(token_id, as_json):
     """Stop a token from working, from its next request on."""
-    _with_token(token_id, lambda session, token: tokens.revoke(token))
+    described, _ = _with_token(token_id, lambda session, token: tokens.revoke(token))
+    if as_json:
+        click.echo(json.dumps(described))
+        return
     click.echo(f"Token {token_id} revoked.")
 
 
@@ -267,19 +339,43 @@ def tokens_revoke(token_id):
 @with_appcontext
 def tokens_rotate(token_id, as_json):
     """Give a token a new secret with the same scopes; the old secret stops working."""
-    described, text = _with_token(token_id, lambda session, token: tokens.rotate(token))
+    try:
+        described, text = _with_token(token_id, lambda session, token: tokens.rotate(token))
+    except messages.Problem as problem:
+        click.echo(f"error: {problem.detail}", err=True)
+        sys.exit(2)
     _show(described, as_json, text)
 
 
 # --- ledger and idempotency -------------------------------------------------------------------------------------
 
-def _date(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return dates.parse(value)
-    except dates.DateError as error:
-        raise click.BadParameter(str(error), param_hint=option) from None
+class Moment(click.ParamType):
+    """An ISO 8601 date or date-time (UTC unless it carries an offset), or today / yesterday (UTC midnight). Parsed by
+    dates.parse, the one parser of every typed date, which refuses what it cannot represent."""
+    name = "date"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, datetime):
+            return value
+        word = value.strip().lower()
+        if word in ("today", "yesterday"):
+            midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+            return midnight - timedelta(days=1 if word == "yesterday" else 0)
+        try:
+            return dates.parse(value.strip())
+        except dates.DateError as error:
+            self.fail(f"{error} Write 2026-11-01, 2026-11-01T09:30:00Z or 2026-11-01T10:30:00+01:00 (UTC unless an "
+                      "offset is given), or today or yesterday.", param, ctx)
+
+
+def _outcomes(values: tuple[str, ...]) -> list[str]:
+    chosen = [item.strip() for value in values for item in value.split(",") if item.strip()]
+    unknown = [item for item in chosen if item not in ledger.OUTCOMES]
+    if unknown:
+        raise click.BadParameter(f"unknown outcome {', '.join(map(repr, unknown))}; choose from "
+                                 f"{', '.join(ledger.OUTCOMES)} (repeat --outcome or separate them with commas)",
+                                 param_hint="--outcome")
+    return chosen
 
 
 @main.group("ledger")
@@ -288,17 +384,20 @@ def ledger_group():
 
 
 @ledger_group.command("export")
-@click.option("--since", required=True, help="Start (inclusive), ISO date or date-time, UTC unless an offset is given.")
-@click.option("--until", help="End (exclusive).")
+@click.option("--since", required=True, type=Moment(),
+              help="Start (inclusive): 2026-11-01, 2026-11-01T09:30:00Z, today or yesterday; UTC unless an offset is given.")
+@click.option("--until", type=Moment(), help="End (exclusive), written as --since.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="The same as --format jsonl.")
 @click.option("--outcome", "outcomes", multiple=True,
-              help="Only these outcomes (credited, charged, declined, rejected, failed, ambiguous, replayed, read).")
+              help="Only these outcomes, repeated or comma-separated: credited, charged, declined, rejected, failed, "
+                   "ambiguous, replayed, read.")
 @with_appcontext
-def ledger_export(since, until, fmt, outcomes):
+def ledger_export(since, until, fmt, as_json, outcomes):
     """Write ledger entries to stdout, oldest first, for reconciliation."""
-    start, end = _date(since, "--since"), _date(until, "--until")
+    chosen = _outcomes(outcomes)
     with db.read() as session:
-        ledger.write_export(ledger.export_rows(session, start, end, outcomes), sys.stdout, fmt)
+        ledger.write_export(ledger.export_rows(session, since, until, chosen), sys.stdout, "jsonl" if as_json else fmt)
 
 
 @ledger_group.command("resolve")
@@ -332,9 +431,11 @@ def idempotency_group():
 
 
 @idempotency_group.command("purge")
-@click.option("--older-than-days", type=int, default=None, help="Default: RELAY_IDEMPOTENCY_RETENTION_DAYS.")
+@click.option("--older-than-days", type=click.IntRange(min=0), default=None,
+              help="Default: RELAY_IDEMPOTENCY_RETENTION_DAYS.")
+@click.option("--json", "as_json", is_flag=True)
 @with_appcontext
-def idempotency_purge(older_than_days):
+def idempotency_purge(older_than_days, as_json):
     """Forget finished events older than the retention period.
 
     Keys in flight, open or ambiguous, and keys holding a cap reservation, are never removed. The same fields sent
@@ -343,6 +444,9 @@ def idempotency_purge(older_than_days):
     days = older_than_days if older_than_days is not None else current_app.config["RELAY"]["RELAY_IDEMPOTENCY_RETENTION_DAYS"]
     with db.write() as connection:
         removed = claims.purge(connection, utcnow() - timedelta(days=days))
+    if as_json:
+        click.echo(json.dumps({"removed": removed, "older_than_days": days}))
+        return
     click.echo(f"Removed {removed} idempotency keys older than {days} days.")
 
 

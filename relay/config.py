@@ -30,10 +30,10 @@ class Setting:
 SETTINGS = [
     Setting("PAYWALLS_API_KEY", None, str, "Your Paywalls secret key. Unset: sandbox mode against the embedded simulated upstream."),
     Setting("PAYWALLS_BASE_URL", DEFAULT_BASE_URL, str, "Where the Paywalls API lives."),
-    Setting("DATABASE_URL", None, str, "SQLAlchemy URL. Default: SQLite file `instance/relay.db`. PostgreSQL: `postgresql+psycopg://user@host/db`."),
+    Setting("DATABASE_URL", None, str, "Database URL. Default: SQLite file `instance/relay.db` under the working directory (the release step and gunicorn must start in the same one). PostgreSQL: `postgres://`, `postgresql://` or `postgresql+psycopg://user:password@host/db`."),
     Setting("RELAY_ADMIN_KEY", None, str, "Bearer key for `/v1/admin/tokens`. Unset: the admin API is off."),
     Setting("RELAY_ENV", "development", str, "`development` or `production` (production refuses to start without `PAYWALLS_API_KEY`)."),
-    Setting("REDIS_URL", None, str, "Share rate limits across processes (`redis://127.0.0.1:6379/0`). Unset: per-process memory."),
+    Setting("REDIS_URL", None, str, "Share rate limits across processes (`redis://127.0.0.1:6379/0`). Unset, or while Redis is unreachable (an ERROR line once a minute, and `/readyz` says so): per-process memory; no request fails because of Redis."),
     Setting("RELAY_AMOUNT_DECIMALS", 2, int, "Fraction digits accepted in `amount` (0-6)."),
     Setting("RELAY_CONNECT_TIMEOUT", 3.05, float, "Seconds to connect to Paywalls."),
     Setting("RELAY_READ_TIMEOUT", 10.0, float, "Seconds to wait for Paywalls' answer to one attempt."),
@@ -47,6 +47,7 @@ SETTINGS = [
     Setting("RELAY_TRUST_PROXY", 0, int, "How many proxies in front set X-Forwarded-For (Heroku, Render: 1); honoured only from `FORWARDED_ALLOW_IPS`."),
     Setting("FORWARDED_ALLOW_IPS", "127.0.0.1,::1", str, "Proxy addresses or networks whose X-Forwarded-* headers are believed, by gunicorn and the relay alike (Heroku, Render: `*`). See \"Behind a proxy\"."),
     Setting("RELAY_LOG_LEVEL", "INFO", str, "Log level of the JSON request log."),
+    Setting("RELAY_METRICS_TOKEN", None, str, "Bearer token `/metrics` requires. Unset: `/metrics` is open (keep it off the public internet)."),
 ]
 
 

@@ -6,19 +6,43 @@ import threading
 from contextlib import contextmanager
 
 from flask import current_app
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def default_url(instance_path: str) -> str:
-    os.makedirs(instance_path, exist_ok=True)
-    return "sqlite:///" + os.path.join(instance_path, "relay.db")
+DEFAULT_PATH = os.path.join("instance", "relay.db")
+
+
+def default_url() -> str:
+    """SQLite at `instance/relay.db` under the working directory. Not Flask's instance folder: after a plain
+    `pip install .` that lies inside the virtualenv, so the release step (the installed CLI) and gunicorn
+    (started from the repository) migrated one file and served another."""
+    path = os.path.abspath(DEFAULT_PATH)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return "sqlite:///" + path
+
+
+def normalize_url(url: str) -> str:
+    """`postgres://` (what Heroku and Render set) and `postgresql://` both mean psycopg 3; SQLAlchemy knows
+    neither the first name nor, without the suffix, which driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def describe_url(url: str) -> dict:
+    """What a start-up line may say about the database: its kind and file or host, never credentials."""
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        return {"database": "sqlite", "database_path": os.path.abspath(parsed.database or ":memory:")}
+    return {"database": parsed.get_backend_name(), "database_host": f"{parsed.host or 'localhost'}:{parsed.port or 5432}",
+            "database_name": parsed.database}
 
 
 def make_engine(url: str, writer: bool = True) -> Engine:
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -27,12 +51,17 @@ def make_engine(url: str, writer: bool = True) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=5)
 
 
+# FULL: SQLite syncs the WAL on every commit, so a ledger row the client was told about survives a power loss.
+# NORMAL (faster) may lose the last commits then. bench/sqlite_durability.py measures the difference.
+SQLITE_SYNCHRONOUS = "FULL"
+
+
 def _sqlite_pragmas(dbapi_connection, _record):
     # Let SQLAlchemy, not the driver, decide when a transaction starts.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -55,6 +84,11 @@ def init_app(app, url: str):
     engine = make_engine(url)
     # SQLite: readers get their own engine so they never queue behind BEGIN IMMEDIATE (WAL lets them run).
     reader = make_engine(url, writer=False) if engine.dialect.name == "sqlite" else engine
+    from . import metrics
+
+    metrics.watch_pool(engine, "writer" if reader is not engine else "main")
+    if reader is not engine:
+        metrics.watch_pool(reader, "reader")
     app.extensions["relay.engine"] = engine
     app.extensions["relay.sessions"] = sessionmaker(engine, expire_on_commit=False)
     app.extensions["relay.readers"] = sessionmaker(reader, expire_on_commit=False)

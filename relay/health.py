@@ -1,9 +1,8 @@
 """Liveness, readiness, metrics and the OpenAPI document."""
 
 from flask import Blueprint, current_app, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from . import db, openapi
+from . import db, migrate, openapi
+from . import metrics as metrics_module
 
 bp = Blueprint("health", __name__)
 
@@ -16,9 +15,42 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    checks = {"database": db.ping(), "upstream_configured": bool(current_app.config["RELAY"]["PAYWALLS_BASE_URL"])}
-    ready = all(checks.values())
-    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+    """Ready means able to serve a deposit: the database answers and is at the head migration, and Paywalls has
+    not refused the key. Paywalls unreachable is reported but not a failure: its answers then explain themselves
+    (502, safe to retry), and taking every relay out of rotation would turn that into connection errors."""
+    checks = {"database": _database()}
+    if checks["database"] == "ok":
+        checks["migrations"] = _migrations()
+    checks["paywalls_key"] = current_app.extensions["relay.upstream"].key_verdict()
+    failed = [name for name, verdict in checks.items() if verdict not in ("ok", "accepted")
+              and not verdict.startswith("unknown")]
+    # Reported, not required: without Redis the relay still serves, with per-process limits.
+    rate_limits = current_app.extensions["relay.ratelimits"].status()
+    return jsonify(status="not ready" if failed else "ready", checks=checks, failed=failed,
+                   rate_limits=rate_limits), 503 if failed else 200
+
+
+def _database() -> str:
+    return "ok" if db.ping() else "unreachable"
+
+
+def _migrations() -> str:
+    wanted = _head()
+    try:
+        with db.engine().connect() as connection:
+            found = migrate.current(connection)
+    except Exception:
+        return "unreachable"
+    return "ok" if found == wanted else f"at {found or 'no schema'}, needs {wanted}: run `paywalls-relay db upgrade`"
+
+
+_HEAD: list[str] = []
+
+
+def _head() -> str:
+    if not _HEAD:
+        _HEAD.append(migrate.head())  # the migration scripts do not change while the process runs
+    return _HEAD[0]
 
 
 @bp.get("/openapi.json")
@@ -28,4 +60,4 @@ def openapi_json():
 
 @bp.get("/metrics")
 def metrics():
-    return generate_latest(), 200, {"Content-Type": CONTENT_TYPE_LATEST}
+    return metrics_module.exposition()

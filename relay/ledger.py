@@ -15,9 +15,11 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, insert, select
 
+from . import metrics
 from .models import LedgerEntry, Token, utcnow
 from .tokens import iso
 
+OUTCOMES = ("credited", "charged", "declined", "rejected", "failed", "ambiguous", "replayed", "read")
 EXPORT_COLUMNS = ["id", "created_at", "operation", "outcome", "user", "amount", "metadata", "idempotency_key",
                   "client_key", "upstream_key", "upstream_status", "latency_ms", "balance_formatted", "token_id",
                   "token_label", "request_id", "recorded_at"]
@@ -34,6 +36,7 @@ def record(session, token, operation: str, outcome: str, created_at=None, **fiel
     if "metadata_" in values:
         values["metadata"] = values.pop("metadata_")
     session.execute(_INSERT, values)
+    metrics.OUTCOMES.labels(operation, outcome).inc()
 
 
 def token_for(connection, token_id: str):
@@ -73,9 +76,16 @@ def cursor_handed_out(session, before_id: int, user=None, since: datetime | None
 
 
 def deposits(session, *, user=None, since: datetime | None = None, limit=50, before_id=None,
-             allowed=lambda user: True) -> tuple[list[dict], str | None]:
-    """Credits the relay applied, newest first, with a cursor for the next page."""
+             allowed=lambda user: True, token=None) -> tuple[list[dict], str | None]:
+    """Credits the relay applied, newest first, with a cursor for the next page. A token sees the credits of its
+    namespace's tokens, or its own when it has none; all of them only with feed "all"."""
     query = select(LedgerEntry).where(LedgerEntry.operation == "deposit", LedgerEntry.outcome == "credited")
+    if token is not None and token.feed != "all":
+        if token.namespace:
+            same = select(Token.__table__.c.id).where(Token.__table__.c.namespace == token.namespace)
+            query = query.where(LedgerEntry.token_id.in_(same))
+        else:
+            query = query.where(LedgerEntry.token_id == token.id)
     if user:
         query = query.where(LedgerEntry.user == user)
     if since:

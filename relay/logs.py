@@ -2,9 +2,12 @@
 
 import json
 import logging
+import os
 import sys
 import time
 import uuid
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 from flask import g, request
 from prometheus_client import Counter, Histogram
@@ -14,10 +17,14 @@ REQUESTS = Counter("relay_requests_total", "Requests answered", ["endpoint", "st
 LATENCY = Histogram("relay_request_seconds", "Time to answer a request", ["endpoint"])
 
 
+def timestamp(created: float) -> str:
+    """ISO 8601 in UTC with milliseconds: lines from several machines sort and compare as they are."""
+    return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record):
-        line = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-                "logger": record.name}
+        line = {"time": timestamp(record.created), "level": record.levelname, "logger": record.name}
         line.update(getattr(record, "fields", None) or {"message": record.getMessage()})
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info).splitlines()[-1]
@@ -27,8 +34,10 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str):
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.relay_own = True
     root = logging.getLogger("relay")
-    root.handlers[:] = [handler]
+    # Each create_app replaces the relay's own handler (no doubled lines) and leaves others' (pytest's) alone.
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "relay_own", False)] + [handler]
     root.setLevel(level)
     root.propagate = False
 
@@ -48,10 +57,41 @@ def init_app(app):
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         REQUESTS.labels(endpoint, str(response.status_code)).inc()
         LATENCY.labels(endpoint).observe(latency_ms / 1000)
-        logger.info("request", extra={"fields": {
+        fields = {
             "request_id": g.get("request_id"), "method": request.method, "path": request.path,
             "status": response.status_code, "latency_ms": latency_ms, "token_id": g.get("token_id"),
             "operation": g.get("operation"), "idempotency_key": g.get("idempotency_key"),
             "replayed": g.get("replayed"),
-        }})
+        }
+        if response.status_code >= 400:
+            fields.update(problem_fields(response))
+        logger.log(logging.WARNING if response.status_code >= 500 else logging.INFO, "request", extra={"fields": fields})
         return response
+
+
+def problem_fields(response) -> dict:
+    """The problem type and its reason (401), limit (403) or upstream status, so a refusal explains itself in
+    the log; read from the answer, which is problem+json for every 4xx and 5xx."""
+    try:
+        body = json.loads(response.get_data())
+    except (ValueError, RuntimeError):  # a streamed or non-JSON body
+        return {}
+    if not isinstance(body, dict):
+        return {}
+    fields = {"problem": str(body.get("type", "")).rsplit(":", 1)[-1] or None}
+    for name in ("reason", "limit", "upstream_status"):
+        if body.get(name) is not None:
+            fields[name] = body[name]
+    return fields
+
+
+def startup(settings: dict, database_url: str, workers, threads):
+    """One line when a server process starts: what it serves, against what, with which database (no credentials)."""
+    from . import __version__, db
+
+    host = urlsplit(settings["PAYWALLS_BASE_URL"]).netloc
+    logging.getLogger("relay").info("relay starting", extra={"fields": {
+        "message": "relay starting", "version": __version__, "mode": "sandbox" if settings["SANDBOX"] else "live",
+        "upstream_host": host, **db.describe_url(database_url), "workers": workers, "threads": threads,
+        "pid": os.getpid(), "env": settings["RELAY_ENV"],
+    }})

@@ -32,6 +32,17 @@ class Problem(Exception):
         return Response(json.dumps(body), self.status, self.headers, mimetype=PROBLEM_JSON)
 
 
+def with_request_id(text: str, request_id: str) -> str:
+    """A stored problem body (502/504, a replayed refusal) with this request's id, as every problem body has."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(body, dict):
+        return text
+    return json.dumps({**body, "request_id": request_id})
+
+
 # --- request shape -----------------------------------------------------------------------------
 
 def malformed_body(why: str) -> Problem:
@@ -97,6 +108,7 @@ SETTING_HINTS = {
     "dedupe_on": "dedupe_on must be a non-empty list of distinct fields: user, amount, metadata or metadata.<key>.",
     "namespace": "namespace must be 1-100 letters, digits or _ . : -, or null.",
     "disabled": "disabled must be true or false: a JSON boolean, not the text \"false\".",
+    "feed": "feed must be own (this token's namespace, or its own deposits) or all (every workflow's).",
     "expires_in": "expires_in must be a number and a unit: 30s, 15m, 12h or 90d.",
     "expires_at": "expires_at must be an ISO 8601 date or date-time such as 2026-12-31T23:59:59Z, or null for never.",
 }
@@ -148,23 +160,40 @@ def invalid_query(field: str, message: str) -> Problem:
 RECONNECT = "Create or rotate a token with `paywalls-relay tokens create` and reconnect the Zapier/n8n account."
 
 
+# The `reason` of a 401, and what it means (the README's error table lists these keys; tests/test_readme.py checks).
+UNAUTHORIZED = {
+    "missing": "No relay token was sent. Send it as 'Authorization: Bearer pwr_...'.",
+    "malformed": "This is not a relay token (wrong prefix, length or checksum). Copy the whole token again.",
+    "invalid": "The relay token is not valid.",
+    "revoked": "The relay token was revoked.",
+    "disabled": "The relay token is disabled.",
+    "expired": "The relay token has expired.",
+}
+
+
 def unauthorized(reason: str) -> Problem:
-    details = {
-        "missing": "No relay token was sent. Send it as 'Authorization: Bearer pwr_...'.",
-        "malformed": "This is not a relay token (wrong prefix, length or checksum). Copy the whole token again.",
-        "invalid": "The relay token is not valid.",
-        "revoked": "The relay token was revoked.",
-        "expired": "The relay token has expired.",
-        "disabled": "The relay token is disabled.",
-    }
-    return Problem(401, "unauthorized", "Relay token refused", f"{details[reason]} {RECONNECT}",
+    return Problem(401, "unauthorized", "Relay token refused", f"{UNAUTHORIZED[reason]} {RECONNECT}",
                    {"WWW-Authenticate": 'Bearer realm="paywalls-relay"'}, reason=reason)
+
+
+def not_rotatable(token_id: str, status: str) -> Problem:
+    extra = f" (or first extend it: `paywalls-relay tokens update {token_id} --expires-in 90d`)" if status == "expired" else ""
+    return Problem(409, "token-not-rotatable", f"A {status} token cannot be rotated",
+                   f"Token {token_id} is {status}: a new secret for it would still be refused. Create a new token "
+                   f"with `paywalls-relay tokens create` instead{extra}; `paywalls-relay tokens show {token_id}` "
+                   "shows the settings to copy.", status_now=status)
 
 
 def admin_unauthorized() -> Problem:
     return Problem(401, "unauthorized", "Admin key refused",
                    "The admin API takes only 'Authorization: Bearer <RELAY_ADMIN_KEY>'; relay tokens are not accepted here.",
                    {"WWW-Authenticate": 'Bearer realm="paywalls-relay-admin"'})
+
+
+def metrics_unauthorized() -> Problem:
+    return Problem(401, "unauthorized", "Metrics token refused",
+                   "/metrics takes 'Authorization: Bearer <RELAY_METRICS_TOKEN>' on this relay.",
+                   {"WWW-Authenticate": 'Bearer realm="paywalls-relay-metrics"'})
 
 
 def admin_disabled() -> Problem:

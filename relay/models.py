@@ -37,6 +37,7 @@ class Token(Base):
     rate_limit: Mapped[str | None] = mapped_column(String(50))
     dedupe_on: Mapped[list] = mapped_column(JSON)
     namespace: Mapped[str | None] = mapped_column(String(100))
+    feed: Mapped[str | None] = mapped_column(String(8))  # the deposits feed: "all", or None/"own" (least privilege)
     expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from flask import current_app
 from sqlalchemy.exc import DBAPIError
 
-from . import amounts, caps, claims, clock, db, keys, ledger, messages, tokens
+from . import amounts, caps, claims, clock, db, keys, ledger, messages, metrics, tokens
 from .claims import Claim, Replay
 
 log = logging.getLogger("relay.money")
@@ -139,21 +139,29 @@ def claim_or_wait(token, op: str, body: dict, event_key: str, client_key: str | 
     micros = _micros(body)
     request_body = json.dumps(body, sort_keys=True, separators=(",", ":"))
     deadline = time.monotonic() + config["RELAY_INFLIGHT_WAIT"]
-    while True:
-        now = time.now()
-        try:
-            with db.write() as connection:
-                result = claims.claim(connection, token, op, event_key, client_key, fingerprint, request_body, micros,
-                                      now, config["RELAY_LOCK_TIMEOUT"])
-                _touch(connection, token, now)
-                if isinstance(result, Replay):
-                    ledger.record(connection, token, op, "replayed", created_at=now, recorded_at=now,
-                                  **_entry(body, event_key, client_key, None, request_id=request_id))
-                return result
-        except claims.InFlight:
-            if time.monotonic() >= deadline:
-                raise messages.in_flight(retry_after=1) from None
-            time.sleep(0.05)
+    waiting = False
+    try:
+        while True:
+            now = time.now()
+            try:
+                with db.write() as connection:
+                    result = claims.claim(connection, token, op, event_key, client_key, fingerprint, request_body,
+                                          micros, now, config["RELAY_LOCK_TIMEOUT"])
+                    _touch(connection, token, now)
+                    if isinstance(result, Replay):
+                        ledger.record(connection, token, op, "replayed", created_at=now, recorded_at=now,
+                                      **_entry(body, event_key, client_key, None, request_id=request_id))
+                    return result
+            except claims.InFlight:
+                if time.monotonic() >= deadline:
+                    raise messages.in_flight(retry_after=1) from None
+                if not waiting:
+                    waiting = True
+                    metrics.CLAIMS_WAITING.inc()
+                time.sleep(0.05)
+    finally:
+        if waiting:
+            metrics.CLAIMS_WAITING.dec()
 
 
 def record(token, op: str, body: dict, claimed: Claim, outcome, client_key: str | None,

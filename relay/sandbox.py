@@ -6,8 +6,10 @@ State lives in memory, so one sandbox is one process.
 """
 
 import contextlib
+import hmac
 import json
 import os
+import secrets
 import socket
 import threading
 import time
@@ -64,7 +66,12 @@ def formatted(balance: Decimal) -> str:
     return f"{balance:.2f}" if balance == balance.quantize(Decimal("0.01")) else amounts.canonical(balance)
 
 
-def create_sandbox_app(api_key: str | None = None) -> Flask:
+CONTROL_HEADER = "X-Sandbox-Control"
+
+
+def create_sandbox_app(api_key: str | None = None, control_secret: str | None = None) -> Flask:
+    """`control_secret`: the /_sandbox/* endpoints (faults, reset, balances) require it in X-Sandbox-Control.
+    The embedded sandbox makes one per start, so nothing else on the machine can tamper with it."""
     app = Flask("paywalls-sandbox")
     state = State()
     app.extensions["sandbox.state"] = state
@@ -72,6 +79,9 @@ def create_sandbox_app(api_key: str | None = None) -> Flask:
     @app.before_request
     def check_key():
         if request.path.startswith("/_sandbox"):
+            presented = request.headers.get(CONTROL_HEADER, "")
+            if control_secret and not hmac.compare_digest(presented.encode(), control_secret.encode()):
+                return jsonify(error=f"The sandbox's control endpoints need its {CONTROL_HEADER} secret"), 403
             return None
         if api_key and request.headers.get("Authorization") != f"Bearer {api_key}":
             with state.lock:
@@ -198,8 +208,9 @@ def create_sandbox_app(api_key: str | None = None) -> Flask:
 class Server:
     """A sandbox served from a background thread (embedded mode and tests)."""
 
-    def __init__(self, host="127.0.0.1", port=0, api_key=None):
-        self.app = create_sandbox_app(api_key)
+    def __init__(self, host="127.0.0.1", port=0, api_key=None, control_secret=None):
+        self.control_secret = control_secret
+        self.app = create_sandbox_app(api_key, control_secret)
         self.server = make_server(host, port, self.app, threaded=True)
         self.url = f"http://{host}:{self.server.server_port}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="sandbox")
@@ -227,5 +238,5 @@ def ensure_embedded(api_key: str) -> str:
         return os.environ["RELAY_SANDBOX_URL"]
     with _embedded_lock:
         if _embedded is None:
-            _embedded = Server(api_key=None).start()
+            _embedded = Server(api_key=None, control_secret=secrets.token_urlsafe(24)).start()
         return _embedded.url

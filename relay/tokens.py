@@ -294,6 +294,7 @@ FIELD_PARSERS = {
     "dedupe_on": list,
     "namespace": _none_if_blank,
     "disabled": lambda v: v,
+    "feed": lambda v: "all" if v == "all" else None,  # None: the token's own namespace, or its own deposits
 }
 COLUMN = {"max_amount": "max_amount_micros", "daily_cap": "daily_cap_micros", "monthly_cap": "monthly_cap_micros"}
 DEFAULTS = {"operations": ["deposit"], "required_metadata": [], "dedupe_on": "default"}
@@ -385,7 +386,11 @@ def update_token(session, token: Token, spec: dict, now: datetime | None = None)
     return token
 
 
-def rotate(token: Token) -> str:
+def rotate(token: Token, now: datetime | None = None) -> str:
+    """A new secret; refused for a revoked or expired token, whose new secret would be refused too."""
+    status = describe(token, now)["status"]
+    if status in ("revoked", "expired"):
+        raise messages.not_rotatable(token.id, status)
     secret, text = new_secret_for(token.id)
     token.secret_hash = hash_secret(secret)
     return text
@@ -428,6 +433,7 @@ def describe(token: Token, now: datetime | None = None) -> dict:
             "dedupe_on": token.dedupe_on,
         },
         "namespace": token.namespace,
+        "feed": token.feed or "own",
         "expires_at": iso(token.expires_at),
         "created_at": iso(token.created_at),
         "last_used_at": iso(token.last_used_at),

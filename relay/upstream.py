@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import requests
 from prometheus_client import Counter
@@ -34,7 +35,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from . import __version__, messages
+from . import __version__, messages, metrics
 
 log = logging.getLogger("relay.upstream")
 
@@ -43,6 +44,8 @@ log = logging.getLogger("relay.upstream")
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 OPERATOR_PROBLEM_STATUS = {401, 403}  # the relay's own key was refused: not the caller's fault
 MAX_MESSAGE = 300
+PROBE_MAX_AGE = 30.0  # seconds a readiness verdict on the key is reused
+PROBE_USER = "paywalls-relay:readiness"  # a read of this user's balance checks the key and changes nothing
 CALLS = Counter("relay_upstream_calls_total", "Calls to Paywalls by final outcome", ["path", "outcome"])
 
 
@@ -71,6 +74,55 @@ class Upstream:
         if "\r" in self.key or "\n" in self.key:
             raise ValueError("PAYWALLS_API_KEY must be one line")
         self.session = _session(self.base_url)
+        self._key_refused = False  # so a wrong key is logged at ERROR once, not on every call
+        self._key_lock = threading.Lock()
+        self._probe: tuple[float, str] | None = None  # (when, verdict) of the last readiness probe
+
+    def note_key(self, status: int | None):
+        """Paywalls' verdict on the relay's own key, from any answer: an ERROR line when it turns to refused."""
+        if status is None or 300 <= status < 400 or status >= 500 or status == 429:
+            return
+        refused = status in OPERATOR_PROBLEM_STATUS
+        with self._key_lock:
+            newly = refused and not self._key_refused
+            self._key_refused = refused
+        if newly:
+            log.error("Paywalls refused the relay's API key (HTTP %s from %s): set PAYWALLS_API_KEY to the paywall's "
+                      "secret key (sk-paywalls-...) from the Paywalls dashboard and restart. Money calls fail until "
+                      "then; nothing is applied.", status, self.host)
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    def key_verdict(self, max_age: float = PROBE_MAX_AGE) -> str:
+        """accepted, refused or unknown (...): a cheap authenticated read (a balance look-up), at most one per
+        `max_age` seconds per process, so readiness probes cost Paywalls nothing."""
+        now = time.monotonic()
+        cached = self._probe
+        if cached and now - cached[0] < max_age:
+            return cached[1]
+        prepared = requests.Request("GET", self.base_url + "/user/balance", params={"user": PROBE_USER}, headers={
+            "Authorization": f"Bearer {self.key}", "Accept": "application/json", "User-Agent": self.user_agent}).prepare()
+        try:
+            response = self.session.send(prepared, timeout=(self.connect_timeout, min(self.read_timeout, 5.0)),
+                                         allow_redirects=False, proxies=self.session.proxies)
+            status = response.status_code
+            response.close()
+        except requests.RequestException as error:
+            verdict = f"unknown (Paywalls unreachable: {type(error).__name__})"
+        else:
+            self.note_key(status)
+            if status in OPERATOR_PROBLEM_STATUS:
+                verdict = "refused"
+            elif 300 <= status < 400:
+                verdict = f"unknown (Paywalls answered {status}: check PAYWALLS_BASE_URL)"
+            elif status >= 500 or status == 429:
+                verdict = f"unknown (Paywalls answered {status})"
+            else:
+                verdict = "accepted"
+        self._probe = (now, verdict)
+        return verdict
 
     def call(self, method: str, path: str, *, json=None, params=None, idempotency_key=None) -> Outcome:
         headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json", "User-Agent": self.user_agent}
@@ -92,6 +144,8 @@ class Upstream:
             time.sleep(wait)
         outcome.latency_ms = int((time.monotonic() - started) * 1000)
         CALLS.labels(path, outcome.kind).inc()
+        metrics.UPSTREAM_SECONDS.labels(path).observe(outcome.latency_ms / 1000)
+        self.note_key(outcome.status)
         if outcome.kind == "redirected":
             log.error("Paywalls answered %s to %s %s: PAYWALLS_BASE_URL (%s) must be the API's own https:// URL",
                       outcome.status, method, path, self.base_url)

@@ -15,7 +15,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from . import amounts, messages
 from .messages import field_error
 
-SCHEMAS_DIR = pathlib.Path(__file__).resolve().parent.parent / "schemas"
+_HERE = pathlib.Path(__file__).resolve().parent
+# Installed: relay/schemas (pyproject.toml maps it); in the repository: schemas/ beside relay/.
+SCHEMAS_DIR = _HERE / "schemas" if (_HERE / "schemas").is_dir() else _HERE.parent / "schemas"
 MAX_BODY_BYTES = 16 * 1024
 MAX_METADATA_BYTES = 4 * 1024
 MAX_DEPTH = 32  # objects and arrays inside one another; deeper bodies are refused before any recursion

@@ -4,6 +4,7 @@ Every test gets a fresh SQLite database. With RELAY_TEST_DATABASE_URL set, tests
 `postgres` (and the `any_db` parametrisation) run against a fresh PostgreSQL database too.
 """
 
+import logging
 import os
 import socket
 import subprocess
@@ -129,6 +130,18 @@ def make_token(app):
 
 
 @pytest.fixture
+def make_token_on():
+    """A token in the given app (for tests that build their own app with make_app)."""
+    def make(app, **spec):
+        spec.setdefault("label", "test token")
+        spec.setdefault("operations", list(tokens.OPERATIONS))
+        with app.app_context(), db.transaction() as session:
+            token, text = tokens.create(session, spec)
+            return token.id, text
+    return make
+
+
+@pytest.fixture
 def token(make_token):
     return make_token()[1]
 
@@ -151,6 +164,17 @@ def manual_clock(app, start=None):
     clock = ManualClock(start or datetime.now(timezone.utc))
     app.extensions["relay.clock"] = clock
     return clock
+
+
+@pytest.fixture
+def relay_log(caplog):
+    """caplog, also fed by the relay's own loggers (which do not propagate to the root)."""
+    logger = logging.getLogger("relay")
+    logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
 
 
 def wait_for(condition, seconds: float = 10.0):

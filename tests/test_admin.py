@@ -70,3 +70,15 @@ def test_admin_api_is_off_without_a_key(make_app):
     response = app.test_client().get("/v1/admin/tokens", headers={"Authorization": "Bearer "})
     assert response.status_code == 404
     assert "RELAY_ADMIN_KEY" in response.get_json()["detail"]
+
+
+def test_admin_show_has_usage_and_remaining_and_rotate_refuses_a_revoked_token(client, admin, sandbox):
+    created = client.post("/v1/admin/tokens", json={"label": "capped", "daily_cap": "50"}, headers=admin).get_json()
+    assert deposit(client, created["token"], {"user": "acme:u", "amount": "20"}).status_code == 200
+    shown = client.get(f"/v1/admin/tokens/{created['id']}", headers=admin).get_json()
+    assert shown["usage"] == {"today": "20", "this_month": "20"}
+    assert shown["remaining"] == {"today": "30", "this_month": None}
+    client.post(f"/v1/admin/tokens/{created['id']}/revoke", headers=admin)
+    refused = client.post(f"/v1/admin/tokens/{created['id']}/rotate", headers=admin)
+    assert refused.status_code == 409 and refused.get_json()["type"].endswith("token-not-rotatable")
+    assert "token" not in refused.get_json()

@@ -65,7 +65,7 @@ def test_deposits_feed_newest_first_with_cursor_and_filters(client, token, sandb
 def test_deposits_feed_shows_only_users_the_pattern_allows(client, make_token, token, sandbox):
     deposit(client, token, {"user": "acme:1", "amount": "1"})
     deposit(client, token, {"user": "globex:1", "amount": "2"})
-    _, acme = make_token(operations=["ledger"], user_pattern="acme:.*")
+    _, acme = make_token(operations=["ledger"], user_pattern="acme:.*", feed="all")
     data = client.get("/v1/relay/deposits", headers=auth(acme)).get_json()["data"]
     assert [d["user"] for d in data] == ["acme:1"]
     assert client.get("/v1/relay/deposits?user=globex:1", headers=auth(acme)).status_code == 403
@@ -84,7 +84,7 @@ def test_health_readiness_and_headers(client):
     assert health.get_json() == {"status": "ok", "sandbox": False, "mode": "live"}
     assert "X-Relay-Sandbox" not in health.headers
     ready = client.get("/readyz").get_json()
-    assert ready["status"] == "ready" and ready["checks"] == {"database": True, "upstream_configured": True}
+    assert ready["status"] == "ready" and ready["checks"] == {"database": "ok", "migrations": "ok", "paywalls_key": "accepted"}
     for name in ("X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Cache-Control"):
         assert name in health.headers
     assert health.headers["X-Request-Id"]
@@ -96,13 +96,15 @@ def test_readyz_fails_without_a_database(make_app, tmp_path):
     (tmp_path / "x.db").unlink()
     (tmp_path / "x.db").mkdir()  # a directory where the database file should be: unreachable
     response = app.test_client().get("/readyz")
-    assert response.status_code == 503 and response.get_json()["checks"]["database"] is False
+    assert response.status_code == 503 and response.get_json()["checks"]["database"] == "unreachable"
+    assert response.get_json()["failed"] == ["database"]
 
 
 def test_sandbox_mode_is_loud(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("RELAY_SANDBOX_URL", "")
     with caplog.at_level(logging.WARNING, logger="relay"):
-        app = create_app({"PAYWALLS_API_KEY": None, "DATABASE_URL": f"sqlite:///{tmp_path}/s.db", "REDIS_URL": None})
+        app = create_app({"PAYWALLS_API_KEY": None, "DATABASE_URL": f"sqlite:///{tmp_path}/s.db", "REDIS_URL": None},
+                         check_schema=False)
     assert app.config["RELAY"]["SANDBOX"] is True
     assert app.config["RELAY"]["PAYWALLS_BASE_URL"].startswith("http://127.0.0.1:")
     client = app.test_client()
@@ -176,3 +178,39 @@ def test_deposits_feed_pages_past_long_runs_of_hidden_users(app, client, token, 
             page, cursor = ledger.deposits(session, limit=2, allowed=allowed, before_id=ledger.parse_cursor(cursor))
             seen += page
     assert [d["metadata"]["i"] for d in seen] == [2, 1, 0]
+
+
+def test_a_ledger_token_sees_its_own_deposits_or_its_namespaces_unless_its_feed_is_all(client, make_token, sandbox):
+    _, crm = make_token(label="crm")
+    _, stripe = make_token(label="stripe", namespace="renewals")
+    _, n8n = make_token(label="n8n", namespace="renewals")
+    _, auditor = make_token(label="auditor", operations=["ledger"], feed="all")
+    _, watcher = make_token(label="watcher", operations=["ledger"])
+    for text, user in ((crm, "acme:crm"), (stripe, "acme:stripe"), (n8n, "acme:n8n")):
+        assert deposit(client, text, {"user": user, "amount": "1"}).status_code == 200
+
+    def feed(text):
+        return sorted(d["user"] for d in client.get("/v1/relay/deposits", headers=auth(text)).get_json()["data"])
+    assert feed(crm) == ["acme:crm"]
+    assert feed(stripe) == feed(n8n) == ["acme:n8n", "acme:stripe"]
+    assert feed(watcher) == []
+    assert feed(auditor) == ["acme:crm", "acme:n8n", "acme:stripe"]
+
+
+def test_ledger_tokens_from_before_the_feed_setting_keep_seeing_everything(tmp_path):
+    """Upgrading must not silently empty a Zapier 'New Deposit' trigger: migration 0003 spells out feed=all."""
+    from sqlalchemy import create_engine, text as sql
+    from relay import migrate
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate.upgrade(url, "0002")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for token_id, operations in (("tokledger0001", '["deposit", "ledger"]'), ("tokdeposit001", '["deposit"]')):
+            connection.execute(sql("INSERT INTO tokens (id, secret_hash, label, operations, required_metadata, dedupe_on,"
+                                   " created_at, disabled) VALUES (:id, 'x', 'old', :ops, '[]', '[\"user\"]',"
+                                   " '2026-01-01 00:00:00', 0)"), {"id": token_id, "ops": operations})
+    migrate.upgrade(url)
+    with engine.connect() as connection:
+        feeds = dict(connection.execute(sql("SELECT id, feed FROM tokens")).all())
+    engine.dispose()
+    assert feeds == {"tokledger0001": "all", "tokdeposit001": None}

@@ -23,3 +23,11 @@ def test_procfile_runs_migrations_and_gunicorn():
     procfile = (ROOT / "Procfile").read_text()
     assert "release: paywalls-relay db upgrade" in procfile
     assert "web: gunicorn -c gunicorn.conf.py 'relay.app:create_app()'" in procfile
+
+
+def test_the_export_columns_are_the_readmes():
+    from relay.ledger import EXPORT_COLUMNS, OUTCOMES
+    listed = README.split("An export has these columns, in this order: ", 1)[1].split(".\n", 1)[0]
+    assert [name.strip(" `\n") for name in listed.split(",")] == EXPORT_COLUMNS
+    for outcome in OUTCOMES:
+        assert f"`{outcome}`" in README.split("## Reconciliation", 1)[1]

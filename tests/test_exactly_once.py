@@ -177,7 +177,7 @@ def test_the_cli_refuses_the_same_identity_edit(relay, sandbox, monkeypatch):
     from relay import cli
     token_id, text = new_token(relay)
     deposit(relay.test_client(), text, {"user": "u1", "amount": "10"})
-    monkeypatch.setattr("relay.app.create_app", lambda: relay)
+    monkeypatch.setattr("relay.app.create_app", lambda **_: relay)
     result = CliRunner().invoke(cli.main, ["tokens", "update", token_id, "--dedupe-on", "user,metadata.reference"])
     assert result.exit_code == 2 and "would let a replay of an event already credited" in result.output
     with relay.app_context(), db.read() as session:
@@ -287,7 +287,7 @@ def test_ledger_resolve_from_the_cli(make_app, database_url, sandbox, monkeypatc
     _, text = new_token(app)
     fault(sandbox, kind="drop_after_credit")
     assert deposit(app.test_client(), text).status_code == 502
-    monkeypatch.setattr("relay.app.create_app", lambda: app)
+    monkeypatch.setattr("relay.app.create_app", lambda **_: app)
     result = CliRunner().invoke(cli.main, ["ledger", "resolve", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["applied"] == 1
