@@ -11,7 +11,9 @@
 import csv
 import io
 import json
+import os
 import pathlib
+import shutil
 import runpy
 import time
 from types import SimpleNamespace
@@ -370,7 +372,17 @@ def test_a_listed_network_and_star_are_trusted(make_app):
 def test_gunicorn_and_the_app_read_one_proxy_setting(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.1.0.0/16,192.0.2.5")
-    conf = runpy.run_path(str(SCHEMAS.parent / "gunicorn.conf.py"))
+    saved = dict(os.environ)
+    try:
+        conf = runpy.run_path(str(SCHEMAS.parent / "gunicorn.conf.py"))
+    finally:
+        # gunicorn.conf.py sets variables for gunicorn's own processes (PROMETHEUS_MULTIPROC_DIR, RELAY_SERVER): they
+        # must not leak into the rest of this test run, where /metrics would then read an empty multiprocess folder.
+        made = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        os.environ.clear()
+        os.environ.update(saved)
+        if made and made != saved.get("PROMETHEUS_MULTIPROC_DIR"):
+            shutil.rmtree(made, ignore_errors=True)
     assert conf["forwarded_allow_ips"] == "10.1.0.0/16,192.0.2.5"
     from relay import config
     assert config.from_env()["FORWARDED_ALLOW_IPS"] == conf["forwarded_allow_ips"]
