@@ -33,6 +33,9 @@ class Claim:
     reserved_micros: int
     reserved_periods: list
     reserved_at: datetime
+    # An earlier attempt may have reached Paywalls with this upstream key (the event was ambiguous, or its owner
+    # died mid-call): only a success can settle it then (money.OUTCOMES, after_maybe_landed).
+    maybe_landed: bool = False
 
     @property
     def upstream_key(self) -> str:
@@ -71,7 +74,9 @@ _TAKE_OVER = update(KEYS).where(KEYS.c.id == bindparam("row_id")).values(
     reserved_micros=bindparam("micros"), reserved_periods=bindparam("periods"),
     reserved_token_id=bindparam("owner"), reserved_at=bindparam("reserved_at"))
 # The fence: the write lands only while the row is still in flight under this attempt's lease.
+# The nonce too: SQLite may give a purged row's id to a new event, whose lease then starts at 1 again.
 _END_ATTEMPT = update(KEYS).where(KEYS.c.id == bindparam("row_id"), KEYS.c.lease == bindparam("held_lease"),
+                                  KEYS.c.nonce.is_not_distinct_from(bindparam("held_nonce")),
                                   KEYS.c.state == "in_flight").values(
     state=bindparam("state"), locked_at=None, generation=bindparam("generation"),
     response_status=bindparam("status"), response_body=bindparam("body"), finished_at=bindparam("finished"),
@@ -86,7 +91,15 @@ def claim(connection, token, op: str, event_key: str, client_key: str | None, fi
     that row in the same transaction, so neither key can lead to a second call."""
     scope = keys.scope_of(token)
     row = None
-    for _ in range(5):  # a purge may delete the row between our insert and our lock: then insert again
+    if client_key is not None:
+        # A client key already bound names its event, whatever this request's event key is (another token of the
+        # namespace may derive another one): the request is that event, or it is refused.
+        bound = connection.execute(_CLIENT_KEY, {"scope": scope, "key": client_key}).first()
+        if bound is not None:
+            if bound.fingerprint != fingerprint:
+                raise messages.key_reused()
+            row = connection.execute(_LOCK_BY_ID, {"row_id": bound.event_id}).first()
+    for _ in range(5 if row is None else 0):  # a purge may delete the row between our insert and our lock
         fresh = {"scope": scope, "key": event_key, "fingerprint": fingerprint, "token_id": token.id,
                  "operation": op, "state": "in_flight", "locked_at": now, "lease": 1, "generation": 0,
                  "nonce": secrets.token_hex(16), "request_body": request_body, "reserved_micros": micros,
@@ -97,7 +110,7 @@ def claim(connection, token, op: str, event_key: str, client_key: str | None, fi
             _check_identity(connection, token)
             # Reserving may refuse (over a cap), which rolls the insert back with it.
             caps.reserve(connection, token, micros, now)
-            _bind_client_key(connection, scope, client_key, event_key, inserted[0], fingerprint, now)
+            _bind_client_key(connection, scope, client_key, inserted[0], fingerprint, now)
             return Claim(inserted[0], scope, event_key, 0, 1, fresh["nonce"], token.id, micros,
                          fresh["reserved_periods"], now)
         row = connection.execute(_LOCK_ROW, {"scope": scope, "key": event_key}).first()
@@ -107,7 +120,7 @@ def claim(connection, token, op: str, event_key: str, client_key: str | None, fi
         raise messages.claim_contended()
     if row.fingerprint != fingerprint:
         raise messages.event_reused(token.dedupe_on)
-    _bind_client_key(connection, scope, client_key, event_key, row.id, fingerprint, now)
+    _bind_client_key(connection, scope, client_key, row.id, fingerprint, now)
     if row.state == "done":
         return Replay(row.response_status, row.response_body)
     if row.state == "in_flight" and _age(row.locked_at, now) < lease_seconds:
@@ -134,13 +147,15 @@ def _take_over(connection, token, row, micros: int, now: datetime) -> Claim:
     lease = row.lease + 1
     connection.execute(_TAKE_OVER, {"row_id": row.id, "now": now, "next_lease": lease, "micros": micros,
                                     "periods": periods, "owner": owner, "reserved_at": reserved_at})
-    return Claim(row.id, row.scope, row.key, row.generation, lease, row.nonce, owner, micros, periods, reserved_at)
+    return Claim(row.id, row.scope, row.key, row.generation, lease, row.nonce, owner, micros, periods, reserved_at,
+                 maybe_landed=row.state != "open")
 
 
-def _bind_client_key(connection, scope: str, client_key: str | None, event_key: str, event_id: int,
-                     fingerprint: str, now: datetime):
-    """A client's Idempotency-Key names one event for as long as it is kept: the first it was sent with."""
-    if client_key is None or client_key == event_key:
+def _bind_client_key(connection, scope: str, client_key: str | None, event_id: int, fingerprint: str,
+                     now: datetime):
+    """A client's Idempotency-Key names one event for as long as it is kept: the first it was sent with. Bound
+    even when it equals the event key, since another token of the namespace may derive another event key."""
+    if client_key is None:
         return
     inserted = insert_ignore_returning(connection, ClientKey, {"scope": scope, "key": client_key, "event_id": event_id,
                                                                "fingerprint": fingerprint, "created_at": now})
@@ -148,6 +163,9 @@ def _bind_client_key(connection, scope: str, client_key: str | None, event_key: 
         bound = connection.execute(_CLIENT_KEY, {"scope": scope, "key": client_key}).first()
         if bound is not None and bound.fingerprint != fingerprint:
             raise messages.key_reused()
+        if bound is not None and bound.event_id != event_id:
+            # Bound a moment ago, by a concurrent request, to another event: retrying finds that event.
+            raise messages.claim_contended()
 
 
 def _check_identity(connection, token):
@@ -173,7 +191,7 @@ def end_attempt(connection, claim: Claim, state: str, *, keep_reservation: bool,
             "reserved_at": claim.reserved_at} if keep_reservation else \
         {"micros": 0, "periods": [], "owner": None, "reserved_at": None}
     result = connection.execute(_END_ATTEMPT, {
-        "row_id": claim.row_id, "held_lease": claim.lease, "state": state,
+        "row_id": claim.row_id, "held_lease": claim.lease, "held_nonce": claim.nonce, "state": state,
         "generation": claim.generation + 1 if next_generation else claim.generation,
         "status": status, "body": body, "finished": now if state == "done" else None, **keep})
     if result.rowcount != 1:
@@ -204,7 +222,7 @@ def take_over_stranded(connection, row_id: int, now: datetime, lease_seconds: fl
     connection.execute(_TAKE_OVER, {"row_id": row.id, "now": now, "next_lease": lease, "micros": row.reserved_micros,
                                     "periods": list(row.reserved_periods), "owner": owner, "reserved_at": reserved_at})
     return Claim(row.id, row.scope, row.key, row.generation, lease, row.nonce, owner, row.reserved_micros,
-                 list(row.reserved_periods), reserved_at), row
+                 list(row.reserved_periods), reserved_at, maybe_landed=True), row
 
 
 # --- retention ------------------------------------------------------------------------------------------------

@@ -249,6 +249,9 @@ def tokens_create(as_json, **options):
             described = tokens.describe(token)
     except tokens.SpecError as error:
         _fail(error)
+    except messages.Problem as problem:
+        click.echo(f"error: {problem.detail}", err=True)
+        sys.exit(2)
     _show(described, as_json, text)
 
 

@@ -266,6 +266,14 @@ def token_changed() -> Problem:
                    {"Retry-After": "1"})
 
 
+def namespace_rule_differs(namespace: str, rule: list[str], tokens: list[str]) -> Problem:
+    return Problem(409, "namespace-rule-differs", "Tokens of one namespace must dedupe on the same fields",
+                   f"Namespace {namespace} holds tokens ({', '.join(tokens[:5])}) that identify an event by "
+                   f"{', '.join(rule)}. A token of the namespace must use the same dedupe fields, or the same event "
+                   f"arriving through two tokens would be two credits: create it with --dedupe-on {','.join(rule)}, "
+                   "or use another namespace.", limit=["namespace", "dedupe_on"])
+
+
 def identity_locked(token_id: str, changing: list[str], count: int, newest: str | None) -> Problem:
     names = " and ".join(changing)
     return Problem(409, "token-identity-locked", f"The token's {names} cannot change while it has stored events",
@@ -300,6 +308,8 @@ UPSTREAM_RATE_LIMITED = "Paywalls kept asking the relay to slow down (429)."
 UPSTREAM_SERVER_ERROR = "Paywalls answered {status}: {message}"
 UPSTREAM_KEY_REFUSED = "Paywalls refused the relay's own API key; the relay operator must check PAYWALLS_API_KEY."
 UPSTREAM_REDIRECTED = "Paywalls answered with a redirect ({status})."
+UPSTREAM_UNCONFIRMED = ("An earlier attempt of this call may have reached Paywalls, and this retry did not confirm "
+                        "it ({message}).")
 UPSTREAM_ODD_SHAPE = "Paywalls answered {status} with a body the relay does not recognise."
 
 def upstream_rejected(status: int, message: str) -> Problem:

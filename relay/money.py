@@ -38,18 +38,30 @@ class Transition:
     reservation: str      # settle | release | keep
     answer: str           # "upstream": Paywalls' own body; otherwise the Problem to answer with
     next_generation: bool = False  # a new upstream key for the next attempt (nothing was applied)
+    # When an earlier attempt of the event may have landed, this answer to the re-sent call proves nothing about
+    # it: the event stays ambiguous, with its reservation, until Paywalls confirms it (None: no difference).
+    after_maybe_landed: str | None = None
 
 
 # The one place that maps a classified upstream outcome to what it does.
 OUTCOMES = {
     "applied":     Transition("done",      "applied",   "settle",  "upstream"),
     # Nothing was charged: answer as Paywalls did; a later retry (after a top-up) is a new attempt.
-    "declined":    Transition("open",      "declined",  "release", "upstream", next_generation=True),
-    "rejected":    Transition("done",      "rejected",  "release", "rejected"),
-    "not_applied": Transition("open",      "failed",    "release", "not_applied"),
-    "misdirected": Transition("open",      "failed",    "release", "misdirected"),
+    "declined":    Transition("open",      "declined",  "release", "upstream", next_generation=True,
+                              after_maybe_landed="ambiguous"),
+    "rejected":    Transition("done",      "rejected",  "release", "rejected", after_maybe_landed="ambiguous"),
+    "not_applied": Transition("open",      "failed",    "release", "not_applied", after_maybe_landed="ambiguous"),
+    "misdirected": Transition("open",      "failed",    "release", "misdirected", after_maybe_landed="ambiguous"),
     "ambiguous":   Transition("ambiguous", "ambiguous", "keep",    "ambiguous"),
 }
+
+
+def transition_for(result: str, maybe_landed: bool) -> tuple[str, Transition]:
+    transition = OUTCOMES[result]
+    if maybe_landed and transition.after_maybe_landed:
+        result = transition.after_maybe_landed
+        transition = OUTCOMES[result]
+    return result, transition
 
 # The upstream client's transport outcomes that need no look at the body.
 _BY_KIND = {"rejected": "rejected", "not_applied": "not_applied", "ambiguous": "ambiguous",
@@ -166,8 +178,10 @@ def claim_or_wait(token, op: str, body: dict, event_key: str, client_key: str | 
 
 def record(token, op: str, body: dict, claimed: Claim, outcome, client_key: str | None,
            request_id: str | None) -> tuple[int, str]:
-    result, why = classify(op, outcome)
-    transition = OUTCOMES[result]
+    classified, why = classify(op, outcome)
+    result, transition = transition_for(classified, claimed.maybe_landed)
+    if result != classified:
+        why = messages.UPSTREAM_UNCONFIRMED.format(message=(why or f"HTTP {outcome.status}").rstrip("."))
     status, text = answer(transition, outcome, why)
     ledger_outcome = APPLIED[op] if transition.ledger == "applied" else transition.ledger
     balance = outcome.body.get("balanceFormatted") if result == "applied" and op == "deposit" else None
@@ -236,7 +250,7 @@ def resolve(limit: int = 1000) -> dict:
         claimed, row = taken
         body = json.loads(row.request_body)
         outcome = upstream().call("POST", PATHS[row.operation], json=body, idempotency_key=claimed.upstream_key)
-        result, _ = classify(row.operation, outcome)
+        result, _ = transition_for(classify(row.operation, outcome)[0], claimed.maybe_landed)
         record(token, row.operation, body, claimed, outcome, None, "ledger-resolve")
         counts[result] += 1
     return counts

@@ -357,9 +357,22 @@ def create(session, spec: dict, now: datetime | None = None) -> tuple[Token, str
     values = parse_spec(spec, now, creating=True)
     token_id, secret, text = new_token()
     values.setdefault("disabled", False)  # may be in the settings: {"disabled": false} is a valid one
+    _one_rule_per_namespace(session, values.get("namespace"), values["dedupe_on"], token_id)
     token = Token(id=token_id, secret_hash=hash_secret(secret), created_at=now, **values)
     session.add(token)
     return token, text
+
+
+def _one_rule_per_namespace(session, namespace: str | None, dedupe_on: list, token_id: str):
+    """Tokens share a namespace so that one event arriving through two tools is one credit: that holds only when
+    they derive the same event key from it, so every token of a namespace has the same dedupe fields."""
+    if not namespace:
+        return
+    others = session.execute(select(Token.id, Token.dedupe_on).where(Token.namespace == namespace,
+                                                                     Token.id != token_id)).all()
+    differing = [other.id for other in others if frozenset(other.dedupe_on) != frozenset(dedupe_on)]
+    if differing:
+        raise messages.namespace_rule_differs(namespace, others[0].dedupe_on, differing)
 
 
 IDENTITY = ("namespace", "dedupe_on")  # what decides which stored event a request is
@@ -381,6 +394,8 @@ def update_token(session, token: Token, spec: dict, now: datetime | None = None)
         count, newest = claims.stored_keys(session.connection(), keys.scope_of(token))
         if count:
             raise messages.identity_locked(token.id, changing, count, iso(newest))
+        _one_rule_per_namespace(session, values.get("namespace", token.namespace),
+                                values.get("dedupe_on", token.dedupe_on), token.id)
     for column, value in values.items():
         setattr(token, column, value)
     return token

@@ -471,3 +471,50 @@ def test_an_odd_retry_after_from_paywalls_is_ignored_not_a_crash(relay, sandbox,
     fault(sandbox, kind="respond", status=503, body="{}", headers={"Retry-After": retry_after})
     response = deposit(relay.test_client(), text)
     assert response.status_code == 502 and problem_type(response) == "upstream-ambiguous"
+
+
+def test_tokens_of_one_namespace_must_dedupe_on_the_same_fields(relay, sandbox):
+    new_token(relay, namespace="billing", dedupe_on=["user", "metadata.reference"])
+    admin = {"Authorization": f"Bearer {relay.config['RELAY']['RELAY_ADMIN_KEY']}"}
+    client = relay.test_client()
+    refused = client.post("/v1/admin/tokens", json={"label": "n8n", "namespace": "billing"}, headers=admin)
+    assert refused.status_code == 409 and problem_type(refused) == "namespace-rule-differs"
+    assert "--dedupe-on user,metadata.reference" in refused.get_json()["detail"]
+    same = client.post("/v1/admin/tokens", json={"label": "n8n", "namespace": "billing",
+                                                 "dedupe_on": ["metadata.reference", "user"]}, headers=admin)
+    assert same.status_code == 201
+    other_id, _ = new_token(relay)
+    moved = client.patch(f"/v1/admin/tokens/{other_id}", json={"namespace": "billing"}, headers=admin)
+    assert moved.status_code == 409 and problem_type(moved) == "namespace-rule-differs"
+
+
+def test_one_client_key_through_two_tokens_of_a_namespace_is_one_credit(relay, sandbox):
+    _, zapier = new_token(relay, namespace="shared", dedupe_on=["user", "metadata.reference"])
+    _, n8n = new_token(relay, namespace="shared", dedupe_on=["user", "metadata.reference"])
+    client = relay.test_client()
+    body = {"user": "u1", "amount": "10", "metadata": {"reference": "r1"}}
+    key = keys.derive_key("deposit", body)
+    assert deposit(client, zapier, body, headers={"Idempotency-Key": key}).status_code == 200
+    again = deposit(client, n8n, body, headers={"Idempotency-Key": key})
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert len(credits(sandbox)) == 1
+
+
+@pytest.mark.parametrize("then", [{"kind": "status", "status": 401}, {"kind": "rate_limit", "retry_after": 9},
+                                  {"kind": "respond", "status": 302, "body": ""},
+                                  {"kind": "status", "status": 400}])
+def test_a_retry_that_is_not_applied_never_settles_an_event_that_may_have_landed(relay, sandbox, then):
+    token_id, text = new_token(relay, daily_cap="25")
+    client = relay.test_client()
+    fault(sandbox, kind="drop_after_credit")
+    assert deposit(client, text).status_code == 502  # it landed; the answer was lost
+    fault(sandbox, **then)
+    retry = deposit(client, text)
+    assert retry.status_code == 502 and problem_type(retry) == "upstream-ambiguous"
+    assert "earlier attempt" in retry.get_json()["detail"]
+    today = "d:" + datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    assert usage(relay, token_id, today) == (0, 10_000_000)  # still reserved: the cap still counts it
+    assert deposit(client, text, metadata={"n": 2}).status_code == 200
+    assert deposit(client, text, metadata={"n": 3}).status_code == 403  # 10 + 10 + 10 > 25
+    assert deposit(client, text).status_code == 200  # Paywalls answers for it at last
+    assert len(credits(sandbox)) == 2 and len(money_rows(relay, "credited")) == 2
