@@ -373,7 +373,7 @@ function errorForResponse(z, response) {
     const seconds = retryAfterSeconds(response);
     return new z.errors.ThrottledError(messages.tokenChanged(seconds), seconds);
   }
-  if (name === 'token-identity-locked') {
+  if (name === 'token-identity-locked' || name === 'namespace-rule-differs') {
     return error(messages.unexpected(status, detail));
   }
   if (status === 409 || name === 'idempotency-in-flight') {

@@ -260,6 +260,9 @@ export function describeRelayError(
 		case 'token-identity-locked':
 			message = `The relay token's namespace or dedupe fields cannot change while it has stored keys${detail ? `: ${detail}` : ''}`;
 			break;
+		case 'namespace-rule-differs':
+			message = `Tokens of one relay namespace must dedupe on the same fields${detail ? `: ${detail}` : ''}`;
+			break;
 		case 'unavailable':
 			message = `The relay's database is unavailable.${after} Retrying with the same fields is safe.`;
 			break;
