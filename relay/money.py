@@ -46,9 +46,10 @@ class Transition:
 # The one place that maps a classified upstream outcome to what it does.
 OUTCOMES = {
     "applied":     Transition("done",      "applied",   "settle",  "upstream"),
-    # Nothing was charged: answer as Paywalls did; a later retry (after a top-up) is a new attempt.
-    "declined":    Transition("open",      "declined",  "release", "upstream", next_generation=True,
-                              after_maybe_landed="ambiguous"),
+    # Nothing was charged: answer as Paywalls did; a later retry (after a top-up) is a new attempt. It settles a
+    # re-sent call too: it is Paywalls' own answer for this upstream key, which it would have answered with the
+    # earlier success had that attempt charged.
+    "declined":    Transition("open",      "declined",  "release", "upstream", next_generation=True),
     "rejected":    Transition("done",      "rejected",  "release", "rejected", after_maybe_landed="ambiguous"),
     "not_applied": Transition("open",      "failed",    "release", "not_applied", after_maybe_landed="ambiguous"),
     "misdirected": Transition("open",      "failed",    "release", "misdirected", after_maybe_landed="ambiguous"),

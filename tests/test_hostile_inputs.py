@@ -13,8 +13,8 @@ import io
 import json
 import os
 import pathlib
-import shutil
 import runpy
+import shutil
 import time
 from types import SimpleNamespace
 

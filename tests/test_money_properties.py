@@ -273,6 +273,14 @@ class MoneyMachine(RuleBasedStateMachine):
     def create_token(self, shared, daily_cap, by_reference):
         spec = {"label": "t", "operations": list(tokens.OPERATIONS), "daily_cap": daily_cap,
                 "namespace": "shared" if shared else None, "dedupe_on": BY_REFERENCE if by_reference else DEFAULT}
+        rule = next((tok.dedupe_on for tok in self.tokens if shared and tok.namespace == "shared"), None)
+        if rule is not None and set(rule) != set(spec["dedupe_on"]):
+            # A token with another dedupe rule may not join the namespace (one event through two tools would be
+            # two): the operator is refused, and creates it with the namespace's rule.
+            with pytest.raises(messages.Problem) as refused, self.app.app_context(), db.transaction() as session:
+                tokens.create(session, spec, now=self.clock.now())
+            assert refused.value.name == "namespace-rule-differs", refused.value.name
+            spec["dedupe_on"] = list(rule)
         with self.app.app_context(), db.transaction() as session:
             token, token_text = tokens.create(session, spec, now=self.clock.now())
             tok = Tok(token.id, token_text, token.namespace, list(token.dedupe_on), token.daily_cap_micros)
@@ -313,7 +321,7 @@ class MoneyMachine(RuleBasedStateMachine):
             with self.app.app_context(), db.transaction() as session:
                 tokens.update_token(session, tokens.get(session, tok.id), change, now=self.clock.now())
         except messages.Problem as refused:
-            assert refused.name == "token-identity-locked", refused.name
+            assert refused.name in ("token-identity-locked", "namespace-rule-differs"), refused.name
             return
         tok.namespace = change.get("namespace", tok.namespace)
         tok.dedupe_on = list(change.get("dedupe_on", tok.dedupe_on))
@@ -591,8 +599,8 @@ def steps(database_url, sandbox_server, monkeypatch):
 
 @pytest.mark.parametrize("key", ["derived", "k1"])
 def test_one_client_key_through_two_tokens_of_a_namespace_is_one_event(steps, key):
-    """Two tools (two tokens of one namespace, one of which dedupes on user and reference) send the same body with
-    the same Idempotency-Key: one event, so Paywalls is called once."""
+    """Two tools (two tokens of one namespace; the second asks for another dedupe rule, is refused, and takes the
+    namespace's) send the same body with the same Idempotency-Key: one event, so Paywalls is called once."""
     tokens_0, tokens_1 = steps.two_tools_in_one_namespace(first_cap=None, first_by_reference=False, second_cap=None,
                                                           second_by_reference=True)
     sent_0 = steps.deposit(tok=tokens_0, body=make_body("u1", "10", "r1"), key=key, fault=None, record_failures=0,
