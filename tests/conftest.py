@@ -91,6 +91,22 @@ def database_url(request, tmp_path):
 
 
 @pytest.fixture
+def operator_env(tmp_path, sandbox, monkeypatch):
+    """What an operator's shell has for the CLI: the relay's settings, a migrated SQLite database, the sandbox as
+    Paywalls, and the working directory. Returns the database URL."""
+    url = sqlite_url(tmp_path)
+    for name in ("PAYWALLS_API_KEY", "PAYWALLS_BASE_URL", "DATABASE_URL", "RELAY_ENV", "RELAY_ADMIN_KEY", "REDIS_URL",
+                 "RELAY_METRICS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("PAYWALLS_API_KEY", SANDBOX_KEY)
+    monkeypatch.setenv("PAYWALLS_BASE_URL", sandbox.url)
+    monkeypatch.chdir(tmp_path)
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture
 def make_app(sandbox, tmp_path):
     """Build a relay app with overrides; the database is migrated first."""
     apps = []

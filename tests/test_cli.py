@@ -10,21 +10,13 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import SANDBOX_KEY, deposit, sqlite_url
+from conftest import deposit, sqlite_url
 from relay import cli, migrate
 
 
 @pytest.fixture
-def env(tmp_path, sandbox, monkeypatch):
-    url = sqlite_url(tmp_path)
-    for name in ("PAYWALLS_API_KEY", "PAYWALLS_BASE_URL", "DATABASE_URL", "RELAY_ENV", "RELAY_ADMIN_KEY", "REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("PAYWALLS_API_KEY", SANDBOX_KEY)
-    monkeypatch.setenv("PAYWALLS_BASE_URL", sandbox.url)
-    monkeypatch.chdir(tmp_path)
-    migrate.upgrade(url)
-    return url
+def env(operator_env):
+    return operator_env
 
 
 def run(*args, ok=True):

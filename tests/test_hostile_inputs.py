@@ -24,8 +24,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import SANDBOX_KEY, auth, base_settings, credits, deposit, gunicorn_relay, migrated_token, sqlite_url
-from relay import cli, db, ledger, migrate, openapi, tokens, validation
+from conftest import auth, base_settings, credits, deposit, gunicorn_relay, migrated_token, sqlite_url
+from relay import cli, db, ledger, openapi, tokens, validation
 
 DEPOSIT = "/v1/user/balance/deposit"
 SCHEMAS = pathlib.Path(__file__).resolve().parents[1] / "schemas"
@@ -419,13 +419,5 @@ def test_feed_limits_that_are_not_ascii_numbers_are_422(client, token, limit):
 # --- the CLI against a migrated database ------------------------------------------------------------------------------
 
 @pytest.fixture
-def env_cli(tmp_path, sandbox, monkeypatch):
-    url = sqlite_url(tmp_path)
-    for name in ("PAYWALLS_API_KEY", "PAYWALLS_BASE_URL", "DATABASE_URL", "RELAY_ENV", "RELAY_ADMIN_KEY", "REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("PAYWALLS_API_KEY", SANDBOX_KEY)
-    monkeypatch.setenv("PAYWALLS_BASE_URL", sandbox.url)
-    monkeypatch.chdir(tmp_path)
-    migrate.upgrade(url)
-    return url
+def env_cli(operator_env):
+    return operator_env

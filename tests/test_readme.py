@@ -17,8 +17,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from conftest import SANDBOX_KEY, free_port, relay_env, sqlite_url
-from relay import cli, ledger, messages, migrate, tokens
+from conftest import free_port, relay_env
+from relay import cli, ledger, messages, tokens
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -78,18 +78,8 @@ def make_recipe() -> dict:
 # --- running it ---------------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def env(tmp_path, sandbox, monkeypatch):
-    """What an operator's shell has: the relay's settings, a migrated database, the sandbox as Paywalls."""
-    url = sqlite_url(tmp_path)
-    for name in ("PAYWALLS_API_KEY", "PAYWALLS_BASE_URL", "DATABASE_URL", "RELAY_ENV", "RELAY_ADMIN_KEY", "REDIS_URL",
-                 "RELAY_METRICS_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("PAYWALLS_API_KEY", SANDBOX_KEY)
-    monkeypatch.setenv("PAYWALLS_BASE_URL", sandbox.url)
-    monkeypatch.chdir(tmp_path)
-    migrate.upgrade(url)
-    return url
+def env(operator_env):
+    return operator_env
 
 
 def shell(line: str, ok=True, **values) -> str:
