@@ -342,7 +342,7 @@ before(async () => {
 	};
 	const cli = (args) => execFileSync(bin, args, { env: relayEnv, cwd: tmp, encoding: 'utf8' });
 	cli(['db', 'upgrade']);
-	const token = JSON.parse(cli(['tokens', 'create', '--label', 'n8n test', '--ops', 'deposit,charge,balance,ledger', '--json'])).token;
+	const token = JSON.parse(cli(['tokens', 'create', '--label', 'n8n test', '--ops', 'deposit,charge,balance,ledger', '--feed', 'all', '--json'])).token;
 	const limited = JSON.parse(cli(['tokens', 'create', '--label', 'n8n limited', '--ops', 'deposit', '--max-amount', '5', '--json'])).token;
 	const relayProc = start('relay', bin, ['run', '--host', '127.0.0.1', '--port', String(relayPort)], { cwd: tmp, env: relayEnv });
 	await waitForHttp(`${relayUrl}/healthz`, relayProc);
