@@ -149,7 +149,7 @@ def claim_or_wait(token, op: str, body: dict, event_key: str, client_key: str | 
                   request_id: str | None) -> Claim | Replay:
     """Claim the event; while another claim holds it, wait briefly for its answer, then 409."""
     config, time = settings(), clock.current()
-    micros = _micros(body)
+    micros = amounts.to_micros(body["amount"])
     request_body = json.dumps(body, sort_keys=True, separators=(",", ":"))
     deadline = time.monotonic() + config["RELAY_INFLIGHT_WAIT"]
     waiting = False
@@ -160,7 +160,7 @@ def claim_or_wait(token, op: str, body: dict, event_key: str, client_key: str | 
                 with db.write() as connection:
                     result = claims.claim(connection, token, op, event_key, client_key, fingerprint, request_body,
                                           micros, now, config["RELAY_LOCK_TIMEOUT"])
-                    _touch(connection, token, now)
+                    tokens.touch(connection, token, now)
                     if isinstance(result, Replay):
                         ledger.record(connection, token, op, "replayed", created_at=now, recorded_at=now,
                                       **_entry(body, event_key, client_key, None, request_id=request_id))
@@ -255,14 +255,6 @@ def resolve(limit: int = 1000) -> dict:
         record(token, row.operation, body, claimed, outcome, None, "ledger-resolve")
         counts[result] += 1
     return counts
-
-
-def _touch(connection, token, now):
-    tokens.touch(connection, token, now)
-
-
-def _micros(body: dict) -> int:
-    return amounts.to_micros(body["amount"])
 
 
 def _entry(body: dict, event_key: str, client_key: str | None, upstream_key: str | None, **more) -> dict:

@@ -134,27 +134,24 @@ def client(app):
     return app.test_client()
 
 
+def create_token(app, **spec) -> tuple[str, str]:
+    """(id, token text) of a new token in `app`, with every operation unless the spec says otherwise."""
+    spec.setdefault("label", "test token")
+    spec.setdefault("operations", list(tokens.OPERATIONS))
+    with app.app_context(), db.transaction() as session:
+        token, text = tokens.create(session, spec)
+        return token.id, text
+
+
 @pytest.fixture
 def make_token(app):
-    def make(**spec):
-        spec.setdefault("label", "test token")
-        spec.setdefault("operations", list(tokens.OPERATIONS))
-        with app.app_context(), db.transaction() as session:
-            token, text = tokens.create(session, spec)
-            return token.id, text
-    return make
+    return lambda **spec: create_token(app, **spec)
 
 
 @pytest.fixture
 def make_token_on():
     """A token in the given app (for tests that build their own app with make_app)."""
-    def make(app, **spec):
-        spec.setdefault("label", "test token")
-        spec.setdefault("operations", list(tokens.OPERATIONS))
-        with app.app_context(), db.transaction() as session:
-            token, text = tokens.create(session, spec)
-            return token.id, text
-    return make
+    return create_token
 
 
 @pytest.fixture

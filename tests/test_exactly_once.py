@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from conftest import auth, credits, deposit, key_rows, ledger_rows, manual_clock
+from conftest import auth, create_token as new_token, credits, deposit, key_rows, ledger_rows, manual_clock
 from relay import claims, config, db, keys, money, tokens
 
 RENEWAL = {"reason": "subscription_renewal", "reference": "in_1Q2w3E4r"}
@@ -46,14 +46,6 @@ def money_rows(app, outcome=None):
 def relay(make_app, database_url):
     """An app whose upstream gives up at once (no retries), so one fault decides one call's outcome."""
     return make_app(database_url, RELAY_UPSTREAM_RETRIES=0)
-
-
-def new_token(app, **spec):
-    spec.setdefault("label", "t")
-    spec.setdefault("operations", list(tokens.OPERATIONS))
-    with app.app_context(), db.transaction() as session:
-        token, text = tokens.create(session, spec)
-        return token.id, text
 
 
 def claim_and_hold(app, token_text, body):
