@@ -150,3 +150,29 @@ def build_request(op: str, inputs: dict) -> Request:
     except keys.Underivable:
         key = None
     return Request(op, operation["method"], operation["path"], body, fields, key, query)
+
+
+def step_output(request: Request, headers, body: dict) -> dict:
+    """A successful step's output, one style (snake_case) in every client: the contract's outputs of `request.op`,
+    read from the relay's answer (headers and JSON body). A dry run has dry_run, would and remaining instead of
+    Paywalls' fields."""
+    metadata = request.body.get("metadata") or {}
+    output = {"user": request.body.get("user"), "amount": _canonical_or_as_is(request.body.get("amount")),
+              "reason": metadata.get("reason"), "reference": metadata.get("reference"), "metadata": metadata,
+              "idempotency_key": body.get("idempotency_key") if request.dry_run else headers.get("Idempotency-Key"),
+              "replayed": headers.get("Idempotent-Replayed") == "true",
+              "sandbox": headers.get("X-Relay-Sandbox") == "true", "dry_run": request.dry_run}
+    if request.dry_run:
+        return {**output, "would": body.get("would"), "remaining": body.get("remaining")}
+    for item in contract()["operations"][request.op]["outputs"]:
+        if "from" in item:
+            output[item["key"]] = body.get(item["from"])
+    return output
+
+
+def _canonical_or_as_is(amount):
+    from . import amounts
+    try:
+        return amounts.canonical(amount)
+    except ValueError:
+        return amount
