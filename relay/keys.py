@@ -13,6 +13,9 @@ Three keys name one money operation:
 """
 
 import hashlib
+import math
+import re
+from decimal import Decimal
 
 import rfc8785
 
@@ -20,6 +23,21 @@ from . import amounts, messages
 
 DEFAULT_FIELDS = ("user", "amount", "metadata")
 KEY_PREFIX = "pwk1_"
+# The dedupe paths the derivation accepts: the token settings' rule (schemas/token-settings.json, dedupe_on).
+PATH = re.compile(r"(?:user|amount|metadata(?:\.[^.\s]+)*)")
+# An amount's text as the spec reads it: ASCII digits, an optional fraction. No sign, exponent, leading dot,
+# blank or other digits (Decimal would take "１０" and " 10"; JavaScript's Number would not).
+AMOUNT_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+class Underivable(ValueError):
+    """The fields cannot be turned into a key (schemas/idempotency.md, "Refusals"). `field` names the culprit:
+    "amount", "user" or "path". The clients then send the body without an Idempotency-Key, and the relay's
+    validation answers 422 naming the field."""
+
+    def __init__(self, field: str, value):
+        super().__init__(f"{field} cannot be part of an idempotency key: {value!r}")
+        self.field = field
 
 
 def value_at(body, path: str):
@@ -31,13 +49,36 @@ def value_at(body, path: str):
     return value
 
 
+def canonical_amount(value) -> str:
+    """The amount's canonical text for a key, or Underivable: what every implementation must refuse alike."""
+    if isinstance(value, str):
+        if not AMOUNT_TEXT.fullmatch(value):
+            raise Underivable("amount", value)
+    elif isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise Underivable("amount", value)
+    elif isinstance(value, float) and not (math.isfinite(value) and (value == 0 or 1e-6 <= abs(value) < 1e21)):
+        # JavaScript's String(n) writes these with an exponent (1e-7, 1e+21): not a decimal text.
+        raise Underivable("amount", value)
+    elif isinstance(value, Decimal) and not value.is_finite():
+        raise Underivable("amount", value)
+    if not isinstance(value, str) and value < 0:
+        raise Underivable("amount", value)  # a sign (canonical text has none)
+    text = amounts.canonical(value)
+    if text == "0":
+        raise Underivable("amount", value)  # zero is no amount
+    return text
+
+
 def derive_key(op: str, body: dict, fields=DEFAULT_FIELDS) -> str:
+    # A body whose amount or user no implementation can read alike has no key, whichever fields are picked.
+    amount = canonical_amount(body["amount"]) if body.get("amount") is not None else None
+    if body.get("user") is not None and not isinstance(body["user"], str):
+        raise Underivable("user", body["user"])
     picked = {}
     for path in fields:
-        value = value_at(body, path)
-        if path == "amount" and value is not None:
-            value = amounts.canonical(value)
-        picked[path] = value
+        if not isinstance(path, str) or not PATH.fullmatch(path):
+            raise Underivable("path", path)
+        picked[path] = amount if path == "amount" else value_at(body, path)
     document = {"v": 1, "op": op, "fields": picked}
     return KEY_PREFIX + hashlib.sha256(rfc8785.dumps(document)).hexdigest()
 
