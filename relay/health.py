@@ -55,7 +55,7 @@ def _head() -> str:
 
 @bp.get("/openapi.json")
 def openapi_json():
-    return jsonify(openapi.document())
+    return jsonify(openapi.document(current_app.config["RELAY"]["RELAY_AMOUNT_DECIMALS"]))
 
 
 @bp.get("/metrics")

@@ -1,5 +1,7 @@
 """OpenAPI 3.1 for the whole relay API, built from schemas/ so the two cannot disagree."""
 
+import copy
+from decimal import Decimal
 from functools import cache
 
 from . import __version__
@@ -7,7 +9,7 @@ from .validation import load_schema
 
 SCHEMA_FILES = ["common.json", "deposit-request.json", "charge-request.json", "deposit-response.json",
                 "balance-response.json", "charge-response.json", "me-response.json", "deposits-response.json",
-                "problem.json", "token-settings.json", "token.json", "tokens-response.json"]
+                "dry-run-response.json", "problem.json", "token-settings.json", "token.json", "tokens-response.json"]
 
 
 def _component(name: str) -> str:
@@ -55,6 +57,14 @@ MONEY_PROBLEMS = {**PROBLEMS,
                   "503": _problem("The relay's database is unavailable, or it could not record Paywalls' answer "
                                   "(retrying with the same fields is safe)"),
                   "504": _problem("Paywalls timed out; the outcome is unknown")}
+DRY_RUN_PARAMETER = {
+    "name": "dry_run", "in": "query", "required": False,
+    "description": "true: check the call without moving money. The relay authenticates, validates, checks the token's "
+                   "limits and caps and derives the key, then answers what it would do (200, dry_run_response) or the "
+                   "problem the real call would get. Nothing is sent to Paywalls, no key is claimed, nothing is "
+                   "reserved; the ledger records it as dry_run. false or absent: the real call. Any other value "
+                   "(1, yes, TRUE, empty, or the parameter twice) is refused with 422 validation naming dry_run.",
+    "schema": {"enum": ["true", "false"]}}
 IDEMPOTENCY_HEADER = {"name": "Idempotency-Key", "in": "header", "required": False,
                       "description": "Optional. When absent the relay derives one from the fields (schemas/idempotency.md).",
                       "schema": {"type": "string", "minLength": 1, "maxLength": 257}}
@@ -65,11 +75,31 @@ def _json(ref: str, description="OK") -> dict:
 
 
 def _money(summary: str, request_ref: str, response_ref: str) -> dict:
+    answer = {"anyOf": [{"$ref": f"#/components/schemas/{response_ref}"}, {"$ref": "#/components/schemas/dry_run_response"}]}
     return {"post": {
-        "summary": summary, "security": [{"relayToken": []}], "parameters": [IDEMPOTENCY_HEADER],
+        "summary": summary, "security": [{"relayToken": []}], "parameters": [IDEMPOTENCY_HEADER, DRY_RUN_PARAMETER],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{request_ref}"}}}},
-        "responses": {"200": _json(response_ref), **MONEY_PROBLEMS},
+        "responses": {"200": {"description": "Paywalls' answer, or with ?dry_run=true what the call would do",
+                              "content": {"application/json": {"schema": answer}}}, **MONEY_PROBLEMS},
     }}
+
+
+def amount_schema(decimals: int) -> dict:
+    """common.json's amount with this deployment's RELAY_AMOUNT_DECIMALS, for text and numbers alike, so the
+    published contract admits exactly the amounts the relay accepts (validation.money_body): at most `decimals`
+    significant fraction digits (trailing zeros are free, up to 6 written digits), below 1,000,000,000, not zero."""
+    amount = copy.deepcopy(load_schema("common.json")["$defs"]["amount"])
+    text, number = amount["anyOf"]
+    # Written fraction digits (1-6) whose digits past `decimals` are all zeros; no lookahead, so every generator
+    # (Hypothesis, schemathesis, the clients' own) can produce and check it.
+    fractions = [f"[0-9]{{{k}}}0{{0,{6 - k}}}" for k in range(1, decimals + 1)] + ["0{1,6}"]
+    text["pattern"] = r"^(?!0+(?:\.0*)?$)(?:0|[1-9][0-9]{0,8})(?:\.(?:" + "|".join(fractions) + "))?$"
+    step = Decimal(1).scaleb(-decimals)
+    number["maximum"] = float(Decimal(1_000_000_000) - step)
+    number["multipleOf"] = int(step) if decimals == 0 else float(step)
+    amount["description"] += (f" This relay accepts at most {decimals} fraction digits (RELAY_AMOUNT_DECIMALS={decimals})"
+                              ", as text and as a JSON number alike.")
+    return amount
 
 
 ADMIN_PROBLEMS = {"401": _problem("Admin key refused"), "404": _problem("No such token, or the admin API is off"),
@@ -113,7 +143,7 @@ def _admin_paths() -> dict:
 
 
 @cache
-def document() -> dict:
+def document(decimals: int = 2) -> dict:
     components = {}
     for file in SCHEMA_FILES:
         schema = load_schema(file)
@@ -124,6 +154,7 @@ def document() -> dict:
             components[_component(file)] = _inline(schema, file)
             for name, definition in schema.get("$defs", {}).items():
                 components[name] = _inline(definition, file)
+    components["amount"] = _inline(amount_schema(decimals), "common.json")
     user_param = {"name": "user", "in": "query", "required": True, "schema": {"$ref": "#/components/schemas/user"}}
     return {
         "openapi": "3.1.0",
