@@ -65,9 +65,14 @@ DRY_RUN_PARAMETER = {
                    "reserved; the ledger records it as dry_run. false or absent: the real call. Any other value "
                    "(1, yes, TRUE, empty, or the parameter twice) is refused with 422 validation naming dry_run.",
     "schema": {"enum": ["true", "false"]}}
+# keys.header_key's rule: 1-255 printable ASCII, bare or as a quoted string (\" and \\ count as one character),
+# surrounding blanks ignored. A bare value may not be "" (the empty quoted string).
+IDEMPOTENCY_KEY_PATTERN = (r'^[ \t]*(?:[!-~]|[!#-~][ -~]{0,253}[!-~]|"[ -~]{0,253}[!#-~]'
+                           r'|"(?:\\[\\"]|[ -~]){1,255}")[ \t]*$')
 IDEMPOTENCY_HEADER = {"name": "Idempotency-Key", "in": "header", "required": False,
                       "description": "Optional. When absent the relay derives one from the fields (schemas/idempotency.md).",
-                      "schema": {"type": "string", "minLength": 1, "maxLength": 257}}
+                      # keys.header_key's rule: 1-255 printable ASCII, bare or quoted, surrounding blanks ignored.
+                      "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN}}
 
 
 def _json(ref: str, description="OK") -> dict:
