@@ -73,3 +73,11 @@ def test_a_database_it_cannot_use_is_refused_with_the_reason(tmp_path):
     assert result.returncode != 0 and result.stdout == ""
     assert "--database-url" in result.stderr and "Traceback" not in result.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_the_readme_shows_the_line_it_prints(dev_stack):
+    import json
+    import re
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    shown = json.loads(re.search(r"```json\n(\{\"relay_url\".*\})\n```", readme).group(1))
+    assert list(shown) == list(dev_stack.info)

@@ -371,3 +371,22 @@ def test_the_error_table_lists_what_the_code_sends():
     assert [r for r in reasons if r in messages.UNAUTHORIZED] == list(messages.UNAUTHORIZED)
     limits = re.findall(r"`([a-z_]+)`", dict((name, text) for _, name, text in table)["forbidden"].split("says which")[1])
     assert set(limits[:5]) == set(re.findall(r'limit="([a-z_]+)"', source)) | {"daily_cap", "monthly_cap"}
+
+
+# --- Dry run --------------------------------------------------------------------------------------------------------
+
+def test_the_dry_run_curl_answers_what_the_readme_shows_and_moves_nothing(env, relay, sandbox):
+    text = section("Dry run: try a step without moving money")
+    line = commands(code_blocks(text)[0])[0]
+    shown = json.loads(code_blocks(text, "json")[0])
+    token = create("--ops deposit", "dry run")["token"]
+    answer = curl(relay, line, token)
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["idempotency_key"].startswith("pwk1_") and shown["idempotency_key"] == "pwk1_..."
+    assert {**body, "idempotency_key": "pwk1_..."} == shown
+    assert sandbox.state.snapshot()["deposits"] == []
+    for value in ("1", "yes", "TRUE"):  # "Only true and false are values"
+        refused = curl(relay, line.replace("dry_run=true", f"dry_run={value}"), token)
+        assert refused.status_code == 422 and refused.get_json()["errors"][0]["field"] == "dry_run"
+    assert "dry_run" in shell("paywalls-relay ledger export --since today --outcome dry_run")
