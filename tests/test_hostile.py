@@ -84,8 +84,9 @@ def test_openapi_operations_never_5xx_and_match_the_document(case, hostile):
     if "token_id" in (case.path_parameters or {}) and not negative_path and hash(repr(case.body)) % 4:
         case.path_parameters["token_id"] = target_id
     # Not "schema-valid data is accepted": the relay also refuses valid-looking bodies on rules JSON Schema
-    # cannot state (metadata over 4 KiB once serialized, integers past 2**53, the deployment's decimals, dates
-    # outside years 1-9999 in UTC, user patterns RE2 cannot run, a namespace change while keys exist).
+    # cannot state (metadata over 4 KiB once serialized, integers past 2**53, dates outside years 1-9999 in UTC,
+    # user patterns RE2 cannot run, a namespace change while keys exist). The amount's decimals are published:
+    # tests/test_amount_contract.py runs deposit and charge with that check on.
     case.call_and_validate(headers=None if negative_headers else auth(credential),
                            additional_checks=[security_headers_present], excluded_checks=[positive_data_acceptance])
 
