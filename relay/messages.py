@@ -147,6 +147,9 @@ def required_metadata(key: str) -> str:
             "blank text, true/false, lists and objects do not count.")
 
 
+DRY_RUN_VALUE = ("dry_run must be true (check the call without moving money) or false, given once; leave it out "
+                 "for a real call. Nothing was sent to Paywalls.")
+
 CURSOR_UNKNOWN = ("cursor must be the next_cursor value of a previous page of the same query (same user and since); "
                   "leave it out to start from the newest deposit.")
 
@@ -369,3 +372,9 @@ def internal_error() -> Problem:
 
 SANDBOX_BANNER = ("SANDBOX MODE: PAYWALLS_API_KEY is not set, so the relay talks to its embedded simulated "
                   "upstream. No real balance changes. Set PAYWALLS_API_KEY to go live.")
+
+
+def dev_stack_database(error: Exception) -> str:
+    why = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    return (f"dev-stack could not open and migrate the database given with --database-url ({why}). Give a reachable "
+            "sqlite:///path or postgresql://user@host/db URL, or leave the option out for a temporary SQLite file.")
