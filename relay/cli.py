@@ -102,6 +102,78 @@ def sandbox_command(host, port, api_key):
     server.server.serve_forever()
 
 
+@main.command("dev-stack")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line with the URLs and keys (for test suites).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--database-url", default=None, help="Use this database (migrated first); default: a new SQLite file "
+              "in a temporary directory, removed on exit.")
+@click.option("--exit-with-stdin", is_flag=True, help="Also stop when standard input closes (the suite that started "
+              "it died without a signal).")
+def dev_stack(as_json, host, database_url, exit_with_stdin):
+    """Start the sandbox upstream and a relay on free ports, create an admin key, print where they are, and serve
+    until SIGTERM or SIGINT. The one way every test suite (pytest, the Zapier e2e, the n8n e2e) gets a live relay."""
+    import logging
+    import os
+    import secrets
+    import shutil
+    import signal
+    import tempfile
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from . import sandbox
+    from .app import create_app
+    from .config import ConfigError
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    workdir = None
+    if not database_url:
+        workdir = tempfile.mkdtemp(prefix="paywalls-dev-stack-")
+        database_url = f"sqlite:///{os.path.join(workdir, 'relay.db')}"
+    # Sandbox mode, whatever the shell says: the stack never reaches the real Paywalls.
+    os.environ.pop("RELAY_SANDBOX_URL", None)
+    upstream = sandbox.embedded(host)
+    admin_key = "adm_" + secrets.token_urlsafe(32)
+    try:
+        migrate.upgrade(database_url)
+        app = create_app({"DATABASE_URL": database_url, "PAYWALLS_API_KEY": None, "RELAY_ENV": "development",
+                          "RELAY_ADMIN_KEY": admin_key})
+    except (ConfigError, migrate.SchemaNotCurrent) as error:
+        raise click.ClickException(str(error)) from None
+    except Exception as error:  # an unknown scheme, an unreachable server: say so, not a traceback
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise click.ClickException(messages.dev_stack_database(error)) from None
+    server = make_server(host, 0, app, threaded=True)
+    stack = {"relay_url": f"http://{host}:{server.server_port}",
+             "sandbox_url": upstream.url.removesuffix("/v1"),
+             "admin_key": admin_key,
+             "sandbox_control": upstream.control_secret,
+             "database_url": database_url,
+             "pid": os.getpid()}
+    if as_json:
+        click.echo(json.dumps(stack))
+    else:
+        click.echo(f"Relay:    {stack['relay_url']}  (admin key: {admin_key})")
+        click.echo(f"Sandbox:  {stack['sandbox_url']}  (control: {sandbox.CONTROL_HEADER}: {upstream.control_secret})")
+        click.echo(f"Database: {database_url}")
+    sys.stdout.flush()
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    if exit_with_stdin:
+        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True, name="stdin-watch").start()
+    threading.Thread(target=server.serve_forever, daemon=True, name="relay").start()
+    stop.wait()
+    server.shutdown()
+    upstream.stop()
+    app.extensions["relay.engine"].dispose()
+    if workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 # --- db -----------------------------------------------------------------------------------------------------
 
 @main.group("db")

@@ -369,3 +369,9 @@ def internal_error() -> Problem:
 
 SANDBOX_BANNER = ("SANDBOX MODE: PAYWALLS_API_KEY is not set, so the relay talks to its embedded simulated "
                   "upstream. No real balance changes. Set PAYWALLS_API_KEY to go live.")
+
+
+def dev_stack_database(error: Exception) -> str:
+    why = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    return (f"dev-stack could not open and migrate the database given with --database-url ({why}). Give a reachable "
+            "sqlite:///path or postgresql://user@host/db URL, or leave the option out for a temporary SQLite file.")

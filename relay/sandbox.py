@@ -233,10 +233,16 @@ _embedded_lock = threading.Lock()
 
 def ensure_embedded(api_key: str) -> str:
     """The URL of this process's embedded sandbox, started once (or inherited from a gunicorn master)."""
-    global _embedded
     if os.environ.get("RELAY_SANDBOX_URL"):
         return os.environ["RELAY_SANDBOX_URL"]
+    return embedded().url
+
+
+def embedded(host: str = "127.0.0.1") -> Server:
+    """This process's embedded sandbox, started on first use on a free port of `host`, with a control secret
+    drawn for this start (`paywalls-relay dev-stack` hands it to the test suites)."""
+    global _embedded
     with _embedded_lock:
         if _embedded is None:
-            _embedded = Server(api_key=None, control_secret=secrets.token_urlsafe(24)).start()
-        return _embedded.url
+            _embedded = Server(host, 0, api_key=None, control_secret=secrets.token_urlsafe(24)).start()
+        return _embedded

@@ -4,6 +4,7 @@ Every test gets a fresh SQLite database. With RELAY_TEST_DATABASE_URL set, tests
 `postgres` (and the `any_db` parametrisation) run against a fresh PostgreSQL database too.
 """
 
+import json
 import logging
 import os
 import socket
@@ -279,6 +280,67 @@ def gunicorn_relay(settings: dict, workers: int = 1, threads: int = 8, log_path=
             process.kill()
         if log_path:
             log.close()
+
+
+# --- the dev stack: one command starts the sandbox and a relay, for every suite (issue 14) ----------------------
+
+RELAY_BIN = os.path.join(os.path.dirname(sys.executable), "paywalls-relay")
+
+
+class DevStack:
+    """A running `paywalls-relay dev-stack --json`: its printed URLs and keys, and what suites do with them."""
+
+    def __init__(self, process, info: dict):
+        self.process, self.info = process, info
+        self.relay_url, self.sandbox_url = info["relay_url"], info["sandbox_url"]
+
+    def admin(self, method: str, path: str, **kwargs):
+        return requests.request(method, self.relay_url + "/v1/admin/tokens" + path, timeout=10,
+                                headers={"Authorization": f"Bearer {self.info['admin_key']}"}, **kwargs)
+
+    def token(self, **spec) -> str:
+        spec.setdefault("label", "test token")
+        spec.setdefault("operations", list(tokens.OPERATIONS))
+        answer = self.admin("POST", "", json=spec)
+        assert answer.status_code == 201, answer.text
+        return answer.json()["token"]
+
+    def sandbox(self, method: str, path: str, **kwargs):
+        return requests.request(method, f"{self.sandbox_url}/_sandbox/{path}", timeout=10,
+                                headers={"X-Sandbox-Control": self.info["sandbox_control"]}, **kwargs)
+
+    def sandbox_state(self) -> dict:
+        return self.sandbox("GET", "state").json()
+
+
+@contextmanager
+def dev_stack_process(*args, env=None):
+    """`paywalls-relay dev-stack --json --exit-with-stdin`, stopped with SIGTERM afterwards (its stdin closing
+    stops it too, should this process die)."""
+    process = subprocess.Popen([RELAY_BIN, "dev-stack", "--json", "--exit-with-stdin", *args], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env=env or relay_env({}), cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"dev-stack exited before printing its URLs (exit code {process.wait(10)})")
+        stack = DevStack(process, json.loads(line))
+        wait_until_up(stack.relay_url)
+        yield stack
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def dev_stack():
+    """One live relay and sandbox for the session, started the way the Zapier and n8n suites start theirs."""
+    with dev_stack_process() as stack:
+        yield stack
 
 
 # Security (issue 7): every answer and log line of the run is scanned for secrets at the end (tests/leakcheck.py).
