@@ -15,8 +15,8 @@ function operations(resource) {
 	return description.properties.find((p) => p.name === 'operation' && p.displayOptions.show.resource.includes(resource)).options;
 }
 
-function fields(resource, operation) {
-	const values = { resource, operation };
+function fields(resource, operation, extra = {}) {
+	const values = { resource, operation, ...extra };
 	return description.properties.filter(
 		(p) => !['resource', 'operation'].includes(p.name) && displayParameterPath(values, p, '', null, description),
 	);
@@ -80,7 +80,7 @@ test('Custom Dedupe Fields shows only when Deduplicate On is Custom, and has no 
 
 test('Get Balance takes a user; List Deposits pages and filters', () => {
 	assert.deepEqual(fields('balance', 'get').map((p) => p.name), ['user']);
-	assert.deepEqual(fields('deposit', 'getAll').map((p) => p.name), ['returnAll', 'limit', 'filters']);
+	assert.deepEqual(fields('deposit', 'getAll', { returnAll: false }).map((p) => p.name), ['returnAll', 'limit', 'filters']);
 });
 
 test('credential: Docker-friendly default URL explained, token as password, tested by the node', () => {

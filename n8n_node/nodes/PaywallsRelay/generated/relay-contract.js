@@ -37,7 +37,7 @@ const TOOLS = Object.freeze(['zapier', 'n8n']);
 
 // A refusal the client makes itself, before calling the relay. code is a key of
 // client_errors (the same text in every client), or, from the derivation alone, 'amount',
-// 'path' or 'op' (deriveKey's refusals, matched by idempotency-vectors.json's expected_error).
+// 'user', 'path' or 'op' (deriveKey's refusals, matched by idempotency-vectors.json's expected_error).
 class ContractError extends Error {
   constructor(code, message, params) {
     super(message);
@@ -124,56 +124,40 @@ function canonicalJson(value) {
   }
 }
 
-// A string amount the derivation reads: plain unsigned decimal digits, an optional fraction.
-// No sign, exponent, leading dot, trailing dot or surrounding space: the relay refuses every
-// such amount (schemas/common.json), so no key is derived for it and the client lets the relay
-// name the field. Leading zeros are read ("007.50" is 7.5: an old vector keeps that).
+// The amount text the derivation reads (schemas/idempotency.md, "Refusals"): ASCII digits and
+// an optional fraction. No sign, exponent, leading or trailing dot, blank or other digits, and
+// not zero: the relay refuses every such amount (schemas/common.json), so no key is derived for
+// it and the client lets the relay name the field. Leading zeros are read ("007.50" is 7.5).
+// A JSON number must print without an exponent (String(n): 1e-7 and 1e21 do not), which is
+// where Python and JavaScript read numbers alike.
 const PLAIN_DECIMAL = /^([0-9]+)(?:\.([0-9]+))?$/;
-// A JSON number's shortest round-trip text may carry an exponent (1e21, 1e-7): it is the
-// number's value, not the sender's spelling, so it is expanded.
-const NUMBER_TEXT = /^([0-9]+)(?:\.([0-9]+))?(?:e([+-]?[0-9]+))?$/;
 
 function amountError(value) {
-  return new ContractError('amount', `not a plain decimal amount: ${show(JSON.stringify(value))}`, { value });
+  return new ContractError('amount', `amount cannot be part of an idempotency key: ${show(JSON.stringify(value))}`, {
+    value,
+  });
 }
 
 // Canonical decimal text of an amount: "10.00" -> "10", 10 -> "10", "0.50" -> "0.5",
 // "007.50" -> "7.5". Throws ContractError('amount') for anything else.
 function canonicalAmount(value) {
-  let integer;
-  let fraction;
-  if (typeof value === 'number') {
-    if (!Number.isFinite(value) || value < 0 || Object.is(value, -0)) {
-      throw amountError(value);
-    }
-    const match = NUMBER_TEXT.exec(String(value));
-    if (!match) {
-      throw amountError(value);
-    }
-    integer = match[1];
-    fraction = match[2] || '';
-    const exponent = match[3] !== undefined ? parseInt(match[3], 10) : 0;
-    if (exponent > 0) {
-      const shift = Math.min(exponent, fraction.length);
-      integer += fraction.slice(0, shift) + '0'.repeat(exponent - shift);
-      fraction = fraction.slice(shift);
-    } else if (exponent < 0) {
-      const shift = Math.min(-exponent, integer.length);
-      fraction = '0'.repeat(-exponent - shift) + integer.slice(integer.length - shift) + fraction;
-      integer = integer.slice(0, integer.length - shift);
-    }
-  } else if (typeof value === 'string') {
-    const match = PLAIN_DECIMAL.exec(value);
-    if (!match) {
-      throw amountError(value);
-    }
-    integer = match[1];
-    fraction = match[2] || '';
+  let text;
+  if (typeof value === 'string') {
+    text = value;
+  } else if (typeof value === 'number' && Number.isFinite(value) && value > 0) {
+    text = String(value);
   } else {
     throw amountError(value);
   }
-  integer = integer.replace(/^0+/, '') || '0';
-  fraction = fraction.replace(/0+$/, '');
+  const match = PLAIN_DECIMAL.exec(text);
+  if (!match) {
+    throw amountError(value);
+  }
+  const integer = match[1].replace(/^0+/, '') || '0';
+  const fraction = (match[2] || '').replace(/0+$/, '');
+  if (integer === '0' && !fraction) {
+    throw amountError(value); // zero is no amount
+  }
   return fraction ? `${integer}.${fraction}` : integer;
 }
 
@@ -213,16 +197,20 @@ function deriveKey(op, body, fields = DEFAULT_FIELDS) {
   if (!Array.isArray(fields)) {
     throw new ContractError('path', 'the dedupe fields must be a list of paths', { fields });
   }
+  // A body whose amount or user no implementation reads alike has no key, whichever fields
+  // are picked: the client then sends no Idempotency-Key and the relay names the field.
+  const amountValue = valueAt(body, 'amount');
+  const amount = amountValue === null ? null : canonicalAmount(amountValue);
+  const user = valueAt(body, 'user');
+  if (user !== null && typeof user !== 'string') {
+    throw new ContractError('user', `user cannot be part of an idempotency key: ${show(JSON.stringify(user))}`, { user });
+  }
   const picked = {};
   for (const path of fields) {
     if (!isValidPath(path)) {
       throw new ContractError('path', `not an allowed dedupe path: ${JSON.stringify(path)}`, { path });
     }
-    let value = valueAt(body, path);
-    if (path === 'amount' && value !== null) {
-      value = canonicalAmount(value);
-    }
-    picked[path] = value;
+    picked[path] = path === 'amount' ? amount : valueAt(body, path);
   }
   const document = canonicalJson({ v: 1, op, fields: picked });
   return KEY_PREFIX + crypto.createHash('sha256').update(document, 'utf8').digest('hex');
