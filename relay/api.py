@@ -43,10 +43,14 @@ def charge():
 
 def money_call(op: str, schema: str) -> Response:
     token = authenticated(op)
+    dry_run = validation.dry_run(request.args)
     body = validation.money_body(schema, validation.read_body(), request.content_type, settings()["RELAY_AMOUNT_DECIMALS"])
     tokens.authorize_money(token, op, body)
     identity = money.identify(token, op, body, keys.header_key(request.headers.get("Idempotency-Key")))
     g.idempotency_key = identity.shown_key  # refusals from here on (409, 422, 403 caps) carry it too
+    if dry_run:  # the same checks as the real call, read only; nothing claimed, reserved or sent (money.py)
+        return answer(200, json.dumps(money.rehearse(token, op, body, identity, g.request_id)), identity.shown_key,
+                      replayed=False)
     result = money.perform(token, op, body, identity, g.request_id)  # claim, call Paywalls, record (money.py)
     return answer(result.status, result.text, result.key, result.replayed)
 

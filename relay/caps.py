@@ -84,6 +84,22 @@ def reserve(connection, token, micros: int, moment: datetime) -> list[str]:
     return reserved
 
 
+def check(connection, token, micros: int, moment: datetime) -> dict:
+    """reserve()'s decision, read only (a dry run): the same 403 with what remains, or what would remain of each
+    cap once `micros` were reserved (None: no cap)."""
+    left = {}
+    for kind, period in periods(moment).items():
+        cap = {"d": token.daily_cap_micros, "m": token.monthly_cap_micros}[kind]
+        if cap is None:
+            left[kind] = None
+            continue
+        used = _used(connection, token.id, period)
+        if micros > cap or used + micros > cap:
+            raise messages.over_cap(kind, amounts.from_micros(max(0, cap - used)), amounts.from_micros(cap))
+        left[kind] = amounts.from_micros(cap - used - micros)
+    return {"today": left["d"], "this_month": left["m"]}
+
+
 def settle(connection, token_id: str, micros: int, reserved_periods: list[str]):
     _each_period(connection, _SETTLE, token_id, micros, reserved_periods)
 

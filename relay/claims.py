@@ -64,6 +64,9 @@ _ROW_COLUMNS = (KEYS.c.id, KEYS.c.key, KEYS.c.fingerprint, KEYS.c.token_id, KEYS
 _LOCK_ROW = select(*_ROW_COLUMNS).where(KEYS.c.scope == bindparam("scope"), KEYS.c.key == bindparam("key")) \
     .with_for_update()
 _LOCK_BY_ID = select(*_ROW_COLUMNS).where(KEYS.c.id == bindparam("row_id")).with_for_update()
+# A dry run's reads: the same rows, never locked.
+_ROW = select(*_ROW_COLUMNS).where(KEYS.c.scope == bindparam("scope"), KEYS.c.key == bindparam("key"))
+_ROW_BY_ID = select(*_ROW_COLUMNS).where(KEYS.c.id == bindparam("row_id"))
 _CLIENT_KEY = select(CLIENT_KEYS.c.fingerprint, CLIENT_KEYS.c.event_id) \
     .where(CLIENT_KEYS.c.scope == bindparam("scope"), CLIENT_KEYS.c.key == bindparam("key"))
 # KEY SHARE: waits for a token edit in progress (which holds FOR UPDATE), never for a claim's touch().
@@ -126,6 +129,43 @@ def claim(connection, token, op: str, event_key: str, client_key: str | None, fi
     if row.state == "in_flight" and _age(row.locked_at, now) < lease_seconds:
         raise InFlight()
     return _take_over(connection, token, row, micros, now)
+
+
+@dataclass
+class Rehearsal:
+    """What claim() would do with a request, learnt without writing: a dry run's phase 1."""
+    would: str                    # "call": Paywalls would be called (a new event, or one to re-send); "replay"
+    reserve_micros: int = 0       # what the call would reserve against the token's caps (0: nothing new)
+    reserve_at: datetime | None = None  # in which day and month
+
+
+def peek(connection, token, event_key: str, client_key: str | None, fingerprint: str, micros: int, now: datetime,
+         lease_seconds: float) -> Rehearsal:
+    """claim()'s decisions, in its order, read only: the same refusals (422 reused key or event), InFlight while a
+    live claim holds the event, else what the claim would reserve. Nothing is inserted, locked or bound."""
+    scope = keys.scope_of(token)
+    row = None
+    if client_key is not None:
+        bound = connection.execute(_CLIENT_KEY, {"scope": scope, "key": client_key}).first()
+        if bound is not None:
+            if bound.fingerprint != fingerprint:
+                raise messages.key_reused()
+            row = connection.execute(_ROW_BY_ID, {"row_id": bound.event_id}).first()
+    if row is None:
+        row = connection.execute(_ROW, {"scope": scope, "key": event_key}).first()
+    if row is None:
+        return Rehearsal("call", micros, now)
+    if row.fingerprint != fingerprint:
+        raise messages.event_reused(token.dedupe_on)
+    if row.state == "done":
+        return Rehearsal("replay")
+    if row.state == "in_flight" and _age(row.locked_at, now) < lease_seconds:
+        raise InFlight()
+    if not row.reserved_micros:
+        return Rehearsal("call", micros, now)
+    if (row.reserved_token_id or row.token_id) != token.id:  # _take_over moves the reservation to this token
+        return Rehearsal("call", row.reserved_micros, as_utc(row.reserved_at or row.created_at))
+    return Rehearsal("call")  # it keeps the reservation it has
 
 
 def _take_over(connection, token, row, micros: int, now: datetime) -> Claim:

@@ -2,7 +2,8 @@
 
 Outcomes: credited, charged, declined (charge answered success:false), rejected (Paywalls 4xx),
 failed (nothing applied), ambiguous (may have applied; a retry or `ledger resolve` settles it), replayed,
-read (balance look-ups). Which money outcome writes which row is money.py's outcome table.
+read (balance look-ups), dry_run (a deposit or charge checked with ?dry_run=true: nothing was sent or reserved; never
+in the deposits feed). Which money outcome writes which row is money.py's outcome table.
 
 A money row's created_at is when the money counts (the moment its cap reservation was made, caps.py), so
 an export by date agrees with the caps; recorded_at is when the row was written.
@@ -19,7 +20,7 @@ from . import metrics
 from .models import LedgerEntry, Token, utcnow
 from .tokens import iso
 
-OUTCOMES = ("credited", "charged", "declined", "rejected", "failed", "ambiguous", "replayed", "read")
+OUTCOMES = ("credited", "charged", "declined", "rejected", "failed", "ambiguous", "replayed", "read", "dry_run")
 EXPORT_COLUMNS = ["id", "created_at", "operation", "outcome", "user", "amount", "metadata", "idempotency_key",
                   "client_key", "upstream_key", "upstream_status", "latency_ms", "balance_formatted", "token_id",
                   "token_label", "request_id", "recorded_at"]

@@ -147,6 +147,9 @@ def required_metadata(key: str) -> str:
             "blank text, true/false, lists and objects do not count.")
 
 
+DRY_RUN_VALUE = ("dry_run must be true (check the call without moving money) or false, given once; leave it out "
+                 "for a real call. Nothing was sent to Paywalls.")
+
 CURSOR_UNKNOWN = ("cursor must be the next_cursor value of a previous page of the same query (same user and since); "
                   "leave it out to start from the newest deposit.")
 

@@ -128,7 +128,7 @@ class LedgerEntry(Base):
     upstream_key: Mapped[str | None] = mapped_column(String(80))
     upstream_status: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
-    # credited | charged | declined | rejected | failed | ambiguous | replayed | read | resolved
+    # credited | charged | declined | rejected | failed | ambiguous | replayed | read | dry_run
     outcome: Mapped[str] = mapped_column(String(16))
     balance_formatted: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))

@@ -1,5 +1,6 @@
 """A deposit or a charge, as a state machine. Read top to bottom: the states, the one outcome table, then the
-three phases of a call, each with its own transaction: claim the event, call Paywalls, record the outcome.
+three phases of a call, each with its own transaction: claim the event, call Paywalls, record the outcome. A dry run
+(rehearse) does phase 1's reads only and stops there: it claims nothing, reserves nothing and calls nobody.
 
 An event's key row is in one of four states:
 
@@ -143,6 +144,39 @@ def perform(token, op: str, body: dict, identity: Identity, request_id: str | No
     # Phase 3: record the outcome, settle or release the caps, in one transaction (retried if the database fails).
     status, text = record(token, op, body, claimed, outcome, identity.client_key, request_id)
     return Answer(status, text, identity.shown_key, replayed=False)
+
+
+# --- a dry run: phase 1 read only; no claim, no reservation, no call ----------------------------------------------
+
+WOULD = {"deposit": "credit", "charge": "charge"}
+
+
+def rehearse(token, op: str, body: dict, identity: Identity, request_id: str | None) -> dict:
+    """What perform() would do, found with reads only: the same refusals (422, 409 after the same wait, 403 over a
+    cap), or what it would do and what would remain of the caps. The ledger records it as dry_run."""
+    config, time = settings(), clock.current()
+    micros = amounts.to_micros(body["amount"])
+    deadline = time.monotonic() + config["RELAY_INFLIGHT_WAIT"]
+    while True:
+        now = time.now()
+        try:
+            with db.read() as session:
+                plan = claims.peek(session, token, identity.event_key, identity.client_key, identity.fingerprint,
+                                   micros, now, config["RELAY_LOCK_TIMEOUT"])
+                remaining = caps.check(session, token, plan.reserve_micros, plan.reserve_at or now)
+            break
+        except claims.InFlight:
+            # As a real call would: wait for the call in flight to end, then say what this one would do.
+            if time.monotonic() >= deadline:
+                raise messages.in_flight(retry_after=1) from None
+            time.sleep(0.05)
+    with db.write() as connection:
+        tokens.touch(connection, token, now)
+        ledger.record(connection, token, op, "dry_run", created_at=now, recorded_at=now,
+                      **_entry(body, identity.event_key, identity.client_key, None, request_id=request_id))
+    would = "replay" if plan.would == "replay" else WOULD[op]
+    return {"dry_run": True, "would": would, "idempotency_key": identity.shown_key, "remaining": remaining,
+            "request": body}
 
 
 def claim_or_wait(token, op: str, body: dict, event_key: str, client_key: str | None, fingerprint: str,

@@ -238,6 +238,17 @@ def money_body(schema_name: str, raw: bytes, content_type: str, decimals: int) -
     return body
 
 
+def dry_run(args) -> bool:
+    """?dry_run=true on a deposit or charge. Only true and false: a value that means something in one tool
+    ("1", "yes", "on") and nothing in another must neither move money nor quietly not."""
+    values = args.getlist("dry_run")
+    if not values:
+        return False
+    if len(values) == 1 and values[0] in ("true", "false"):
+        return values[0] == "true"
+    raise messages.invalid_query("dry_run", messages.DRY_RUN_VALUE)
+
+
 def query(schema_name: str, args) -> dict:
     values = {key: args.get(key) for key in args}
     errors = schema_errors(schema_name, values)
