@@ -43,7 +43,7 @@ test('Deposit Credits: POST with the contract body and key, redirects off, snake
 			pairedItem: { item: 0 },
 		},
 	]);
-	const keys = schema('client-contract.json').operations.deposit.outputs.map((o) => o.key).sort();
+	const keys = schema('client-contract.json').operations.deposit.outputs.filter((o) => !o.dry_run_only).map((o) => o.key).sort();
 	assert.deepEqual(Object.keys(items[0].json).sort(), keys, 'exactly the contract outputs');
 });
 

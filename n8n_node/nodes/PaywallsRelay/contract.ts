@@ -58,6 +58,12 @@ interface RelayContract {
 		data: unknown,
 		meta: { idempotency_key?: string; replayed?: boolean; sandbox?: boolean },
 	): Record<string, unknown>;
+	buildReadOutput(
+		op: Operation,
+		request: { query: Record<string, string> },
+		data: unknown,
+		meta: { sandbox?: boolean },
+	): Record<string, unknown> | Record<string, unknown>[];
 	problemName(body: unknown): string | null;
 	problemRetry(problem: unknown): string;
 	renderProblem(problem: unknown, context: ProblemContext): string;
@@ -71,6 +77,7 @@ export const {
 	deriveKey,
 	buildRequest,
 	buildOutput,
+	buildReadOutput,
 	problemName,
 	problemRetry,
 	renderProblem,

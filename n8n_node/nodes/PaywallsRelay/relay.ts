@@ -15,6 +15,7 @@ import { OPERATION_OF, PARAMETER_OF } from './generated/properties';
 import {
 	CONTRACT,
 	buildOutput,
+	buildReadOutput,
 	buildRequest,
 	isContractError,
 	type BuiltRequest,
@@ -185,17 +186,13 @@ export async function balanceCall(
 	baseUrl: string,
 	request: BuiltRequest,
 ): Promise<IDataObject> {
-	const user = request.query.user ?? '';
-	const answer = await call(ctx, itemIndex, baseUrl, request, user);
-	return {
-		user,
-		balance: answer.data.balance ?? null,
-		balance_formatted: answer.data.balanceFormatted ?? null,
+	const answer = await call(ctx, itemIndex, baseUrl, request, request.query.user ?? '');
+	return buildReadOutput('balance', request, answer.data, {
 		sandbox: headerValue(answer.headers, 'x-relay-sandbox') === 'true',
-	};
+	}) as IDataObject;
 }
 
-/** List Deposits: follows next_cursor until the limit or the last page (entries are already snake_case). */
+/** List Deposits: follows next_cursor until the limit or the last page; entries as the contract's outputs. */
 export async function listDeposits(ctx: IExecuteFunctions, itemIndex: number, baseUrl: string): Promise<IDataObject[]> {
 	const returnAll = ctx.getNodeParameter('returnAll', itemIndex, false) as boolean;
 	const limit = returnAll
@@ -228,7 +225,7 @@ export async function listDeposits(ctx: IExecuteFunctions, itemIndex: number, ba
 			body: null,
 			headers: {},
 		});
-		const data = Array.isArray(page.data.data) ? (page.data.data as IDataObject[]) : [];
+		const data = buildReadOutput('deposits', { query: {} }, page.data, {}) as IDataObject[];
 		for (const entry of data) {
 			if (results.length >= limit) break;
 			results.push(entry);

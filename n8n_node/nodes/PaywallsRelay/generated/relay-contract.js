@@ -480,6 +480,43 @@ function buildOutput(op, request, data, meta) {
   return output;
 }
 
+// The output of a read: balance -> one object; deposits -> one item per ledger entry, with
+// reason and reference lifted out of metadata.
+function buildReadOutput(op, request, data, meta) {
+  const spec = operation(op);
+  const answer = data && typeof data === 'object' ? data : {};
+  const info = meta || {};
+  if (op === 'deposits') {
+    const entries = Array.isArray(answer.data) ? answer.data : [];
+    return entries.map((entry) => {
+      const item = entry && typeof entry === 'object' ? entry : {};
+      const metadata = item.metadata && typeof item.metadata === 'object' && !Array.isArray(item.metadata) ? item.metadata : {};
+      const output = {};
+      for (const field of spec.outputs) {
+        if (field.key === 'metadata') {
+          output.metadata = metadata;
+        } else if (field.key === 'reason' || field.key === 'reference') {
+          output[field.key] = orNull(metadata[field.key]);
+        } else {
+          output[field.key] = orNull(item[field.key]);
+        }
+      }
+      return output;
+    });
+  }
+  const output = {};
+  for (const field of spec.outputs) {
+    if (field.from) {
+      output[field.key] = orNull(answer[field.from]);
+    } else if (field.key === 'user') {
+      output.user = (request.query && request.query.user) || '';
+    } else if (field.key === 'sandbox') {
+      output.sandbox = info.sandbox === true;
+    }
+  }
+  return output;
+}
+
 // ---- problems -> messages (problems.json) ---------------------------------------------------
 
 // The problem's short name ("validation") from a problem+json body, or null.
@@ -548,8 +585,6 @@ function validationLines(errors, vars) {
     .join(' | ');
 }
 
-const capitalise = (text) => (text ? text[0].toUpperCase() + text.slice(1) : text);
-
 // The message a user sees for a relay problem or a client-only case.
 //   problem: a problem+json body ({type, title, status, detail, errors, limit, remaining, reason,
 //            dedupe_on, request_id, ...}), or {name} / a name string for a client-only case
@@ -606,6 +641,7 @@ function renderProblem(problem, context) {
     got: ctx.got,
     cause: ctx.cause,
     value: ctx.value,
+    key: ctx.key,
   };
   let template = entry.message;
   if (name === 'validation') {
@@ -622,7 +658,7 @@ function renderProblem(problem, context) {
   if (template && typeof template === 'object') {
     template = template[ctx.tool];
   }
-  return capitalise(fillTemplate(template, vars).replace(/ {2,}/g, ' ').trim());
+  return fillTemplate(template, vars).replace(/ {2,}/g, ' ').trim();
 }
 
 // How a tool should treat a problem: 'auto' (it retries by itself), 'safe', 'fix', 'operator',
@@ -658,6 +694,7 @@ module.exports = {
   },
   buildRequest,
   buildOutput,
+  buildReadOutput,
   clientErrorText,
   problemName,
   problemRetry,
