@@ -232,12 +232,35 @@ function outputs() {
 	return files;
 }
 
+/**
+ * The example workflow for each install method. n8n names a node's type after where it was
+ * loaded from: "n8n-nodes-paywalls-relay.paywallsRelay" when installed as a package (Community
+ * Nodes screen, npm in ~/.n8n/nodes), "CUSTOM.paywallsRelay" when loaded through
+ * N8N_CUSTOM_EXTENSIONS or ~/.n8n/custom. One file cannot serve both, so the custom one is made
+ * from the package one.
+ */
+const EXAMPLES = path.join(ROOT, 'examples');
+const PACKAGE_TYPE = 'n8n-nodes-paywalls-relay.paywallsRelay';
+const CUSTOM_TYPE = 'CUSTOM.paywallsRelay';
+
+function exampleOutputs() {
+	const source = fs.readFileSync(path.join(EXAMPLES, 'first-workflow.json'), 'utf8');
+	const workflow = JSON.parse(source);
+	for (const node of workflow.nodes) {
+		if (node.type === PACKAGE_TYPE) node.type = CUSTOM_TYPE;
+	}
+	workflow.name = `${workflow.name} (N8N_CUSTOM_EXTENSIONS)`;
+	return { 'first-workflow.custom-extensions.json': `${JSON.stringify(workflow, null, 2)}\n` };
+}
+
 function main() {
 	const check = process.argv.includes('--check');
-	const files = outputs();
+	const targets = [
+		...Object.entries(outputs()).map(([name, text]) => [path.join(OUT, name), name, text]),
+		...Object.entries(exampleOutputs()).map(([name, text]) => [path.join(EXAMPLES, name), name, text]),
+	];
 	const differ = [];
-	for (const [name, text] of Object.entries(files)) {
-		const file = path.join(OUT, name);
+	for (const [file, name, text] of targets) {
 		const current = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : null;
 		if (current === text) continue;
 		differ.push(name);
@@ -253,5 +276,5 @@ function main() {
 	console.log(differ.length ? `${check ? 'differ' : 'wrote'}: ${differ.join(', ')}` : 'generated files are up to date');
 }
 
-module.exports = { outputs, buildProperties, parameterName, OUT };
+module.exports = { outputs, exampleOutputs, buildProperties, parameterName, OUT, EXAMPLES, PACKAGE_TYPE, CUSTOM_TYPE };
 if (require.main === module) main();

@@ -97,6 +97,7 @@ export class PaywallsRelay implements INodeType {
 		for (let itemIndex = 0; itemIndex < items.length; itemIndex++) {
 			const pairedItem = { item: itemIndex };
 			let inputs: Record<string, unknown> = {};
+			let key: string | null = null;
 			try {
 				const resource = this.getNodeParameter('resource', itemIndex) as string;
 				const operation = this.getNodeParameter('operation', itemIndex) as string;
@@ -108,6 +109,7 @@ export class PaywallsRelay implements INodeType {
 				}
 				inputs = readInputs(this, itemIndex, op);
 				const request = requestFor(node, itemIndex, op, inputs);
+				key = request.key;
 				const json =
 					op === 'balance'
 						? await balanceCall(this, itemIndex, baseUrl, request)
@@ -120,7 +122,7 @@ export class PaywallsRelay implements INodeType {
 						? error
 						: new NodeOperationError(node, error as Error, { itemIndex });
 				if (!this.continueOnFail()) throw nodeError;
-				out.push({ json: errorItem(nodeError, inputs), error: nodeError, pairedItem });
+				out.push({ json: errorItem(nodeError, inputs, key), error: nodeError, pairedItem });
 			}
 		}
 		return [out];

@@ -243,12 +243,14 @@ export async function listDeposits(ctx: IExecuteFunctions, itemIndex: number, ba
  * The item Continue On Fail hands on: the error, what it was about (user and amount as the
  * input gave them) and the details to branch on.
  */
-export function errorItem(error: Error, inputs: Record<string, unknown>): IDataObject {
+export function errorItem(error: Error, inputs: Record<string, unknown>, key?: string | null): IDataObject {
 	const info = errorInfo(error);
 	const details: IDataObject = info
 		? { status: info.status, problem: info.problem, ...(info.body as IDataObject) }
 		: {};
 	if (info?.retryAfter) details.retry_after = info.retryAfter;
+	// The key the call carried: to find it in the relay's ledger, or to retry by hand.
+	if (key) details.idempotency_key = key;
 	const item: IDataObject = { error: info?.message ?? error.message };
 	if ('user' in inputs) item.user = (inputs.user ?? null) as IDataObject[string];
 	if ('amount' in inputs) item.amount = (inputs.amount ?? null) as IDataObject[string];
