@@ -129,8 +129,19 @@ test('Continue On Fail: the error item keeps user and amount, and the problem to
 	assert.equal(item.json.details.problem, 'forbidden');
 	assert.equal(item.json.details.limit, 'max_amount');
 	assert.equal(item.json.details.status, 403);
-	assert.ok(item.error instanceof NodeApiError, 'n8n routes it to the error output by item.error');
+	// Not item.error: n8n replaces the json of such an item with {error}, dropping user and amount.
+	assert.equal(item.error, undefined);
 	assert.deepEqual(item.pairedItem, { item: 0 });
+	assert.equal(item.json.details.user, 'acme:bob');
+	// "Continue (using error output)" routes only items with error/message/details keys there.
+	const routed = await run(moneyParams('deposit', { ...INPUTS, user: 'acme:bob', amount: '99' }), {
+		continueOnFail: true,
+		onError: 'continueErrorOutput',
+		respond: () => answer(403, { type: 'urn:paywalls-relay:problem:forbidden', status: 403, limit: 'max_amount', remaining: '5' }),
+	});
+	assert.deepEqual(Object.keys(routed.items[0].json).sort(), ['details', 'error']);
+	assert.equal(routed.items[0].json.details.user, 'acme:bob');
+	assert.equal(routed.items[0].json.details.amount, '99');
 	// The same for a refusal made before any call, and for a relay that cannot be reached.
 	const refused = await run(moneyParams('deposit', { ...INPUTS, reference: '' }), { continueOnFail: true });
 	assert.equal(refused.items[0].json.user, 'acme:user_123');

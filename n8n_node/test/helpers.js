@@ -24,7 +24,7 @@ function schema(name) {
  * credential, and an httpRequestWithAuthentication that records each request and answers
  * with respond(request) (an object {statusCode, headers, body}, or a thrown error).
  */
-function executeContext(params, { continueOnFail = false, items, respond, credentials, typeVersion = 2 } = {}) {
+function executeContext(params, { continueOnFail = false, items, respond, credentials, typeVersion = 2, onError } = {}) {
 	const perItem = Array.isArray(params) ? params : null;
 	const count = items ?? (perItem ? perItem.length : 1);
 	const node = {
@@ -34,6 +34,7 @@ function executeContext(params, { continueOnFail = false, items, respond, creden
 		typeVersion,
 		position: [0, 0],
 		parameters: perItem ? perItem[0] : params,
+		...(onError ? { onError } : {}),
 	};
 	const requests = [];
 	const ctx = {

@@ -122,7 +122,9 @@ export class PaywallsRelay implements INodeType {
 						? error
 						: new NodeOperationError(node, error as Error, { itemIndex });
 				if (!this.continueOnFail()) throw nodeError;
-				out.push({ json: errorItem(nodeError, inputs, key), error: nodeError, pairedItem });
+				// Not item.error: n8n would replace the item's json with {error} and drop user and amount.
+				const toErrorOutput = node.onError === 'continueErrorOutput';
+				out.push({ json: errorItem(nodeError, inputs, key, toErrorOutput), pairedItem });
 			}
 		}
 		return [out];

@@ -241,19 +241,28 @@ export async function listDeposits(ctx: IExecuteFunctions, itemIndex: number, ba
 
 /**
  * The item Continue On Fail hands on: the error, what it was about (user and amount as the
- * input gave them) and the details to branch on.
+ * input gave them) and the details to branch on. With "Continue (using error output)" n8n
+ * routes only items whose keys are error/message/details to the error output (and adds the
+ * input item's fields there), so user and amount then live in details only; with "Continue"
+ * they are at the top, beside error, as in a success item.
  */
-export function errorItem(error: Error, inputs: Record<string, unknown>, key?: string | null): IDataObject {
+export function errorItem(
+	error: Error,
+	inputs: Record<string, unknown>,
+	key: string | null,
+	toErrorOutput: boolean,
+): IDataObject {
 	const info = errorInfo(error);
+	const about: IDataObject = {};
+	if ('user' in inputs) about.user = (inputs.user ?? null) as IDataObject[string];
+	if ('amount' in inputs) about.amount = (inputs.amount ?? null) as IDataObject[string];
 	const details: IDataObject = info
 		? { status: info.status, problem: info.problem, ...(info.body as IDataObject) }
 		: {};
 	if (info?.retryAfter) details.retry_after = info.retryAfter;
 	// The key the call carried: to find it in the relay's ledger, or to retry by hand.
 	if (key) details.idempotency_key = key;
-	const item: IDataObject = { error: info?.message ?? error.message };
-	if ('user' in inputs) item.user = (inputs.user ?? null) as IDataObject[string];
-	if ('amount' in inputs) item.amount = (inputs.amount ?? null) as IDataObject[string];
-	item.details = details;
-	return item;
+	Object.assign(details, about);
+	const message = info?.message ?? error.message;
+	return toErrorOutput ? { error: message, details } : { error: message, ...about, details };
 }
