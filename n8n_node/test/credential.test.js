@@ -81,9 +81,7 @@ test('Paywalls itself, a secret key, a missing or malformed URL: refused before 
 	const paywalls = await credentialTest({ baseUrl: 'https://api.paywalls.ai/v1', token: 'pwr_x' }, never);
 	// renderProblem capitalises the first letter, even of a URL ("Https://..."): reported to the core owner.
 	assert.match(paywalls.message, /^https:\/\/api\.paywalls\.ai is Paywalls itself, not your Paywalls Relay/i);
-	const runtime = await runtimeMessage({ baseUrl: 'https://api.paywalls.ai/v1', token: 'pwr_x' }, () =>
-		answer(401, { error: 'Invalid API key' }),
-	);
+	const runtime = await runtimeMessage({ baseUrl: 'https://api.paywalls.ai/v1', token: 'pwr_x' }, never);
 	assert.equal(paywalls.message, runtime);
 	assert.match((await credentialTest({ baseUrl: 'http://relay.test', token: 'sk-live-123' }, never)).message, /Paywalls secret key/);
 	assert.match((await credentialTest({ baseUrl: '', token: 'pwr_x' }, never)).message, /no Base URL/);

@@ -194,9 +194,10 @@ test('answers that are not the relay: a 2xx without its JSON, a proxy page, no r
 	assert.match(none.message, /No Paywalls Relay answered at http:\/\/relay\.test \(HTTP 404\)/);
 	const paywalls = await runError(moneyParams('deposit', INPUTS), {
 		credentials: { baseUrl: 'https://api.paywalls.ai/v1', token: 'pwr_x' },
-		respond: () => answer(401, { error: 'Invalid API key' }),
+		respond: () => assert.fail('the relay token is never sent to Paywalls'),
 	});
 	assert.match(paywalls.message, /is Paywalls itself, not your Paywalls Relay/);
+	assert.equal(paywalls.requests.length, 0);
 });
 
 test('every problem type of the catalogue gets its own rendered message at run time', async () => {

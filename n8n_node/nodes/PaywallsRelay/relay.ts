@@ -25,6 +25,7 @@ import {
 	describeAnswer,
 	describeNoAnswer,
 	headerValue,
+	isPaywallsItself,
 	parseBody,
 	toNodeApiError,
 	type CallContext,
@@ -131,6 +132,11 @@ export async function call(
 ): Promise<Answer> {
 	const url = `${baseUrl}${request.path}`;
 	const context: CallContext = { op: request.op, url, baseUrl, user };
+	if (isPaywallsItself(url)) {
+		// Never send the relay token (or a body) to Paywalls' own API: it only answers 401.
+		const info = describeNoAnswer(new Error('paywalls itself'), context);
+		throw withInfo(toNodeApiError(ctx.getNode(), info, itemIndex), info);
+	}
 	const options: IHttpRequestOptions = {
 		method: request.method,
 		url,
