@@ -93,8 +93,7 @@ def register_errors(app: Flask):
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        problem = messages.Problem(error.code or 500, "http", error.name, error.description or error.name)
-        return problem.response(request_id=g.get("request_id"))
+        return messages.http_error(error.code or 500, error.name).response(request_id=g.get("request_id"))
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)

@@ -1,24 +1,16 @@
 """The client contract (schemas/client-contract.json) in Python: what a client sends for a step's inputs.
 
-The Zapier app and the n8n node do the same with schemas/clients/relay-contract.js; schemas/parity-cases.json,
-generated from this module, is the table all three must agree on. The relay's own bulk import and console use
-this module, so a refusal here has exactly the client's text (client_errors).
-
-build_request(op, inputs) reads the inputs a person mapped in a step, top to bottom:
-  1. trim the text inputs that say "trim"; an absent input (None) stays absent;
-  2. Reference policy: no Reference, no call (reference-required);
-  3. metadata: Extra Metadata rows (keys and string values trimmed, empty values dropped, a blank key with a value
-     refused), then reason and reference from their own fields; a row named like a set field is refused
-     (metadata-clash); no metadata object when nothing is left;
-  4. the dedupe fields from Deduplicate On (and Custom Dedupe Fields when it is custom);
-  5. the key, derived from the body and those fields (schemas/idempotency.md); None when the derivation refuses
-     the body (an invalid amount): the client then sends no Idempotency-Key and the relay's 422 names the field;
-  6. the query: {"dry_run": "true"} when Dry Run is on.
+The Zapier app and the n8n node do the same with schemas/clients/relay-contract.js (buildRequest); this module has
+its semantics, value for value, and schemas/parity-cases.json, generated from this module, is the table all three
+must agree on. The relay's own bulk import and console use it, so a refusal here has exactly the client's text
+(client_errors). How inputs are read, and in which order the refusals are checked, is input_rules' $comment.
 """
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cache
 
 from . import keys
@@ -30,6 +22,7 @@ class ContractError(ValueError):
 
     def __init__(self, code: str, **values):
         self.code = code
+        self.values = values
         self.message = render(code, **values)
         super().__init__(self.message)
 
@@ -56,100 +49,212 @@ def contract() -> dict:
 
 def render(code: str, **values) -> str:
     text = contract()["client_errors"][code]
-    return re.sub(r"\{(\w+)\}", lambda match: str(values.get(match.group(1), match.group(0))), text)
+    return re.sub(r"\{([A-Za-z0-9_]+)\}", lambda match: js_text(values.get(match.group(1))), text)
 
 
-def _text(value):
-    return value.strip() if isinstance(value, str) else value
+# --- JavaScript's readings of values, so both languages see the same text --------------------------------------
+
+# What String.prototype.trim removes: ECMAScript WhiteSpace and LineTerminator (not Python's str.strip set).
+JS_SPACE = "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+           "\u2028\u2029\u202f\u205f\u3000\ufeff"
 
 
-def _set(value) -> bool:
-    """A named field (reason, reference) counts as given when it has something after trimming."""
-    return value is not None and value != ""
+def js_trim(text: str) -> str:
+    return text.strip(JS_SPACE)
 
 
-# Dry Run arrives as a boolean, or as the text a no-code tool makes of one.
-DRY_RUN_ON = {"true", "yes", "1"}
-DRY_RUN_OFF = {"false", "no", "0", ""}
+def js_number(value) -> str:
+    """String(n) in JavaScript (ECMAScript Number::toString): "10" for 10.0, "1e-7", "1e+21"."""
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "Infinity" if number > 0 else "-Infinity"
+    if number == 0:
+        return "0"
+    if number < 0:
+        return "-" + js_number(-number)
+    _, digit_tuple, exponent = Decimal(repr(number)).as_tuple()
+    digits = "".join(map(str, digit_tuple)).rstrip("0")
+    exponent += len("".join(map(str, digit_tuple))) - len(digits)
+    k, n = len(digits), exponent + len(digits)
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return "0." + "0" * -n + digits
+    e = n - 1
+    mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+    return f"{mantissa}e{'+' if e >= 0 else '-'}{abs(e)}"
 
 
-def dry_run_value(value) -> bool:
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in DRY_RUN_ON:
+def js_text(value) -> str:
+    """relay-contract.js show(): how a value is written into a message."""
+    if value is None or value == "" or value == []:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return js_number(value)
+    if isinstance(value, list):
+        return ", ".join(js_text(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+def describe(value) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a string" if isinstance(value, str) else "an object"
+
+
+def _same(a, b) -> bool:
+    """JavaScript's SameValueZero for JSON values: true is not 1, and 1 is 1.0."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
+def _among(value, choices) -> bool:
+    return any(_same(value, choice) for choice in choices)
+
+
+# --- inputs ---------------------------------------------------------------------------------------------------
+
+def text_input(name: str, value) -> str:
+    """A text input: trimmed text ("" when absent); a number or boolean becomes its text; anything else is
+    refused (field-not-text)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return js_trim(value)
+    if isinstance(value, bool) or (isinstance(value, (int, float)) and math.isfinite(value)):
+        return js_text(value)
+    label = contract()["inputs"].get(name, {}).get("label", name)
+    raise ContractError("field-not-text", label=label, got=describe(value))
+
+
+def amount_input(value):
+    """Never refused here: the relay names a bad amount (422). Text is trimmed, anything else goes as it is."""
+    if value is None:
+        return ""
+    return js_trim(value) if isinstance(value, str) else value
+
+
+def _metadata_rows(extra) -> list:
+    if extra is None or extra == "":
+        return []
+    if isinstance(extra, list):  # n8n's fixedCollection: rows of {key, value}, which may repeat a key
+        rows = []
+        for row in extra:
+            if not isinstance(row, dict):
+                raise ContractError("extra-metadata-invalid", got=f"a list holding {describe(row)}")
+            rows.append((row.get("key"), row.get("value")))
+        return rows
+    if not isinstance(extra, dict):
+        raise ContractError("extra-metadata-invalid", got=describe(extra))
+    return list(extra.items())
+
+
+def _lower_ascii(text: str) -> str:
+    return "".join(char.lower() if "A" <= char <= "Z" else char for char in text)
+
+
+def metadata(inputs: dict, texts: dict) -> dict | None:
+    rules = contract()["metadata_merge"]
+    named = rules["named_fields"]  # metadata key -> input field
+    merged, seen = {}, set()
+    for raw_key, raw_value in _metadata_rows(inputs.get("extra_metadata")):
+        key = js_trim(raw_key) if isinstance(raw_key, str) else "" if raw_key is None else js_trim(js_text(raw_key))
+        value = js_trim(raw_value) if isinstance(raw_value, str) and rules["trim_string_values"] else raw_value
+        if _among(value, rules["drop_values"]):
+            continue
+        if not key:
+            raise ContractError("metadata-blank-key")
+        if key in seen:
+            raise ContractError("metadata-duplicate-key", key=key)
+        seen.add(key)
+        named_key = _lower_ascii(key)
+        if named_key in named and texts[named[named_key]] != "":
+            raise ContractError("metadata-clash", key=key, label=contract()["inputs"][named[named_key]]["label"])
+        merged[key] = value
+    for key, source in named.items():
+        if texts[source] != "":
+            merged[key] = texts[source]
+    return merged if merged or not rules["omit_when_empty"] else None
+
+
+def parse_custom_fields(value) -> list[str]:
+    rules = contract()["custom_dedupe_fields"]
+    pattern = re.compile(rules["path_pattern"])
+    paths = []
+    for raw in text_input("custom_dedupe_fields", value).split(rules["separator"]):
+        path = js_trim(raw) if rules["trim_each"] else raw
+        if not path and rules["drop_empty"]:
+            continue
+        if not pattern.fullmatch(path):
+            raise ContractError("custom-dedupe-field-invalid", path=path)
+        if path not in paths:
+            paths.append(path)
+    if not paths and rules["at_least_one"]:
+        raise ContractError("custom-dedupe-fields-empty")
+    return paths
+
+
+def dedupe_fields(dedupe_on, custom_fields) -> list[str]:
+    presets = {preset["value"]: preset for preset in contract()["dedupe_presets"]}
+    chosen = text_input("dedupe_on", dedupe_on) or contract()["inputs"]["dedupe_on"]["default"]
+    if chosen not in presets:
+        raise ContractError("dedupe-preset-unknown", value=chosen, choices=", ".join(presets))
+    if presets[chosen]["fields"] is None:
+        return parse_custom_fields(custom_fields)
+    return list(presets[chosen]["fields"])
+
+
+def dry_run_input(value) -> bool:
+    rules = contract()["input_rules"]
+    normalised = js_trim(value).lower() if isinstance(value, str) else value
+    if _among(normalised, rules["dry_run_true"]):
         return True
-    if text in DRY_RUN_OFF:
+    if _among(normalised, rules["dry_run_false"]):
         return False
     raise ContractError("dry-run-invalid", value=value)
 
 
-def metadata(inputs: dict) -> dict | None:
-    rules = contract()["metadata_merge"]
-    named = {name: _text(inputs.get(source)) for name, source in rules["named_fields"].items()}
-    merged = {}
-    for raw_key, raw_value in (inputs.get("extra_metadata") or {}).items():
-        key, value = _text(raw_key), _text(raw_value)
-        if value in rules["drop_values"]:
-            continue
-        if key == "":
-            raise ContractError("metadata-blank-key")
-        if key in named and _set(named[key]):
-            label = contract()["inputs"][rules["named_fields"][key]]["label"]
-            raise ContractError("metadata-clash", key=key, label=label)
-        if key in merged:
-            raise ContractError("metadata-duplicate-key", key=key)
-        merged[key] = value
-    for name, value in named.items():
-        if _set(value):
-            merged[name] = value
-    return merged or None
-
-
-def parse_custom_fields(text) -> list[str]:
-    rules = contract()["custom_dedupe_fields"]
-    parts = [part.strip() for part in str(text or "").split(rules["separator"])]
-    paths = [part for part in parts if part]
-    if not paths:
-        raise ContractError("custom-dedupe-fields-empty")
-    pattern = re.compile(rules["path_pattern"])
-    for path in paths:
-        if not pattern.fullmatch(path):
-            raise ContractError("custom-dedupe-field-invalid", path=path)
-    return paths
-
-
-def dedupe_fields(inputs: dict) -> list[str]:
-    presets = {preset["value"]: preset for preset in contract()["dedupe_presets"]}
-    chosen = _text(inputs.get("dedupe_on"))
-    if chosen in (None, ""):
-        chosen = contract()["inputs"]["dedupe_on"]["default"]
-    if chosen not in presets:
-        raise ContractError("dedupe-preset-unknown", value=chosen, choices=", ".join(presets))
-    if presets[chosen]["fields"] is None:
-        return parse_custom_fields(inputs.get("custom_dedupe_fields"))
-    return list(presets[chosen]["fields"])
-
-
 def build_request(op: str, inputs: dict) -> Request:
-    operation = contract()["operations"][op]
-    if not operation["money"]:
+    """The request a step sends for its inputs, or the first ContractError in input_rules' order."""
+    spec = contract()["operations"][op]
+    if not spec["money"]:
         raise ValueError(f"{op} is not a deposit or a charge")
-    inputs = {name: _text(value) if contract()["inputs"].get(name, {}).get("trim") else value
-              for name, value in inputs.items()}
-    if op in contract()["reference_policy"]["required_for"] and not _set(inputs.get("reference")):
+    texts = {name: text_input(name, inputs.get(name)) for name in contract()["input_rules"]["text"]
+             if name in spec["inputs"]}
+    merged = metadata(inputs, texts)
+    if op in contract()["reference_policy"]["required_for"] and texts["reference"] == "":
         raise ContractError("reference-required")
-    body = {name: inputs[name] for name in ("user", "amount") if inputs.get(name) is not None}
-    merged = metadata(inputs)
+    fields = dedupe_fields(inputs.get("dedupe_on"), inputs.get("custom_dedupe_fields"))
+    query = {contract()["inputs"]["dry_run"]["query"]: "true"} if dry_run_input(inputs.get("dry_run")) else {}
+    body = {"user": texts["user"], "amount": amount_input(inputs.get("amount"))}
     if merged is not None:
         body["metadata"] = merged
-    fields = dedupe_fields(inputs)
-    query = {"dry_run": "true"} if dry_run_value(inputs.get("dry_run")) else {}
     try:
         key = keys.derive_key(op, body, fields)
-    except keys.Underivable:
-        key = None
-    return Request(op, operation["method"], operation["path"], body, fields, key, query)
+    except keys.Underivable as refusal:
+        if refusal.field != "amount":
+            raise
+        key = None  # sent without an Idempotency-Key: the relay's 422 names amount
+    return Request(op, spec["method"], spec["path"], body, fields, key, query)
 
 
 def step_output(request: Request, headers, body: dict) -> dict:

@@ -363,6 +363,16 @@ def method_not_allowed() -> Problem:
     return Problem(405, "method-not-allowed", "Method not allowed", "This path does not take that method.")
 
 
+def http_error(status: int, name: str) -> Problem:
+    """Any other error the web layer raises (a body cut off mid-way is a 400): one of the documented types, so every
+    client has a message for it (schemas/problem.json's enum)."""
+    if status >= 500:
+        return Problem(status, "internal", "Internal error", f"The relay could not handle the request ({name}). "
+                       + SAFE_TO_RETRY)
+    return Problem(status, "malformed-body", "The request could not be read",
+                   f"The relay could not read the request as sent ({name}). Send the JSON body again, whole.")
+
+
 def internal_error() -> Problem:
     return Problem(500, "internal", "Internal error",
                    "The relay hit an unexpected error; it is logged with this request id. " + SAFE_TO_RETRY)

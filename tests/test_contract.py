@@ -27,6 +27,16 @@ def test_text_inputs_are_trimmed_and_numbers_kept():
     request = build_request("deposit", {"user": " acme:u1\t", "amount": " 10.50 ", "reference": " in_1 ", "reason": " "})
     assert request.body == {"user": "acme:u1", "amount": "10.50", "metadata": {"reference": "in_1"}}
     assert build_request("deposit", {**BASE, "amount": 7.5}).body["amount"] == 7.5
+    # A number in a text input is its JavaScript text; an absent user or amount is sent empty (the relay names it).
+    assert build_request("deposit", {**BASE, "user": 12345.0, "reference": 42}).body == \
+        {"user": "12345", "amount": "10", "metadata": {"reference": "42"}}
+    assert build_request("deposit", {"reference": "r"}).body == {"user": "", "amount": "", "metadata": {"reference": "r"}}
+
+
+def test_a_list_or_object_in_a_text_input_is_refused():
+    error = refusal("deposit", {**BASE, "user": ["a", "b"]})
+    assert (error.code, error.message) == ("field-not-text", "User must be text, not a list. Map a single value into it.")
+    assert refusal("deposit", {**BASE, "reference": {"id": 1}}).message.startswith("Reference must be text, not an object")
 
 
 @pytest.mark.parametrize("reference", [None, "", "   "])
@@ -101,14 +111,33 @@ def test_dry_run(value, on):
 
 
 def test_a_dry_run_value_that_is_neither_is_refused():
-    assert refusal("deposit", {**BASE, "dry_run": "maybe"}).message == 'Dry Run is "maybe"; it must be true or false.'
+    assert refusal("deposit", {**BASE, "dry_run": "maybe"}).message == \
+        'Dry Run "maybe" is not true or false (leave it off to run for real).'
+    assert refusal("deposit", {**BASE, "dry_run": 2}).code == "dry-run-invalid"
+    assert build_request("deposit", {**BASE, "dry_run": 1}).dry_run and not build_request("deposit", {**BASE, "dry_run": 0}).dry_run
+
+
+def test_metadata_names_clash_ignoring_ascii_case():
+    assert refusal("deposit", {**BASE, "extra_metadata": {"Reference": "x"}}).code == "metadata-clash"
+    assert build_request("deposit", {**BASE, "extra_metadata": {"Reason": "x"}}).body["metadata"] == \
+        {"Reason": "x", "reference": "in_1"}
+
+
+def test_n8n_rows_may_repeat_a_key_and_are_refused_then():
+    rows = [{"key": "plan", "value": "a"}, {"key": " plan", "value": "b"}]
+    assert refusal("deposit", {**BASE, "extra_metadata": rows}).code == "metadata-duplicate-key"
+    assert refusal("deposit", {**BASE, "extra_metadata": "plan=pro"}).message == \
+        "Extra Metadata must be key/value rows, not a string."
 
 
 def test_the_first_refusal_in_the_documented_order_wins():
-    inputs = {**BASE, "reference": "", "extra_metadata": {"": "x"}, "dedupe_on": "nope"}
-    assert refusal("deposit", inputs).code == "reference-required"
-    assert refusal("deposit", {**inputs, "reference": "r"}).code == "metadata-blank-key"
-    assert refusal("deposit", {**inputs, "reference": "r", "extra_metadata": {}}).code == "dedupe-preset-unknown"
+    inputs = {**BASE, "user": [1], "reference": "", "extra_metadata": {"": "x"}, "dedupe_on": "nope", "dry_run": "?"}
+    assert refusal("deposit", inputs).code == "field-not-text"
+    assert refusal("deposit", {**inputs, "user": "u"}).code == "metadata-blank-key"
+    assert refusal("deposit", {**inputs, "user": "u", "extra_metadata": {}}).code == "reference-required"
+    assert refusal("deposit", {**inputs, "user": "u", "extra_metadata": {}, "reference": "r"}).code == "dedupe-preset-unknown"
+    assert refusal("deposit", {**inputs, "user": "u", "extra_metadata": {}, "reference": "r", "dedupe_on": ""}).code == \
+        "dry-run-invalid"
 
 
 def test_every_client_error_has_a_text_and_the_module_uses_only_those():
@@ -121,3 +150,60 @@ def test_every_client_error_has_a_text_and_the_module_uses_only_those():
 def test_reads_and_balance_are_not_built_here():
     with pytest.raises(ValueError):
         build_request("balance", {"user": "u"})
+
+
+# --- the same answers as schemas/clients/relay-contract.js, input for input ------------------------------------
+
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NODE_LEG = """
+const contract = require(process.argv[1]);
+const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+const out = cases.map(([op, inputs]) => {
+  try {
+    const r = contract.buildRequest(op, inputs);
+    return {body: r.body, fields: r.fields, key: r.key, query: r.query};
+  } catch (error) {
+    return {code: error.code, message: error.message};
+  }
+});
+process.stdout.write(JSON.stringify(out));
+"""
+
+HOSTILE_INPUTS = [
+    {**BASE, "user": 12345}, {**BASE, "user": True}, {**BASE, "user": 1e21}, {**BASE, "user": 0.1 + 0.2},
+    {**BASE, "user": "\ufeffacme:u1\u3000"}, {**BASE, "user": "\x1facme:u1"}, {**BASE, "reference": 0},
+    {**BASE, "amount": None}, {**BASE, "amount": 10}, {**BASE, "amount": 1e-7}, {**BASE, "amount": True},
+    {**BASE, "amount": ["10"]}, {**BASE, "amount": "\u00a010\u00a0"}, {**BASE, "amount": "１０"},
+    {**BASE, "extra_metadata": {"REFERENCE": "x"}}, {**BASE, "extra_metadata": {"Référence": "x"}},
+    {**BASE, "extra_metadata": {"n": 0}}, {**BASE, "extra_metadata": {"n": False}}, {**BASE, "extra_metadata": []},
+    {**BASE, "extra_metadata": [{"key": 5, "value": "x"}]}, {**BASE, "extra_metadata": [None]},
+    {**BASE, "extra_metadata": [{"key": None, "value": None}]}, {**BASE, "extra_metadata": 7},
+    {**BASE, "dedupe_on": " reference "}, {**BASE, "dedupe_on": "REFERENCE"}, {**BASE, "dedupe_on": ["all"]},
+    {**BASE, "dedupe_on": "custom", "custom_dedupe_fields": "user,user, amount"},
+    {**BASE, "dedupe_on": "custom", "custom_dedupe_fields": "metadata.ref\u00e9rence"},
+    {**BASE, "dedupe_on": "custom", "custom_dedupe_fields": 5},
+    {**BASE, "dry_run": " ON "}, {**BASE, "dry_run": "Off"}, {**BASE, "dry_run": 1.0}, {**BASE, "dry_run": [True]},
+    {**BASE, "dry_run": "\u0131"}, {**BASE, "reason": "\u00a0 "}, {},
+]
+
+
+def test_python_and_javascript_build_the_same_request_for_every_input():
+    table = json.loads((ROOT / "schemas" / "parity-cases.json").read_text(encoding="utf-8"))
+    inputs = [(case["op"], case["inputs"]) for case in table["cases"]] + [("deposit", item) for item in HOSTILE_INPUTS] \
+        + [("charge", item) for item in HOSTILE_INPUTS]
+    node = shutil.which("node")
+    assert node, "node is needed: the JavaScript contract is half of this test"
+    run = subprocess.run([node, "-e", NODE_LEG, str(ROOT / "schemas" / "clients" / "relay-contract.js")],
+                         input=json.dumps(inputs), capture_output=True, text=True, timeout=60, check=True)
+    for (op, given), js in zip(inputs, json.loads(run.stdout), strict=True):
+        try:
+            built = build_request(op, given)
+            python = {"body": built.body, "fields": built.fields, "key": built.key, "query": built.query}
+        except ContractError as error:
+            python = {"code": error.code, "message": error.message}
+        assert python == js, (op, given)
