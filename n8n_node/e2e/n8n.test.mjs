@@ -382,7 +382,9 @@ function parityParams(op, inputs) {
 	const options = {};
 	for (const [name, value] of Object.entries(inputs)) {
 		if (value === undefined || value === null || ['user', 'amount', 'reference'].includes(name)) continue;
-		if (name === 'extra_metadata') {
+		if (name === 'extra_metadata' && typeof value !== 'object') {
+			params.extraMetadata = mapped(value); // an expression giving text, not rows
+		} else if (name === 'extra_metadata') {
 			const rows = Array.isArray(value) ? value : Object.entries(value).map(([key, v]) => ({ key, value: v }));
 			params.extraMetadata = { pairs: rows.map((row) => ({ key: mapped(row.key), value: mapped(row.value) })) };
 		} else if (name === 'dedupe_on') options.dedupeOn = mapped(value);

@@ -101,8 +101,12 @@ function moneyParams(op, inputs = {}) {
 	for (const [name, value] of Object.entries(inputs)) {
 		if (value === undefined) continue;
 		if (name === 'extra_metadata') {
-			const rows = Array.isArray(value) ? value : Object.entries(value ?? {}).map(([key, v]) => ({ key, value: v }));
-			params.extraMetadata = { pairs: rows };
+			// Rows as the editor stores them; anything else as an expression would give it.
+			if (value === null || typeof value !== 'object') params.extraMetadata = value;
+			else {
+				const rows = Array.isArray(value) ? value : Object.entries(value).map(([key, v]) => ({ key, value: v }));
+				params.extraMetadata = { pairs: rows };
+			}
 		} else if (name === 'dedupe_on') options.dedupeOn = value;
 		else if (name === 'custom_dedupe_fields') options.customDedupeFields = value;
 		else if (name === 'dry_run') options.dryRun = value;

@@ -83,9 +83,11 @@ export function readInputs(ctx: IExecuteFunctions, itemIndex: number, op: Operat
 		const where = PARAMETER_OF[name];
 		if (!where) continue;
 		let value = parameter(ctx, itemIndex, where);
-		if (name === 'extra_metadata') {
-			// fixedCollection: {pairs: [{key, value}]} -> the rows relay-contract.js reads.
-			value = value && typeof value === 'object' ? ((value as IDataObject).pairs ?? []) : [];
+		if (name === 'extra_metadata' && value && typeof value === 'object' && !Array.isArray(value)) {
+			// fixedCollection {pairs: [{key, value}]} -> the rows relay-contract.js reads. Anything
+			// else (an expression giving text or a list) goes as it is: the contract refuses or reads it.
+			const pairs = (value as IDataObject).pairs;
+			if (pairs !== undefined || Object.keys(value).length === 0) value = pairs ?? [];
 		}
 		inputs[name] = value;
 	}
