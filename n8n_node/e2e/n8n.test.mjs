@@ -382,9 +382,7 @@ function parityParams(op, inputs) {
 	const options = {};
 	for (const [name, value] of Object.entries(inputs)) {
 		if (value === undefined || value === null || ['user', 'amount', 'reference'].includes(name)) continue;
-		if (name === 'extra_metadata' && typeof value !== 'object') {
-			params.extraMetadata = mapped(value); // an expression giving text, not rows
-		} else if (name === 'extra_metadata') {
+		if (name === 'extra_metadata') {
 			const rows = Array.isArray(value) ? value : Object.entries(value).map(([key, v]) => ({ key, value: v }));
 			params.extraMetadata = { pairs: rows.map((row) => ({ key: mapped(row.key), value: mapped(row.value) })) };
 		} else if (name === 'dedupe_on') options.dedupeOn = mapped(value);
@@ -417,9 +415,14 @@ function sandboxNode(name, method, urlPath, body) {
  * up, make the earlier calls through the node, snapshot the sandbox, run the case's step
  * (Continue On Fail, so a refusal is an item), read the sandbox again.
  */
+/** Whether n8n can hold the case's inputs: Extra Metadata is rows (or nothing) in n8n. */
+const expressibleInN8n = (c) =>
+	c.inputs.extra_metadata === undefined || c.inputs.extra_metadata === null || typeof c.inputs.extra_metadata === 'object';
+
 function parityWorkflow(credentialOf) {
 	const chain = [];
 	PARITY.cases.forEach((c, i) => {
+		if (!expressibleInN8n(c)) return;
 		const cred = credentialOf(i);
 		chain.push(sandboxNode(`P${i} reset`, 'POST', '/_sandbox/reset'));
 		for (const [user, balance] of Object.entries(c.setup?.balances ?? {})) {
@@ -767,6 +770,16 @@ test('parity: every case of schemas/parity-cases.json through the node in real n
 	};
 	const money = (state) => ({ balances: state.balances, deposits: state.deposits, charges: state.charges });
 	for (const [i, c] of PARITY.cases.entries()) {
+		if (!expressibleInN8n(c)) {
+			// n8n stores Extra Metadata as rows and replaces anything else in a workflow with its
+			// default before the node runs, so no workflow can give the node text there: the
+			// node's own refusal of it is tested in test/parity.test.js.
+			await t.test(`${c.name} (Extra Metadata that is not rows cannot exist in n8n)`, () => {
+				assert.notEqual(typeof c.inputs.extra_metadata, 'object');
+				assert.equal(runData[`P${i} step`], undefined, 'not run here');
+			});
+			continue;
+		}
 		await t.test(c.name, () => {
 			const e = c.expect;
 			const out = firstItem(`P${i} step`);
