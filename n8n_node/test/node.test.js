@@ -1,97 +1,104 @@
 'use strict';
-// The node and credential descriptions: operations, routing and the request each one sends.
+// The node and credential descriptions: named as users look for them, options only where they apply.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { dist } = require('./helpers');
+const { dist, schema } = require('./helpers');
 
 const { PaywallsRelay } = dist('nodes/PaywallsRelay/PaywallsRelay.node.js');
 const { PaywallsRelayApi } = dist('credentials/PaywallsRelayApi.credentials.js');
-const routing = dist('nodes/PaywallsRelay/routing.js');
+const { displayParameterPath } = require('n8n-workflow');
 
 const description = new PaywallsRelay().description;
+const contract = schema('client-contract.json');
 
-function operation(resource, value) {
-	const prop = description.properties.find(
-		(p) => p.name === 'operation' && p.displayOptions.show.resource.includes(resource),
-	);
-	assert.ok(prop, `no operation list for ${resource}`);
-	const option = prop.options.find((o) => o.value === value);
-	assert.ok(option, `no operation ${resource}/${value}`);
-	return option;
+function operations(resource) {
+	return description.properties.find((p) => p.name === 'operation' && p.displayOptions.show.resource.includes(resource)).options;
 }
 
-function field(name, resource, op) {
-	const found = description.properties.filter(
-		(p) =>
-			p.name === name &&
-			p.displayOptions?.show?.resource?.includes(resource) &&
-			p.displayOptions?.show?.operation?.includes(op),
+function fields(resource, operation, extra = {}) {
+	const values = { resource, operation, ...extra };
+	return description.properties.filter(
+		(p) => !['resource', 'operation'].includes(p.name) && displayParameterPath(values, p, '', null, description),
 	);
-	assert.equal(found.length, 1, `field ${name} of ${resource}/${op}`);
-	return found[0];
 }
 
-test('node description: tool use, subtitle, credential and request defaults', () => {
-	assert.equal(description.name, 'paywallsRelay');
-	assert.equal(description.usableAsTool, true);
-	assert.match(description.subtitle, /\$parameter\["operation"\]/);
-	assert.deepEqual(description.credentials, [{ name: 'paywallsRelayApi', required: true }]);
-	assert.equal(description.requestDefaults.baseURL, '={{$credentials.baseUrl}}');
-	// n8n's credential test runs with the node's requestDefaults: ignoring HTTP errors there
-	// would let a refused token pass the test.
-	assert.equal(description.requestDefaults.ignoreHttpStatusErrors, undefined);
-	const resources = description.properties.find((p) => p.name === 'resource').options.map((o) => o.value);
-	assert.deepEqual(resources, ['balance', 'charge', 'deposit']);
+test('resources and operations are the contract n8n names: Deposit holds Deposit Credits and List Deposits', () => {
+	const resources = description.properties.find((p) => p.name === 'resource').options.map((o) => o.name);
+	assert.deepEqual(resources, ['Balance', 'Charge', 'Deposit']);
+	assert.deepEqual(operations('deposit').map((o) => [o.name, o.value]), [['Deposit Credits', 'create'], ['List Deposits', 'getAll']]);
+	assert.deepEqual(operations('charge').map((o) => [o.name, o.value]), [['Charge User', 'create']]);
+	assert.deepEqual(operations('balance').map((o) => [o.name, o.value]), [['Get Balance', 'get']]);
+	for (const op of Object.values(contract.operations)) {
+		const found = operations(op.n8n.resource).find((o) => o.value === op.n8n.operation);
+		assert.equal(found.name, op.n8n.name);
+		assert.equal(found.action, op.n8n.action);
+	}
 });
 
-test('credential: base URL, token as password, Bearer header, test GET /v1/relay/me', () => {
+test('the subtitle reads like the operation: "Deposit Credits", not "create: deposit"', () => {
+	const match = /^=\{\{ (\{.*\})\[\$parameter\["resource"\] \+ ":" \+ \$parameter\["operation"\]\] \}\}$/.exec(description.subtitle);
+	assert.ok(match, description.subtitle);
+	const names = JSON.parse(match[1]);
+	assert.deepEqual(names, {
+		'deposit:create': 'Deposit Credits',
+		'charge:create': 'Charge User',
+		'balance:get': 'Get Balance',
+		'deposit:getAll': 'List Deposits',
+	});
+});
+
+test('deposit and charge: the contract inputs, Reference required, advanced ones under Options', () => {
+	for (const resource of ['deposit', 'charge']) {
+		const shown = fields(resource, 'create');
+		assert.deepEqual(shown.map((p) => p.name).sort(), ['amount', 'extraMetadata', 'options', 'reason', 'reference', 'user']);
+		for (const name of ['user', 'amount', 'reference']) {
+			assert.equal(shown.find((p) => p.name === name).required, true, `${resource} ${name}`);
+		}
+		const options = shown.find((p) => p.name === 'options').options;
+		assert.deepEqual(options.map((o) => o.name), ['customDedupeFields', 'dedupeOn', 'dryRun']);
+		const dedupe = options.find((o) => o.name === 'dedupeOn');
+		assert.equal(dedupe.default, 'all');
+		assert.deepEqual(dedupe.options.map((o) => o.value).sort(), ['all', 'amount_reference', 'custom', 'reference']);
+		const dryRun = options.find((o) => o.name === 'dryRun');
+		assert.equal(dryRun.type, 'boolean');
+		assert.equal(dryRun.default, false);
+		const reasons = shown.find((p) => p.name === 'reason').options.map((o) => o.value).filter(Boolean).sort();
+		const op = resource === 'deposit' ? 'deposit' : 'charge';
+		assert.deepEqual(reasons, contract.operations[op].reasons.map((r) => r.value).sort());
+	}
+});
+
+test('Custom Dedupe Fields shows only when Deduplicate On is Custom, and has no default', () => {
+	const options = fields('deposit', 'create').find((p) => p.name === 'options');
+	const custom = options.options.find((o) => o.name === 'customDedupeFields');
+	assert.equal(custom.default, '');
+	const shownWith = (dedupeOn) =>
+		displayParameterPath({ resource: 'deposit', operation: 'create', options: { dedupeOn } }, custom, 'options', null, description);
+	assert.equal(shownWith('custom'), true);
+	for (const other of ['all', 'reference', 'amount_reference']) assert.equal(shownWith(other), false, other);
+});
+
+test('Get Balance takes a user; List Deposits pages and filters', () => {
+	assert.deepEqual(fields('balance', 'get').map((p) => p.name), ['user']);
+	assert.deepEqual(fields('deposit', 'getAll', { returnAll: false }).map((p) => p.name), ['returnAll', 'limit', 'filters']);
+});
+
+test('credential: Docker-friendly default URL explained, token as password, tested by the node', () => {
 	const cred = new PaywallsRelayApi();
-	assert.equal(cred.name, 'paywallsRelayApi');
-	assert.equal(cred.displayName, 'Paywalls Relay API');
-	const token = cred.properties.find((p) => p.name === 'token');
-	assert.equal(token.typeOptions.password, true);
-	assert.ok(cred.properties.find((p) => p.name === 'baseUrl'));
+	const baseUrl = cred.properties.find((p) => p.name === 'baseUrl');
+	assert.equal(baseUrl.default, 'http://host.docker.internal:8000');
+	assert.match(baseUrl.description, /Docker/);
+	assert.match(baseUrl.description, /localhost/);
+	assert.match(baseUrl.description, /without \/v1/);
+	assert.equal(cred.properties.find((p) => p.name === 'token').typeOptions.password, true);
 	assert.deepEqual(cred.authenticate, {
 		type: 'generic',
 		properties: { headers: { Authorization: '=Bearer {{$credentials.token}}' } },
 	});
-	assert.equal(cred.test.request.url, '/v1/relay/me');
-	assert.equal(cred.test.request.method, 'GET');
-	assert.equal(cred.test.request.baseURL, '={{$credentials.baseUrl}}');
-});
-
-test('operation routes match the relay contract', () => {
-	const routes = {
-		'balance/deposit': ['POST', '/v1/user/balance/deposit'],
-		'balance/get': ['GET', '/v1/user/balance'],
-		'charge/charge': ['POST', '/v1/user/charge'],
-		'deposit/list': ['GET', '/v1/relay/deposits'],
-	};
-	for (const [key, [method, url]] of Object.entries(routes)) {
-		const [resource, op] = key.split('/');
-		const r = operation(resource, op).routing;
-		assert.equal(r.request.method, method, key);
-		assert.equal(r.request.url, url, key);
-		assert.equal(r.request.ignoreHttpStatusErrors, true, `${key} reads error answers itself`);
-		assert.ok(r.output.postReceive.includes(routing.handleRelayResponse), `${key} maps errors`);
-	}
-	assert.deepEqual(operation('balance', 'deposit').routing.send.preSend, [routing.depositPreSend]);
-	assert.deepEqual(operation('charge', 'charge').routing.send.preSend, [routing.chargePreSend]);
-	const list = operation('deposit', 'list').routing;
-	assert.equal(list.send.paginate, true);
-	assert.equal(list.operations.pagination, routing.paginateDeposits);
-	assert.deepEqual(field('user', 'balance', 'get').routing.send, { type: 'query', property: 'user' });
-});
-
-test('deposit and charge fields: user, amount, reason, reference, extra metadata, Deduplicate On', () => {
-	for (const [resource, op] of [['balance', 'deposit'], ['charge', 'charge']]) {
-		for (const name of ['user', 'amount', 'reason', 'reference', 'extraMetadata', 'options']) {
-			field(name, resource, op);
-		}
-		const options = field('options', resource, op).options;
-		const dedupe = options.find((o) => o.name === 'dedupeOn');
-		assert.equal(dedupe.default, 'all');
-		assert.deepEqual(dedupe.options.map((o) => o.value).sort(), ['all', 'amountReference', 'custom', 'reference']);
-	}
-	assert.equal(field('reference', 'balance', 'deposit').required, true);
+	// A declarative test on the credential would win over the node's (n8n checks it first).
+	assert.equal(cred.test, undefined);
+	assert.deepEqual(description.credentials, [{ name: 'paywallsRelayApi', required: true, testedBy: 'paywallsRelayApiTest' }]);
+	assert.equal(typeof new PaywallsRelay().methods.credentialTest.paywallsRelayApiTest, 'function');
+	assert.equal(description.usableAsTool, true);
+	assert.equal(description.version, 2);
 });

@@ -1,32 +1,10 @@
 import type { INodeProperties } from 'n8n-workflow';
-import { handleRelayResponse, listDepositsPreSend, paginateDeposits } from '../routing';
 
-const list = { resource: ['deposit'], operation: ['list'] };
+// List Deposits' paging and filters: n8n's own conventions (Return All, Limit), not part of
+// the client contract.
+const list = { resource: ['deposit'], operation: ['getAll'] };
 
-export const depositOperations: INodeProperties = {
-	displayName: 'Operation',
-	name: 'operation',
-	type: 'options',
-	noDataExpression: true,
-	displayOptions: { show: { resource: ['deposit'] } },
-	options: [
-		{
-			name: 'List Deposits',
-			value: 'list',
-			action: 'List deposits made through the relay',
-			description: 'Credits the relay applied, newest first',
-			routing: {
-				request: { method: 'GET', url: '/v1/relay/deposits', ignoreHttpStatusErrors: true },
-				send: { preSend: [listDepositsPreSend], paginate: true },
-				operations: { pagination: paginateDeposits },
-				output: { postReceive: [handleRelayResponse] },
-			},
-		},
-	],
-	default: 'list',
-};
-
-export const depositFields: INodeProperties[] = [
+export const listDepositsProperties: INodeProperties[] = [
 	{
 		displayName: 'Return All',
 		name: 'returnAll',
