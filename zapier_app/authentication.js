@@ -1,20 +1,16 @@
 'use strict';
 
-const { messages } = require('./lib/errors');
+const { clientError } = require('./lib/errors');
+const { relayRequest } = require('./lib/relay');
 
 // The connection test: GET /v1/relay/me answers with the token's id, label, operations
 // and limits (schemas/me-response.json). Anything else is not a Paywalls Relay.
 const test = async (z, bundle) => {
-  const response = await z.request({ url: '/v1/relay/me', method: 'GET' });
+  const response = await relayRequest(z, bundle, { url: '/v1/relay/me', method: 'GET' });
   const me = response.data;
   if (!me || typeof me !== 'object' || typeof me.id !== 'string' || !Array.isArray(me.operations)) {
-    let origin = 'the Relay URL';
-    try {
-      origin = new URL(response.request.url).origin;
-    } catch (_e) {
-      // keep the generic wording
-    }
-    throw new z.errors.Error(messages.notARelay(response.status, origin), 'not-a-relay', response.status);
+    const url = response.request && response.request.url;
+    throw clientError(z, 'no-relay-here', { url, status: response.status });
   }
   return me;
 };

@@ -9,11 +9,11 @@
 // - Accept asks for JSON (and problem+json for errors);
 // - redirects are never followed (redirect: 'manual'): a 3xx comes back as it is.
 // afterResponse: any answer outside 200-299 becomes a Zapier error whose message says what
-// to do (lib/errors.js): relay errors (application/problem+json), and also a 3xx, 1xx or a
+// to do (lib/errors.js, words from schemas/problems.json): relay errors (application/problem+json), and also a 3xx, 1xx or a
 // bare 4xx/5xx from a proxy, login page or load balancer answering at the Relay URL.
 
 const { version } = require('./package.json');
-const { messages, errorForResponse } = require('./lib/errors');
+const { errorForResponse, clientError } = require('./lib/errors');
 const { normalizeBaseUrl } = require('./lib/relay');
 
 // Keeps "Zapier" in it: core uses that to recognise (and not double-log) its own requests.
@@ -21,9 +21,9 @@ const USER_AGENT = `Zapier paywalls-relay-zapier/${version}`;
 
 const resolveRelayUrl = (request, z, bundle) => {
   if (typeof request.url === 'string' && request.url.startsWith('/')) {
-    const { url, error } = normalizeBaseUrl(bundle.authData && bundle.authData.baseUrl);
-    if (error) {
-      throw new z.errors.Error(error, 'bad-base-url', 400);
+    const { url, problem, value } = normalizeBaseUrl(bundle.authData && bundle.authData.baseUrl);
+    if (problem) {
+      throw clientError(z, problem, { value });
     }
     request.url = url + request.url;
   }
@@ -33,10 +33,10 @@ const resolveRelayUrl = (request, z, bundle) => {
 const includeToken = (request, z, bundle) => {
   const token = String((bundle.authData && bundle.authData.token) || '').trim();
   if (!token) {
-    throw new z.errors.Error(messages.missingToken(), 'unauthorized', 401);
+    throw clientError(z, 'missing-token');
   }
   if (/^sk-/i.test(token)) {
-    throw new z.errors.Error(messages.secretKeyPasted(), 'unauthorized', 401);
+    throw clientError(z, 'secret-key-pasted');
   }
   request.headers = request.headers || {};
   request.headers.Authorization = `Bearer ${token}`;

@@ -68,13 +68,28 @@ function show(value) {
   return String(value);
 }
 
+// One pass over the template: a value is never read as a template itself (a relay detail that
+// says "{reconnect}" or "[[" is shown as it is).
+const PLACEHOLDER = /\{([A-Za-z0-9_]+)\}/g;
+
 function fillTemplate(template, vars) {
-  const fill = (text) => text.replace(/\{([A-Za-z0-9_]+)\}/g, (_m, name) => show(vars[name]));
-  const withOptional = template.replace(/\[\[([\s\S]*?)\]\]/g, (_m, inner) => {
-    const names = [...inner.matchAll(/\{([A-Za-z0-9_]+)\}/g)].map((m) => m[1]);
-    return names.every((name) => hasValue(vars[name])) ? fill(inner) : '';
+  const valueOf = (name) => (Object.prototype.hasOwnProperty.call(vars, name) ? vars[name] : undefined);
+  const fill = (text) => text.replace(PLACEHOLDER, (_m, name) => show(valueOf(name)));
+  return template.replace(/\[\[([\s\S]*?)\]\]|\{([A-Za-z0-9_]+)\}/g, (_m, inner, name) => {
+    if (name !== undefined) {
+      return show(valueOf(name));
+    }
+    const names = [...inner.matchAll(PLACEHOLDER)].map((m) => m[1]);
+    return names.every((n) => hasValue(valueOf(n))) ? fill(inner) : '';
   });
-  return fill(withOptional);
+}
+
+const own = (object, key) => (object && Object.prototype.hasOwnProperty.call(object, key) ? object[key] : undefined);
+
+// An own, enumerable property, whatever the key: metadata['__proto__'] = v would set the
+// object's prototype instead, silently dropping the row (and deriving another key than Python).
+function setOwn(object, key, value) {
+  Object.defineProperty(object, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
 function clientErrorText(code, params) {
@@ -355,11 +370,11 @@ function buildMetadata(inputs, texts) {
     if (namedKey && setFields[namedKey]) {
       throw refuse('metadata-clash', { key, label: CONTRACT.inputs[named[namedKey]].label });
     }
-    metadata[key] = value;
+    setOwn(metadata, key, value);
   }
   for (const [key, field] of Object.entries(named)) {
     if (texts[field] !== '') {
-      metadata[key] = texts[field];
+      setOwn(metadata, key, texts[field]);
     }
   }
   return Object.keys(metadata).length || !rule.omit_when_empty ? metadata : undefined;
@@ -480,6 +495,43 @@ function buildOutput(op, request, data, meta) {
   return output;
 }
 
+// The output of a read: balance -> one object; deposits -> one item per ledger entry, with
+// reason and reference lifted out of metadata.
+function buildReadOutput(op, request, data, meta) {
+  const spec = operation(op);
+  const answer = data && typeof data === 'object' ? data : {};
+  const info = meta || {};
+  if (op === 'deposits') {
+    const entries = Array.isArray(answer.data) ? answer.data : [];
+    return entries.map((entry) => {
+      const item = entry && typeof entry === 'object' ? entry : {};
+      const metadata = item.metadata && typeof item.metadata === 'object' && !Array.isArray(item.metadata) ? item.metadata : {};
+      const output = {};
+      for (const field of spec.outputs) {
+        if (field.key === 'metadata') {
+          output.metadata = metadata;
+        } else if (field.key === 'reason' || field.key === 'reference') {
+          output[field.key] = orNull(metadata[field.key]);
+        } else {
+          output[field.key] = orNull(item[field.key]);
+        }
+      }
+      return output;
+    });
+  }
+  const output = {};
+  for (const field of spec.outputs) {
+    if (field.from) {
+      output[field.key] = orNull(answer[field.from]);
+    } else if (field.key === 'user') {
+      output.user = (request.query && request.query.user) || '';
+    } else if (field.key === 'sandbox') {
+      output.sandbox = info.sandbox === true;
+    }
+  }
+  return output;
+}
+
 // ---- problems -> messages (problems.json) ---------------------------------------------------
 
 // The problem's short name ("validation") from a problem+json body, or null.
@@ -548,8 +600,6 @@ function validationLines(errors, vars) {
     .join(' | ');
 }
 
-const capitalise = (text) => (text ? text[0].toUpperCase() + text.slice(1) : text);
-
 // The message a user sees for a relay problem or a client-only case.
 //   problem: a problem+json body ({type, title, status, detail, errors, limit, remaining, reason,
 //            dedupe_on, request_id, ...}), or {name} / a name string for a client-only case
@@ -571,7 +621,7 @@ function renderProblem(problem, context) {
     name = 'unknown-problem';
     entry = problemEntry(name);
   }
-  const op = ctx.op && PROBLEMS.operations[ctx.op] ? ctx.op : ctx.url ? operationOf(ctx.url) : 'other';
+  const op = own(PROBLEMS.operations, ctx.op) ? ctx.op : ctx.url ? operationOf(ctx.url) : 'other';
   const opWords = PROBLEMS.operations[op];
   const detail = typeof body.detail === 'string' ? body.detail : '';
   let origin = ctx.origin;
@@ -606,6 +656,7 @@ function renderProblem(problem, context) {
     got: ctx.got,
     cause: ctx.cause,
     value: ctx.value,
+    key: ctx.key,
   };
   let template = entry.message;
   if (name === 'validation') {
@@ -616,13 +667,13 @@ function renderProblem(problem, context) {
       vars.field_count_words = errors.length === 1 ? 'a field' : 'some fields';
       vars.field_lines = validationLines(errors, vars);
     }
-  } else if (name === 'forbidden' && entry.limits && typeof body.limit === 'string' && entry.limits[body.limit]) {
+  } else if (name === 'forbidden' && typeof own(entry.limits, body.limit) === 'string') {
     template = entry.limits[body.limit];
   }
   if (template && typeof template === 'object') {
-    template = template[ctx.tool];
+    template = own(template, ctx.tool);
   }
-  return capitalise(fillTemplate(template, vars).replace(/ {2,}/g, ' ').trim());
+  return fillTemplate(template, vars).replace(/ {2,}/g, ' ').trim();
 }
 
 // How a tool should treat a problem: 'auto' (it retries by itself), 'safe', 'fix', 'operator',
@@ -658,6 +709,7 @@ module.exports = {
   },
   buildRequest,
   buildOutput,
+  buildReadOutput,
   clientErrorText,
   problemName,
   problemRetry,

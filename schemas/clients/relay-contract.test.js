@@ -123,3 +123,41 @@ test('buildOutput: snake_case, dry run without new_balance', () => {
   assert.strictEqual(dry.idempotency_key, 'k2');
   assert.ok(!('success' in dry) && !('message' in dry) && !('new_balance' in dry));
 });
+
+test('hostile: a row named __proto__ is kept as a row, and the key is what Python derives from the JSON', () => {
+  const extra = JSON.parse('{"__proto__": {"a": 1}, "constructor": "x"}');
+  const request = contract.buildRequest('deposit', { user: 'u', amount: '1', reference: 'r', extra_metadata: extra });
+  assert.deepStrictEqual(Object.keys(request.body.metadata), ['__proto__', 'constructor', 'reference']);
+  assert.strictEqual(JSON.stringify(request.body), '{"user":"u","amount":"1","metadata":{"__proto__":{"a":1},"constructor":"x","reference":"r"}}');
+  assert.strictEqual(request.key, contract.deriveKey('deposit', JSON.parse(JSON.stringify(request.body))));
+});
+
+test('hostile: relay values are never read as templates; odd limits and ops fall back', () => {
+  const rejected = contract.renderProblem(
+    { type: `${contract.PROBLEM_PREFIX}upstream-rejected`, detail: 'x {reconnect} [[y]]' },
+    { tool: 'n8n', op: 'deposit' },
+  );
+  assert.match(rejected, /\(Relay: x \{reconnect\} \[\[y\]\]\)$/);
+  const odd = contract.renderProblem({ type: `${contract.PROBLEM_PREFIX}forbidden`, limit: '__proto__' }, { tool: 'zapier', op: 'constructor' });
+  assert.strictEqual(odd, 'This relay token is not allowed to do this (limit: __proto__). Ask your relay operator to check the token.');
+});
+
+test('hostile: trimming is String.prototype.trim (U+FEFF yes, U+0085 and U+001C no), inner spaces stay', () => {
+  const request = contract.buildRequest('deposit', { user: '\ufeffu\u0085\u001c', amount: '\u00a01\u2028', reference: ' a b ' });
+  assert.strictEqual(request.body.user, 'u\u0085\u001c');
+  assert.strictEqual(request.body.amount, '1');
+  assert.strictEqual(request.body.metadata.reference, 'a b');
+});
+
+test('hostile: 10k-character and unicode values pass through; long custom field lists fail fast', () => {
+  const long = 'x'.repeat(10000);
+  const request = contract.buildRequest('charge', { user: long, amount: '1', reference: 'ré\u0301f', extra_metadata: { '键': long } });
+  assert.strictEqual(request.body.user, long);
+  assert.strictEqual(request.body.metadata['键'], long);
+  const started = Date.now();
+  assert.throws(
+    () => contract.buildRequest('deposit', { user: 'u', amount: '1', reference: 'r', dedupe_on: 'custom', custom_dedupe_fields: `metadata${'.a'.repeat(50000)}!` }),
+    (error) => error.code === 'custom-dedupe-field-invalid',
+  );
+  assert.ok(Date.now() - started < 1000);
+});

@@ -1,46 +1,24 @@
 'use strict';
 
-const { send, fields, commonOutputFields } = require('../lib/balance_change');
+// POST /v1/user/balance/deposit -> 200 {"balanceFormatted": "..."}; with Dry Run,
+// POST ...?dry_run=true -> 200 {"dry_run": true, "would": ..., "remaining": ...}.
+// Fields, request and output: schemas/client-contract.json via lib/generated/.
 
-const REASONS = [
-  { value: 'signup_bonus', label: 'Signup bonus', sample: 'signup_bonus' },
-  { value: 'subscription_renewal', label: 'Subscription renewal', sample: 'subscription_renewal' },
-  { value: 'refund', label: 'Refund', sample: 'refund' },
-  { value: 'goodwill', label: 'Goodwill', sample: 'goodwill' },
-  { value: 'promotion', label: 'Promotion', sample: 'promotion' },
-  { value: 'migration', label: 'Migration', sample: 'migration' },
-  { value: 'other', label: 'Other', sample: 'other' },
-];
+const { send } = require('../lib/balance_change');
+const fields = require('../lib/fields');
 
-// POST /v1/user/balance/deposit -> 200 {"balanceFormatted": "..."}
-const perform = async (z, bundle) => {
-  const { response, common } = await send(z, bundle, 'deposit', '/v1/user/balance/deposit');
-  const data = response.data || {};
-  return {
-    ...common,
-    new_balance: data.balanceFormatted === undefined ? null : data.balanceFormatted,
-  };
-};
+const OP = 'deposit';
+const spec = fields.definition(OP);
+
+const perform = (z, bundle) => send(z, bundle, OP);
 
 module.exports = {
-  key: 'deposit_credits',
-  noun: 'Deposit',
-  display: {
-    label: 'Deposit Credits',
-    description:
-      "Adds credits to a user's Paywalls balance, for example a signup bonus or a renewal after a paid invoice. " +
-      'Safe to replay: a repeat of the same deposit is never credited twice.',
-  },
+  key: spec.key,
+  noun: spec.noun,
+  display: { label: spec.label, description: spec.description },
   operation: {
     inputFieldGroups: [fields.advancedGroup],
-    inputFields: [
-      fields.userField,
-      fields.amountField('add to the balance'),
-      fields.reasonField(REASONS, 'Why the credits are granted. Stored with the deposit as metadata `reason`.'),
-      fields.referenceField('the Stripe invoice id `in_1Q2w3E4r`'),
-      fields.extraMetadataField,
-      fields.dedupeOnField,
-    ],
+    inputFields: fields.inputFields(OP),
     perform,
     sample: {
       user: 'acme:user_123',
@@ -48,17 +26,12 @@ module.exports = {
       reason: 'subscription_renewal',
       reference: 'in_1Q2w3E4r',
       metadata: { reason: 'subscription_renewal', reference: 'in_1Q2w3E4r' },
-      new_balance: '25.00',
       idempotency_key: 'pwk1_17dfbe5531ecbd7d305a3dbb93bf51135ca896a68bd0f26ec6f404eb27b83828',
       replayed: false,
       sandbox: false,
+      dry_run: false,
+      new_balance: '25.00',
     },
-    outputFields: [
-      ...commonOutputFields,
-      { key: 'new_balance', label: 'New Balance', type: 'string' },
-      { key: 'metadata__reason', label: 'Metadata: Reason', type: 'string' },
-      { key: 'metadata__reference', label: 'Metadata: Reference', type: 'string' },
-    ],
+    outputFields: fields.outputFields(OP),
   },
-  REASONS,
 };

@@ -1,45 +1,40 @@
 'use strict';
 
-const { requireObjectBody } = require('../lib/errors');
-
 // GET /v1/user/balance?user= -> {"balance": "...", "balanceFormatted": "..."}
+
+const contract = require('../lib/generated/relay-contract');
+const { requireObjectBody, contractError } = require('../lib/errors');
+const { relayRequest } = require('../lib/relay');
+const fields = require('../lib/fields');
+
+const OP = 'balance';
+const spec = fields.definition(OP);
+
 const perform = async (z, bundle) => {
-  const user = String(bundle.inputData.user === undefined ? '' : bundle.inputData.user).trim();
-  const response = await z.request({
-    url: '/v1/user/balance',
-    method: 'GET',
-    params: { user },
-  });
+  let request;
+  try {
+    request = contract.buildRequest(OP, bundle.inputData || {});
+  } catch (error) {
+    throw error instanceof contract.ContractError ? contractError(z, error) : error;
+  }
+  const response = await relayRequest(z, bundle, { url: request.path, method: request.method, params: request.query });
   const data = requireObjectBody(z, response);
-  return [
-    {
-      id: user,
-      user,
-      balance: data.balance === undefined ? null : data.balance,
-      balance_formatted: data.balanceFormatted === undefined ? null : data.balanceFormatted,
-      sandbox: response.getHeader('x-relay-sandbox') === 'true',
-    },
-  ];
+  const output = contract.buildReadOutput(OP, request, data, {
+    sandbox: response.getHeader('x-relay-sandbox') === 'true',
+  });
+  // Zapier searches return a list; id lets Zapier tell results apart.
+  return [{ id: output.user, ...output }];
 };
 
 module.exports = {
-  key: 'find_user_balance',
-  noun: 'Balance',
+  key: spec.key,
+  noun: spec.noun,
   display: {
-    label: 'Find User Balance',
+    label: spec.label,
     description: "Looks up a user's current Paywalls balance, e.g. to check it before charging or to show it in a message.",
   },
   operation: {
-    inputFields: [
-      {
-        key: 'user',
-        label: 'User',
-        type: 'string',
-        required: true,
-        placeholder: 'acme:user_123',
-        helpText: 'The Paywalls user id whose balance to look up, e.g. `acme:user_123`.',
-      },
-    ],
+    inputFields: fields.inputFields(OP),
     perform,
     sample: {
       id: 'acme:user_123',
@@ -48,12 +43,6 @@ module.exports = {
       balance_formatted: '25.00',
       sandbox: false,
     },
-    outputFields: [
-      { key: 'id', label: 'ID', type: 'string' },
-      { key: 'user', label: 'User', type: 'string' },
-      { key: 'balance', label: 'Balance (Raw Units)', type: 'string' },
-      { key: 'balance_formatted', label: 'Balance', type: 'string' },
-      { key: 'sandbox', label: 'Sandbox Mode', type: 'boolean' },
-    ],
+    outputFields: [{ key: 'id', label: 'ID', type: 'string' }, ...fields.outputFields(OP)],
   },
 };

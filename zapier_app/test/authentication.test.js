@@ -5,7 +5,7 @@ const zapier = require('zapier-platform-core');
 
 const App = require('../index');
 const { normalizeBaseUrl } = require('../lib/relay');
-const { messages } = require('../lib/errors');
+const { renderProblem } = require('../lib/errors');
 const { BASE_URL, TOKEN, authData, problem, PROBLEM_HEADERS, errorOf, flatHeaders } = require('./helpers');
 
 const appTester = zapier.createAppTester(App);
@@ -50,7 +50,9 @@ describe('connection test', () => {
   it('says reconnect when the token is refused', async () => {
     nock(BASE_URL).get('/v1/relay/me').reply(401, problem('unauthorized', 401, { reason: 'expired' }), PROBLEM_HEADERS);
     const error = await errorOf(appTester(App.authentication.test, { authData: authData() }));
-    expect(error.message).toBe(messages.unauthorized('expired'));
+    expect(error.message).toBe(renderProblem(problem('unauthorized', 401, { reason: 'expired' })));
+    expect(error.message).toContain('(the relay says: expired)');
+    expect(error.message).toContain('My Apps > Paywalls Relay > Reconnect');
   });
 
   it('refuses a server that answers 200 but is not a relay', async () => {
@@ -59,19 +61,36 @@ describe('connection test', () => {
     expect(error.message).toContain(`No Paywalls Relay answered at ${BASE_URL}`);
   });
 
+  it('names Paywalls itself when the Relay URL points at it', async () => {
+    nock('https://api.paywalls.ai').get('/v1/relay/me').reply(401, { error: 'Unauthorized' });
+    const error = await errorOf(
+      appTester(App.authentication.test, { authData: authData({ baseUrl: 'https://api.paywalls.ai/v1' }) }),
+    );
+    expect(error.message).toMatch(/^https:\/\/api\.paywalls\.ai is Paywalls itself, not your Paywalls Relay/);
+  });
+
+  it('says the relay cannot be reached when nothing listens', async () => {
+    nock(BASE_URL).get('/v1/relay/me').replyWithError({ code: 'ECONNREFUSED', message: 'connect ECONNREFUSED' });
+    const error = await errorOf(appTester(App.authentication.test, { authData: authData() }));
+    expect(error.code).toBe('network');
+    expect(error.message).toMatch(/^Could not connect to Paywalls Relay at https:\/\/relay\.test \(ECONNREFUSED\)/);
+  });
+
   it('refuses a Paywalls secret key without sending it anywhere', async () => {
     const error = await errorOf(appTester(App.authentication.test, { authData: authData({ token: ' sk-paywalls-live ' }) }));
-    expect(error.message).toBe(messages.secretKeyPasted());
+    expect(error.message).toBe(renderProblem('secret-key-pasted'));
+    expect(error.message).toMatch(/Never put the Paywalls secret key into Zapier/);
   });
 
   it('refuses an empty token', async () => {
     const error = await errorOf(appTester(App.authentication.test, { authData: authData({ token: '' }) }));
-    expect(error.message).toBe(messages.missingToken());
+    expect(error.message).toBe(renderProblem('missing-token'));
   });
 
   it('refuses a Relay URL that is not a web address', async () => {
     const error = await errorOf(appTester(App.authentication.test, { authData: authData({ baseUrl: 'ftp://relay' }) }));
-    expect(error.message).toBe(messages.badBaseUrl('ftp://relay'));
+    expect(error.message).toBe(renderProblem('bad-url', { value: 'ftp://relay' }));
+    expect(error.message).toContain('The Relay URL "ftp://relay" is not a web address.');
   });
 });
 
@@ -105,6 +124,6 @@ describe('normalizeBaseUrl', () => {
   });
 
   it.each([[''], [undefined], ['ftp://relay'], ['https://relay.example.com?x=1'], ['http://']])('refuses %j', (input) => {
-    expect(normalizeBaseUrl(input).error).toEqual(expect.any(String));
+    expect(normalizeBaseUrl(input).problem).toMatch(/^(missing-url|bad-url)$/);
   });
 });

@@ -10,7 +10,10 @@ const nock = require('nock');
 const zapier = require('zapier-platform-core');
 
 const App = require('../index');
-const { messages, describeLocation, httpsSuggestion } = require('../lib/errors');
+const { renderProblem, describeLocation, httpsSuggestion } = require('../lib/errors');
+const { PROBLEMS } = require('../lib/generated/relay-contract');
+
+const words = (name) => PROBLEMS.tools[name].zapier;
 const { BASE_URL, authData, errorOf } = require('./helpers');
 
 const appTester = zapier.createAppTester(App);
@@ -42,14 +45,14 @@ describe('3xx: never followed, never a success', () => {
     const error = await errorOf(run(deposit));
 
     expect(error.name).toBe('AppError');
-    expect(error.code).toBe('redirected');
+    expect(error.code).toBe('http-redirect');
     expect(error.status).toBe(302);
     expect(error.message).toMatch(/^The Relay URL of this connection redirects: https:\/\/relay\.test answered HTTP 302/);
     expect(error.message).toContain('points to https://login.example.com/sso.');
     expect(error.message).not.toContain('secret123'); // the query string stays out of Zap history
     expect(error.message).toContain('Zapier does not follow redirects to the relay');
-    expect(error.message).toContain(messages.RELAY_URL_FIX);
-    expect(error.message).toContain(messages.SAFE_TO_REPLAY);
+    expect(error.message).toContain(words('url_fix'));
+    expect(error.message).toContain(words('safe_to_retry'));
     expect(target.isDone()).toBe(false);
   });
 
@@ -64,11 +67,11 @@ describe('3xx: never followed, never a success', () => {
 
     const error = await errorOf(run(deposit, { baseUrl: 'http://relay.test' }));
 
-    expect(error.code).toBe('redirected');
+    expect(error.code).toBe('http-redirect');
     expect(error.status).toBe(301);
     expect(error.message).toContain('http://relay.test answered HTTP 301');
     expect(error.message).toContain(`points to https://relay.test${DEPOSIT}`);
-    expect(error.message).toContain('Reconnect with https://relay.test as the Relay URL.');
+    expect(error.message).toContain('Use https://relay.test as the Relay URL.');
     expect(error.message).not.toContain('Moved Permanently');
     expect(target.isDone()).toBe(false);
   });
@@ -79,18 +82,19 @@ describe('3xx: never followed, never a success', () => {
 
     const error = await errorOf(run(deposit));
 
-    expect(error.code).toBe('redirected');
+    expect(error.code).toBe('http-redirect');
     expect(error.status).toBe(307);
     expect(error.message).toContain(`points to https://elsewhere.example${DEPOSIT}`);
-    expect(error.message).not.toContain('Reconnect with https://'); // another host: no guess at the URL
+    expect(error.message).not.toContain('Use https://'); // another host: no guess at the URL
     expect(target.isDone()).toBe(false);
   });
 
   it('a 3xx without a Location still fails and says so', async () => {
     nock(BASE_URL).post('/v1/user/charge').reply(300, '');
     const error = await errorOf(run(charge));
-    expect(error.code).toBe('redirected');
-    expect(error.message).toContain('answered HTTP 300 (a redirect without a Location)');
+    expect(error.code).toBe('http-redirect');
+    expect(error.message).toContain('answered HTTP 300. Zapier does not follow redirects');
+    expect(error.message).not.toContain('points to');
   });
 
   it('a relative Location is resolved against the Relay URL, and a path in the Relay URL is kept', async () => {
@@ -98,11 +102,11 @@ describe('3xx: never followed, never a success', () => {
     const error = await errorOf(run(deposit, { baseUrl: 'http://relay.test/relay' }));
     // node-fetch resolves the Location against the request URL
     expect(error.message).toContain('points to http://relay.test/login');
-    expect(error.message).not.toContain('Reconnect with https://');
+    expect(error.message).not.toContain('Use https://');
 
     nock('http://relay.test').post(`/relay${DEPOSIT}`).reply(301, '', { Location: `https://relay.test/relay${DEPOSIT}` });
     const https = await errorOf(run(deposit, { baseUrl: 'http://relay.test/relay' }));
-    expect(https.message).toContain('Reconnect with https://relay.test/relay as the Relay URL.');
+    expect(https.message).toContain('Use https://relay.test/relay as the Relay URL.');
   });
 
   it.each([
@@ -113,7 +117,7 @@ describe('3xx: never followed, never a success', () => {
     interceptor().reply(302, '', { Location: 'https://login.example.com/' });
     const target = targetWouldSucceed('https://login.example.com', '/', 'get');
     const error = await errorOf(run(perform));
-    expect(error.code).toBe('redirected');
+    expect(error.code).toBe('http-redirect');
     expect(error.message).toContain('points to https://login.example.com/');
     expect(target.isDone()).toBe(false);
   });
@@ -121,7 +125,7 @@ describe('3xx: never followed, never a success', () => {
   it('the connection test fails on a redirect with the same message', async () => {
     nock(BASE_URL).get('/v1/relay/me').reply(302, '', { Location: 'https://login.example.com/' });
     const error = await errorOf(run(connectionTest));
-    expect(error.code).toBe('redirected');
+    expect(error.code).toBe('http-redirect');
     expect(error.message).toMatch(/^The Relay URL of this connection redirects/);
   });
 });
@@ -133,16 +137,19 @@ describe('other non-2xx answers without a problem body', () => {
     expect(error.name).toBe('AppError');
     expect(error.code).toBe('not-a-relay');
     expect(error.status).toBe(418);
-    expect(error.message).toBe(messages.notARelayAnswer(418, BASE_URL, "I'm a teapot"));
+    expect(error.message).toBe(
+      renderProblem('not-a-relay', { url: `${BASE_URL}${DEPOSIT}`, status: 418, origin: BASE_URL, said: "I'm a teapot" }),
+    );
     expect(error.message).toContain('https://relay.test answered HTTP 418 ("I\'m a teapot"), which is not an answer of a Paywalls Relay');
-    expect(error.message).toContain('Check the Relay URL of your connection');
+    expect(error.message).toContain('Check the Relay URL of this connection');
   });
 
   it('a 4xx with an HTML body does not copy the HTML into the message', async () => {
     nock(BASE_URL).post(DEPOSIT).reply(400, '<html><h1>Bad Request</h1></html>', { 'Content-Type': 'text/html' });
     const error = await errorOf(run(deposit));
     expect(error.code).toBe('not-a-relay');
-    expect(error.message).toBe(messages.notARelayAnswer(400, BASE_URL, null));
+    expect(error.message).toBe(renderProblem('not-a-relay', { url: `${BASE_URL}${DEPOSIT}`, status: 400, origin: BASE_URL }));
+    expect(error.message).not.toContain('<');
   });
 
   it('a status above 599 is an error, not a success', async () => {
@@ -165,32 +172,32 @@ describe('2xx without the expected body', () => {
     nock(BASE_URL).post(DEPOSIT).reply(status, body, type ? { 'Content-Type': type } : {});
     const error = await errorOf(run(deposit));
     expect(error.name).toBe('AppError');
-    expect(error.code).toBe('unexpected-body');
+    expect(error.code).toBe('not-json');
     expect(error.status).toBe(status);
     expect(error.message).toMatch(
-      new RegExp(`^Paywalls Relay answered HTTP ${status} without the expected body, so it is not known whether this deposit was applied\\.`),
+      new RegExp(`^Paywalls Relay answered HTTP ${status} without the expected body \\(got [^)]+\\), so it is not known whether this deposit was applied\\.`),
     );
-    expect(error.message).toContain(messages.SAFE_TO_REPLAY);
+    expect(error.message).toContain(words('safe_to_retry'));
   });
 
   it('charge answered with a bare string fails (not success: false)', async () => {
     nock(BASE_URL).post('/v1/user/charge').reply(200, '"charged"', { 'Content-Type': 'application/json' });
     const error = await errorOf(run(charge));
-    expect(error.code).toBe('unexpected-body');
-    expect(error.message).toMatch(/without the expected body, so it is not known whether this charge was applied/);
+    expect(error.code).toBe('not-json');
+    expect(error.message).toMatch(/without the expected body \(got text\), so it is not known whether this charge was applied/);
   });
 
   it('a balance lookup answered with HTML fails', async () => {
     nock(BASE_URL).get('/v1/user/balance').query(true).reply(200, '<html>login</html>', { 'Content-Type': 'text/html' });
     const error = await errorOf(run(balance));
-    expect(error.code).toBe('unexpected-body');
-    expect(error.message).toMatch(/^Paywalls Relay answered HTTP 200 without the expected body\. Check/);
+    expect(error.code).toBe('not-json');
+    expect(error.message).toMatch(/^Paywalls Relay answered HTTP 200 without the expected body \(got text\)\. Check/);
   });
 
   it('the trigger fails on a JSON object without a data list instead of returning no deposits', async () => {
     nock(BASE_URL).get('/v1/relay/deposits').query(true).reply(200, { ok: true });
     const error = await errorOf(run(deposits, {}, {}));
-    expect(error.code).toBe('unexpected-body');
+    expect(error.code).toBe('not-json');
   });
 });
 

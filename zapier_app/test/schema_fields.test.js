@@ -8,17 +8,18 @@
 // - amount -> input field "amount" (same required flag)
 // - metadata -> built by the step from three input fields: "reason", "reference" and
 //   "extra_metadata" ({...extra_metadata, reason, reference}). metadata is optional in
-//   the schema, so all three must be optional too: a required one would make every
-//   body carry metadata, i.e. make metadata required in practice.
-// - "dedupe_on" is no body property: it chooses the fields of the Idempotency-Key
-//   header (schemas/idempotency.md), so it is listed as a step-only control.
+//   the schema, so they are optional too, except Reference: the clients require it
+//   (client-contract.json reference_policy), though the relay API does not.
+// - "dedupe_on", "custom_dedupe_fields" and "dry_run" are no body properties: the first two
+//   choose the fields of the Idempotency-Key header (schemas/idempotency.md), the third
+//   sends ?dry_run=true; they are step-only controls.
 // A new schema property, a new input field, or a changed required flag fails here.
 
 const fs = require('fs');
 const path = require('path');
 
 const App = require('../index');
-const { buildBody } = require('../lib/balance_change');
+const { buildRequest, CONTRACT } = require('../lib/generated/relay-contract');
 
 const SCHEMAS = path.resolve(__dirname, '../../schemas');
 const readSchema = (name) => JSON.parse(fs.readFileSync(path.join(SCHEMAS, name), 'utf8'));
@@ -41,14 +42,19 @@ const BODY_MAPPING = {
   amount: ['amount'],
   metadata: ['reason', 'reference', 'extra_metadata'],
 };
-const STEP_ONLY = ['dedupe_on'];
+const STEP_ONLY = ['dedupe_on', 'custom_dedupe_fields', 'dry_run'];
+const CLIENT_REQUIRED = new Set(['reference']); // reference_policy
+
+const shownFields = (inputFields) =>
+  inputFields.flatMap((f) => (typeof f === 'function' ? f(null, { inputData: { dedupe_on: 'custom' } }) : [f]));
 
 describe.each([
   ['deposit_credits', 'deposit-request.json'],
   ['charge_user', 'charge-request.json'],
 ])('%s input fields vs schemas/%s', (actionKey, schemaFile) => {
   const schema = readSchema(schemaFile);
-  const inputFields = App.creates[actionKey].operation.inputFields;
+  const inputFields = shownFields(App.creates[actionKey].operation.inputFields);
+  const op = actionKey === 'deposit_credits' ? 'deposit' : 'charge';
   const byKey = Object.fromEntries(inputFields.map((f) => [f.key, f]));
   const required = new Set(schema.required || []);
 
@@ -62,7 +68,7 @@ describe.each([
       expect(byKey[fieldKey]).toBeDefined();
       expect({ field: fieldKey, required: Boolean(byKey[fieldKey].required) }).toEqual({
         field: fieldKey,
-        required: required.has(property),
+        required: required.has(property) || (CLIENT_REQUIRED.has(fieldKey) && CONTRACT.reference_policy.required_for.includes(op)),
       });
     }
   });
@@ -72,8 +78,10 @@ describe.each([
     expect(inputFields.map((f) => f.key).filter((k) => !mapped.has(k))).toEqual([]);
     for (const key of STEP_ONLY) {
       expect(byKey[key]).toBeDefined();
-      expect(Boolean(byKey[key].required)).toBe(false);
     }
+    // Custom Dedupe Fields is required only where it is shown (Deduplicate On = custom).
+    expect(Boolean(byKey.dedupe_on.required)).toBe(false);
+    expect(Boolean(byKey.dry_run.required)).toBe(false);
   });
 
   it('takes user and amount as text (amount is a decimal string)', () => {
@@ -85,7 +93,7 @@ describe.each([
   });
 
   it('builds a body with only schema properties, required ones present', () => {
-    const body = buildBody({
+    const { body } = buildRequest(op, {
       user: 'acme:user_123',
       amount: '10',
       reason: 'other',
@@ -99,8 +107,12 @@ describe.each([
     }
     expect(body.metadata).toEqual({ plan: 'pro', reason: 'other', reference: 'in_1' });
     expect(resolve(schema.properties.metadata).type).toBe('object');
-    // With only the required fields filled, metadata is left out altogether.
-    expect(buildBody({ user: 'u', amount: '1' })).toEqual({ user: 'u', amount: '1' });
+    // With only the required fields filled, metadata holds only the Reference.
+    expect(buildRequest(op, { user: 'u', amount: '1', reference: 'r' }).body).toEqual({
+      user: 'u',
+      amount: '1',
+      metadata: { reference: 'r' },
+    });
   });
 });
 

@@ -1,52 +1,53 @@
 'use strict';
 
-// Polls GET /v1/relay/deposits (newest first). Each entry has a stable id (e.g.
-// "led_42"), which Zapier uses to tell new deposits from ones it has seen.
-// Reason and Reference are lifted out of metadata so they are easy to map.
+// Polls GET /v1/relay/deposits (newest first). Each entry has a stable id (e.g. "led_42"),
+// which Zapier uses to tell new deposits from ones it has seen. Reason and Reference are
+// lifted out of metadata so they are easy to map (relay-contract.js buildReadOutput, the same
+// items n8n's List Deposits gives).
 
-const { requireObjectBody, unexpectedBodyError } = require('../lib/errors');
+const contract = require('../lib/generated/relay-contract');
+const { requireObjectBody, unexpectedBodyError, contractError } = require('../lib/errors');
+const { relayRequest } = require('../lib/relay');
+const fields = require('../lib/fields');
 
+const OP = 'deposits';
 const PAGE_SIZE = 50;
+const spec = fields.definition(OP);
 
-const toItem = (entry) => {
-  const metadata = entry.metadata && typeof entry.metadata === 'object' ? entry.metadata : {};
-  return {
-    id: entry.id,
-    created_at: entry.created_at,
-    user: entry.user,
-    amount: entry.amount,
-    reason: metadata.reason === undefined ? null : metadata.reason,
-    reference: metadata.reference === undefined ? null : metadata.reference,
-    metadata,
-    balance_formatted: entry.balance_formatted === undefined ? null : entry.balance_formatted,
-    idempotency_key: entry.idempotency_key,
-    token_id: entry.token_id,
-    token_label: entry.token_label === undefined ? null : entry.token_label,
-  };
+// Zapier-only: a polling trigger filters on Reason itself (the relay's feed has no such query).
+const reasonFilter = {
+  key: 'reason',
+  label: 'Reason',
+  type: 'string',
+  required: false,
+  choices: fields.definition('deposit').inputFields.find((f) => f.key === 'reason').choices,
+  helpText: 'Only trigger on deposits with this reason. Leave empty for any reason.',
 };
 
 const perform = async (z, bundle) => {
-  const params = { limit: String(PAGE_SIZE) };
-  const user = String(bundle.inputData.user === undefined ? '' : bundle.inputData.user).trim();
-  if (user) {
-    params.user = user;
+  let request;
+  try {
+    request = contract.buildRequest(OP, bundle.inputData || {});
+  } catch (error) {
+    throw error instanceof contract.ContractError ? contractError(z, error) : error;
   }
-  const response = await z.request({ url: '/v1/relay/deposits', method: 'GET', params });
+  const response = await relayRequest(z, bundle, {
+    url: request.path,
+    method: request.method,
+    params: { limit: String(PAGE_SIZE), ...request.query },
+  });
   // Not a {data: [...]} page: something other than the relay answered; an empty list would hide it.
   const page = requireObjectBody(z, response);
   if (!Array.isArray(page.data)) {
     throw unexpectedBodyError(z, response);
   }
-  const { data } = page;
-  const reason = String(bundle.inputData.reason === undefined ? '' : bundle.inputData.reason).trim();
-  return data
-    .map(toItem)
-    .filter((item) => !reason || item.reason === reason);
+  const reason = typeof bundle.inputData.reason === 'string' ? bundle.inputData.reason.trim() : '';
+  return contract.buildReadOutput(OP, request, page, {}).filter((item) => !reason || item.reason === reason);
 };
 
 module.exports = {
-  key: 'new_deposit',
-  noun: 'Deposit',
+  key: spec.key,
+  noun: spec.noun,
   display: {
     label: 'New Deposit',
     description:
@@ -55,28 +56,10 @@ module.exports = {
   },
   operation: {
     type: 'polling',
-    inputFields: [
-      {
-        key: 'user',
-        label: 'User',
-        type: 'string',
-        required: false,
-        placeholder: 'acme:user_123',
-        helpText: 'Only trigger on deposits to this Paywalls user id. Leave empty for deposits to any user.',
-      },
-      {
-        key: 'reason',
-        label: 'Reason',
-        type: 'string',
-        required: false,
-        choices: require('../creates/deposit_credits').REASONS,
-        helpText: 'Only trigger on deposits with this reason. Leave empty for any reason.',
-      },
-    ],
+    inputFields: [...fields.inputFields(OP), reasonFilter],
     perform,
     sample: {
       id: 'led_42',
-      created_at: '2026-11-03T09:15:27Z',
       user: 'acme:user_123',
       amount: '20',
       reason: 'subscription_renewal',
@@ -86,18 +69,8 @@ module.exports = {
       idempotency_key: 'pwk1_17dfbe5531ecbd7d305a3dbb93bf51135ca896a68bd0f26ec6f404eb27b83828',
       token_id: 'Uq8xoIK4PjS2',
       token_label: 'Zapier: Stripe renewals',
+      created_at: '2026-11-03T09:15:27Z',
     },
-    outputFields: [
-      { key: 'id', label: 'Deposit ID', type: 'string' },
-      { key: 'created_at', label: 'Created At', type: 'datetime' },
-      { key: 'user', label: 'User', type: 'string' },
-      { key: 'amount', label: 'Amount', type: 'string' },
-      { key: 'reason', label: 'Reason', type: 'string' },
-      { key: 'reference', label: 'Reference', type: 'string' },
-      { key: 'balance_formatted', label: 'Balance After Deposit', type: 'string' },
-      { key: 'idempotency_key', label: 'Idempotency Key', type: 'string' },
-      { key: 'token_id', label: 'Token ID', type: 'string' },
-      { key: 'token_label', label: 'Token Label', type: 'string' },
-    ],
+    outputFields: fields.outputFields(OP),
   },
 };

@@ -1,130 +1,102 @@
 'use strict';
 
-// Starts a real Paywalls Relay and its standalone sandbox upstream on 127.0.0.1 for the
-// end-to-end tests, creates relay tokens with the CLI, and stops everything afterwards.
+// A live Paywalls Relay and its sandbox upstream for the end-to-end tests, started the one way
+// every suite starts them: `paywalls-relay dev-stack --json --exit-with-stdin`. It prints one JSON
+// line {relay_url, sandbox_url, admin_key, sandbox_control, database_url, pid}; tokens are made
+// through the admin API with admin_key, the sandbox is driven through /_sandbox/* with
+// sandbox_control. Closing its stdin (or SIGTERM) stops it, so a crashed test run leaves nothing.
 //
 // The relay's console script comes from PAYWALLS_RELAY_BIN, or the repository's venv
 // (`make venv` creates it): <repo>/.venv/bin/paywalls-relay.
 
-const { spawn, execFile } = require('child_process');
-const crypto = require('crypto');
+const { spawn } = require('child_process');
 const fs = require('fs');
-const net = require('net');
-const os = require('os');
 const path = require('path');
-const { promisify } = require('util');
-
-const execFileAsync = promisify(execFile);
+const readline = require('readline');
 
 const RELAY_BIN = process.env.PAYWALLS_RELAY_BIN || path.resolve(__dirname, '../../../.venv/bin/paywalls-relay');
-const SANDBOX_KEY = 'sk-sandbox-test';
-
-const freePort = () =>
-  new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const CONTROL_HEADER = 'X-Sandbox-Control';
 
 class Harness {
   constructor() {
-    this.children = [];
-    this.logs = {};
+    this.child = null;
+    this.log = '';
   }
 
-  async start() {
+  async start(timeoutMs = 60000) {
     if (!fs.existsSync(RELAY_BIN)) {
       throw new Error(
         `paywalls-relay not found at ${RELAY_BIN}. Run \`make venv\` in the repository root, ` +
           'or set PAYWALLS_RELAY_BIN to the console script.',
       );
     }
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'paywalls-zapier-e2e-'));
-    const [sandboxPort, relayPort] = [await freePort(), await freePort()];
-    this.sandboxUrl = `http://127.0.0.1:${sandboxPort}`;
-    this.relayUrl = `http://127.0.0.1:${relayPort}`;
-
-    // Only what the relay needs, so a developer's own settings cannot leak in; the
-    // working directory is the temp dir, so no .env file is picked up either.
-    this.env = {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME || this.dir,
-      LANG: 'C.UTF-8',
-      DATABASE_URL: `sqlite:///${path.join(this.dir, 'relay.db')}`,
-      PAYWALLS_API_KEY: SANDBOX_KEY,
-      PAYWALLS_BASE_URL: `${this.sandboxUrl}/v1`,
-      RELAY_ADMIN_KEY: crypto.randomBytes(24).toString('hex'),
-    };
-
-    this.spawn('sandbox', ['sandbox', '--host', '127.0.0.1', '--port', String(sandboxPort), '--api-key', SANDBOX_KEY]);
-    await this.waitFor(`${this.sandboxUrl}/_sandbox/state`, 'sandbox');
-    await this.cli(['db', 'upgrade']);
-    this.spawn('relay', ['run', '--host', '127.0.0.1', '--port', String(relayPort)]);
-    await this.waitFor(`${this.relayUrl}/healthz`, 'relay');
-  }
-
-  spawn(name, args) {
-    const child = spawn(RELAY_BIN, args, { cwd: this.dir, env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.logs[name] = '';
-    const append = (chunk) => {
-      this.logs[name] = (this.logs[name] + chunk.toString()).slice(-20000);
-    };
-    child.stdout.on('data', append);
-    child.stderr.on('data', append);
-    child.exited = new Promise((resolve) => child.on('exit', resolve));
-    this.children.push(child);
-    return child;
-  }
-
-  async waitFor(url, name, timeoutMs = 30000) {
-    const deadline = Date.now() + timeoutMs;
-    let last;
-    while (Date.now() < deadline) {
-      try {
-        const response = await fetch(url);
-        if (response.status === 200) {
-          return;
+    // Only what the stack needs, so a developer's own settings cannot leak in.
+    const env = { PATH: process.env.PATH, HOME: process.env.HOME || '/tmp', LANG: 'C.UTF-8' };
+    this.child = spawn(RELAY_BIN, ['dev-stack', '--json', '--exit-with-stdin'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child.stderr.on('data', (chunk) => {
+      this.log = (this.log + chunk.toString()).slice(-20000);
+    });
+    this.exited = new Promise((resolve) => this.child.on('exit', resolve));
+    const lines = readline.createInterface({ input: this.child.stdout });
+    const stack = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`dev-stack printed nothing within ${timeoutMs} ms.\n${this.log}`)), timeoutMs);
+      lines.once('line', (line) => {
+        clearTimeout(timer);
+        try {
+          resolve(JSON.parse(line));
+        } catch (error) {
+          reject(new Error(`dev-stack printed ${JSON.stringify(line)}, not JSON.\n${this.log}`));
         }
-        last = `HTTP ${response.status}`;
-      } catch (error) {
-        last = error.message;
-      }
-      await sleep(150);
+      });
+      this.child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`dev-stack exited (${code}) before printing its JSON line.\n${this.log}`));
+      });
+    });
+    Object.assign(this, {
+      relayUrl: stack.relay_url,
+      sandboxUrl: stack.sandbox_url,
+      adminKey: stack.admin_key,
+      sandboxControl: stack.sandbox_control,
+      stack,
+    });
+    return stack;
+  }
+
+  // --- admin API ---------------------------------------------------------------------------
+
+  async admin(method, pathname, body) {
+    const response = await fetch(`${this.relayUrl}/v1/admin${pathname}`, {
+      method,
+      headers: { Authorization: `Bearer ${this.adminKey}`, 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const data = await response.json();
+    if (!response.ok) {
+      throw new Error(`admin ${method} ${pathname}: HTTP ${response.status} ${JSON.stringify(data)}`);
     }
-    throw new Error(`${name} did not answer 200 at ${url} within ${timeoutMs} ms (${last}).\n${this.logs[name]}`);
+    return data;
   }
 
-  async cli(args) {
-    try {
-      const { stdout } = await execFileAsync(RELAY_BIN, args, { cwd: this.dir, env: this.env, timeout: 60000 });
-      return stdout;
-    } catch (error) {
-      throw new Error(`paywalls-relay ${args.join(' ')} failed: ${error.message}\n${error.stdout}\n${error.stderr}`);
-    }
+  // A token with these settings (schemas/token-settings.json); {id, token, ...}.
+  createToken(settings) {
+    return this.admin('POST', '/tokens', settings);
   }
 
-  // Creates a token; returns {id, token, ...} as printed by `tokens create --json`.
-  async createToken(label, options = []) {
-    const out = await this.cli(['tokens', 'create', '--label', label, ...options, '--json']);
-    return JSON.parse(out.trim().split('\n').pop());
+  revokeToken(id) {
+    return this.admin('POST', `/tokens/${encodeURIComponent(id)}/revoke`);
   }
 
-  async revokeToken(id) {
-    return this.cli(['tokens', 'revoke', id]);
-  }
-
-  // --- sandbox control API ---------------------------------------------------------------
+  // --- sandbox control API -----------------------------------------------------------------
 
   async sandbox(method, pathname, body) {
+    const headers = { [CONTROL_HEADER]: this.sandboxControl };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+    }
     const response = await fetch(`${this.sandboxUrl}${pathname}`, {
       method,
-      headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     if (!response.ok) {
@@ -138,20 +110,17 @@ class Harness {
   }
 
   async stop() {
-    await Promise.all(
-      this.children.map(async (child) => {
-        if (child.exitCode === null && child.signalCode === null) {
-          child.kill('SIGTERM');
-          const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-          await child.exited;
-          clearTimeout(timer);
-        }
-      }),
-    );
-    this.children = [];
-    if (this.dir) {
-      fs.rmSync(this.dir, { recursive: true, force: true });
+    if (!this.child) {
+      return;
     }
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.stdin.end();
+      this.child.kill('SIGTERM');
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+      await this.exited;
+      clearTimeout(timer);
+    }
+    this.child = null;
   }
 }
 

@@ -2,13 +2,13 @@
 
 // End to end: the app's steps, through createAppTester and the full middleware
 // pipeline, against a real Paywalls Relay and its sandbox upstream on 127.0.0.1
-// (started by ./harness.js). No mocked HTTP here.
+// (`paywalls-relay dev-stack`, started by ./harness.js). No mocked HTTP here.
 
 const zapier = require('zapier-platform-core');
 
 const App = require('../../index');
-const { deriveKey } = require('../../lib/idempotency');
-const { messages } = require('../../lib/errors');
+const { deriveKey } = require('../../lib/generated/relay-contract');
+const { renderProblem } = require('../../lib/errors');
 const { Harness } = require('./harness');
 
 jest.setTimeout(60000);
@@ -20,8 +20,9 @@ const balance = App.searches.find_user_balance.operation.perform;
 const newDeposit = App.triggers.new_deposit.operation.perform;
 
 const harness = new Harness();
+const SAFE = renderProblem('upstream-ambiguous').split('applied. ')[1];
 let main; // all four operations
-let narrow; // deposit only, at most 5 per call, metadata.reference required
+let narrow; // deposit only, at most 5 per call, metadata.invoice_id required
 let limited; // 1 request per minute
 
 const auth = (token = main) => ({ baseUrl: harness.relayUrl, token: token.token });
@@ -46,9 +47,14 @@ const depositsOf = (state, user) => state.deposits.filter((d) => d.user === user
 
 beforeAll(async () => {
   await harness.start();
-  main = await harness.createToken('Zapier test', ['--ops', 'deposit,charge,balance,ledger']);
-  narrow = await harness.createToken('Zapier narrow', ['--ops', 'deposit', '--max-amount', '5', '--require-metadata', 'reference']);
-  limited = await harness.createToken('Zapier limited', ['--ops', 'balance', '--rate-limit', '1/minute']);
+  main = await harness.createToken({ label: 'Zapier test', operations: ['deposit', 'charge', 'balance', 'ledger'] });
+  narrow = await harness.createToken({
+    label: 'Zapier narrow',
+    operations: ['deposit'],
+    max_amount: '5',
+    required_metadata: ['invoice_id'],
+  });
+  limited = await harness.createToken({ label: 'Zapier limited', operations: ['balance'], rate_limit: '1/minute' });
 }, 120000);
 
 afterAll(async () => {
@@ -61,7 +67,7 @@ describe('connection', () => {
     expect(me.id).toBe(main.id);
     expect(me.operations.sort()).toEqual(['balance', 'charge', 'deposit', 'ledger']);
     const label = await appTester(App.authentication.connectionLabel, { authData: auth(), inputData: me });
-    expect(label).toBe('Zapier test');
+    expect(label).toBe('Zapier test (sandbox)'); // dev-stack runs the sandbox upstream
   });
 
   it('accepts the Relay URL with a trailing /v1/', async () => {
@@ -75,8 +81,8 @@ describe('connection', () => {
     const error = await failure(
       appTester(App.authentication.test, { authData: { baseUrl: harness.relayUrl, token: 'pwr_not_a_real_token' } }),
     );
-    expect(error.message).toMatch(/^Paywalls Relay refused the relay token: it is invalid, expired or revoked/);
-    expect(error.message).toContain(messages.RECONNECT);
+    expect(error.message).toMatch(/^Paywalls Relay refused the relay token: it is missing, invalid, expired or revoked/);
+    expect(error.message).toContain('My Apps > Paywalls Relay > Reconnect');
   });
 });
 
@@ -168,7 +174,7 @@ describe('Deposit Credits', () => {
 
   it('a bad user names the User field', async () => {
     const error = await failure(
-      appTester(deposit, { authData: auth(), inputData: { user: 'jane@example.com', amount: '1' } }),
+      appTester(deposit, { authData: auth(), inputData: { user: 'jane@example.com', amount: '1', reference: 'r_mail' } }),
     );
     expect(error.message).toMatch(/User: user may contain only letters/);
   });
@@ -189,7 +195,9 @@ describe('Deposit Credits', () => {
       }),
     );
     expect(error.code).toBe('idempotency-key-reused');
-    expect(error.message).toBe(messages.keyReused('deposit'));
+    // The token dedupes on every field, so the relay refuses the step's key (derived from user and
+    // Reference) reused with another amount: same words, without the token's field list.
+    expect(error.message).toMatch(/^This deposit has the same Deduplicate On fields as an earlier one/);
     expect((await harness.state()).balances[user]).toBe('4');
   });
 
@@ -202,7 +210,7 @@ describe('Deposit Credits', () => {
     await harness.sandbox('POST', '/_sandbox/reset');
     expect(error.status).toBe(502);
     expect(error.message).toMatch(/may or may not have been applied/);
-    expect(error.message).toContain(messages.SAFE_TO_REPLAY);
+    expect(error.message).toContain(SAFE);
 
     // Paywalls credits but the connection drops before the answer: the relay retries
     // with the same upstream key, and the user replays with the same fields.
@@ -226,13 +234,13 @@ describe('token limits', () => {
     expect(error.message).toMatch(/over this token's per-call maximum of 5/);
   });
 
-  it('a reference the token requires is named as the Reference field', async () => {
+  it('metadata the token requires is named as its Extra Metadata row', async () => {
     const error = await failure(
-      appTester(deposit, { authData: auth(narrow), inputData: { user: 'acme:e2e_narrow', amount: '1' } }),
+      appTester(deposit, { authData: auth(narrow), inputData: { user: 'acme:e2e_narrow', amount: '1', reference: 'n0' } }),
     );
     expect(error.code).toBe('validation');
-    expect(error.message).toMatch(/Reference: metadata\.reference is required by this token/);
-    expect(error.message).toContain('Fill in the Reference field of this step');
+    expect(error.message).toMatch(/Extra Metadata > invoice_id: metadata\.invoice_id is required by this token/);
+    expect(error.message).toContain('Add a row with key "invoice_id" under Extra Metadata');
   });
 
   it('403 operation names the missing operation', async () => {
@@ -251,7 +259,7 @@ describe('token limits', () => {
   });
 
   it('a revoked token surfaces the reconnect message', async () => {
-    const doomed = await harness.createToken('Zapier revoked', ['--ops', 'deposit']);
+    const doomed = await harness.createToken({ label: 'Zapier revoked', operations: ['deposit'] });
     const inputData = { user: 'acme:e2e_revoked', amount: '1', reference: 'rv1' };
     await appTester(deposit, { authData: auth(doomed), inputData });
     await harness.revokeToken(doomed.id);
@@ -260,8 +268,8 @@ describe('token limits', () => {
     );
     expect(error.code).toBe('unauthorized');
     expect(error.status).toBe(401);
-    expect(error.message).toBe(messages.unauthorized('revoked'));
-    expect(error.message).toContain('Reconnect');
+    expect(error.message).toContain('(the relay says: revoked)');
+    expect(error.message).toContain('My Apps > Paywalls Relay > Reconnect');
   });
 });
 
