@@ -189,6 +189,7 @@ HOSTILE_INPUTS = [
     {**BASE, "dedupe_on": "custom", "custom_dedupe_fields": 5},
     {**BASE, "dry_run": " ON "}, {**BASE, "dry_run": "Off"}, {**BASE, "dry_run": 1.0}, {**BASE, "dry_run": [True]},
     {**BASE, "dry_run": "\u0131"}, {**BASE, "reason": "\u00a0 "}, {},
+    {**BASE, "extra_metadata": {"__proto__": "x", "constructor": "y"}}, {**BASE, "reason": "{reference}"},
 ]
 
 
