@@ -10,6 +10,8 @@ from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from .config import server_threads
+
 
 DEFAULT_PATH = os.path.join("instance", "relay.db")
 
@@ -41,14 +43,28 @@ def describe_url(url: str) -> dict:
             "database_name": parsed.database}
 
 
+# PostgreSQL: connections per process. Not one per thread: the server's max_connections (100 by default) is
+# shared by every worker and process, and a transaction here lasts a few statements, so a worker with 256
+# threads rarely has more than a handful open at once (the GIL runs one thread at a time). A thread that finds
+# them all busy queues for one instead of failing: POOL_TIMEOUT is far above any wait seen under load.
+PG_POOL_SIZE, PG_MAX_OVERFLOW, PG_POOL_TIMEOUT = 10, 10, 15
+
+
 def make_engine(url: str, writer: bool = True) -> Engine:
     url = normalize_url(url)
+    threads = server_threads()
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        # A SQLite connection is a file handle: enough for every thread, so none waits for the pool (writers
+        # queue on _writer_lock instead); only a few stay open when idle.
+        database = make_url(url).database
+        pooled = {} if not database or database == ":memory:" or "mode=memory" in url else \
+            {"pool_size": min(threads, 8), "max_overflow": threads, "pool_timeout": 30}
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pooled)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate if writer else _sqlite_begin_deferred)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=5)
+    return create_engine(url, pool_size=min(threads, PG_POOL_SIZE), max_overflow=PG_MAX_OVERFLOW, pool_pre_ping=True,
+                         pool_timeout=PG_POOL_TIMEOUT)
 
 
 # FULL: SQLite syncs the WAL on every commit, so a ledger row the client was told about survives a power loss.
