@@ -22,7 +22,7 @@ from limits import parse
 import re2
 from sqlalchemy import bindparam, select, update
 
-from . import amounts, claims, dates, keys, messages, validation
+from . import amounts, caps, claims, dates, keys, messages, validation
 from .messages import field_error
 from .models import Token, as_utc, utcnow
 
@@ -396,6 +396,12 @@ def update_token(session, token: Token, spec: dict, now: datetime | None = None)
             raise messages.identity_locked(token.id, changing, count, iso(newest))
         _one_rule_per_namespace(session, values.get("namespace", token.namespace),
                                 values.get("dedupe_on", token.dedupe_on), token.id)
+    if not caps.capped(token) and (values.get("daily_cap_micros") is not None
+                                   or values.get("monthly_cap_micros") is not None):
+        # Its calls reserved nothing until now: its usage rows start from the ledger, while claims wait.
+        session.refresh(token, with_for_update=True)
+        if not caps.capped(token):
+            caps.start_capping(session.connection(), token, now or utcnow())
     for column, value in values.items():
         setattr(token, column, value)
     return token
