@@ -83,7 +83,15 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
+GROUP_COMMIT = "relay_group_commit"  # an execution option: commit without syncing, write() syncs after
+
+
 def _sqlite_begin_immediate(connection):
+    # synchronous can only change outside a transaction: set it for this one (and remember, per connection).
+    mode = "NORMAL" if connection.get_execution_options().get(GROUP_COMMIT) else SQLITE_SYNCHRONOUS
+    if connection.info.get("synchronous") != mode:
+        connection.exec_driver_sql(f"PRAGMA synchronous={mode}")
+        connection.info["synchronous"] = mode
     # Writers queue up at BEGIN instead of failing on a lock upgrade mid-transaction.
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -126,26 +134,59 @@ def transaction():
 def write():
     """One short write transaction on a bare Core connection, for the request path's claim and record
     phases (prebuilt Core statements; an ORM session costs more than they do): committed on success,
-    rolled back on any error."""
-    with _writer_lock(engine()), engine().begin() as connection:
-        yield connection
+    rolled back on any error, and on disk when this returns.
+
+    SQLite: group commit. A synchronous=FULL commit syncs the WAL while holding the database's only write
+    lock, so every fresh deposit (two commits) waited for two disk flushes in turn: about 3 ms each on the
+    benchmark machine, a ceiling of some 150 deposits a second whatever the CPUs or the upstream. Here the
+    commit writes its WAL frames without syncing, releases the write lock, then syncs the WAL file: the next
+    writer commits meanwhile, and one flush carries every commit written before it. The promise is FULL's:
+    nothing is acted on (Paywalls called, a client answered) before its commit is on disk; another request
+    may only read a commit that is not yet on disk, and then its own commit, later in the same WAL, is
+    synced before it acts."""
+    bound = engine()
+    group = _group_commit_path(bound)
+    if group is None:
+        with bound.begin() as connection:
+            yield connection
+        return
+    with _writer_lock(group):
+        with bound.connect() as connection:
+            connection = connection.execution_options(**{GROUP_COMMIT: True})
+            with connection.begin():
+                yield connection
+    _sync_file(group + "-wal")
+
+
+def _sync_file(path: str):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # the WAL was checkpointed and removed, which syncs the database file first
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _group_commit_path(bound: Engine) -> str | None:
+    """The SQLite database file whose writers queue on a lock and commit as a group; None otherwise."""
+    database = bound.url.database
+    if bound.dialect.name != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return os.path.abspath(database)
 
 
 _thread_locks: dict = {}
 
 
 @contextmanager
-def _writer_lock(bound: Engine):
+def _writer_lock(path: str):
     """SQLite admits one writer at a time, and a writer that finds the database locked waits in
     SQLite's busy handler, which polls with sleeps of up to 100 ms: under concurrent deposits that, not
     the work, set throughput and p99. The request path's writers queue here instead, on a thread lock
     and an flock on `<database>.writer-lock`, and are woken as soon as it is free. Other writers (CLI,
     admin) still meet SQLite's own locking: this is scheduling, not correctness."""
-    database = bound.url.database
-    if bound.dialect.name != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
-        yield
-        return
-    path = os.path.abspath(database)
     with _thread_locks.setdefault(path, threading.Lock()):
         fd = os.open(path + ".writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
