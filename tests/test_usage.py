@@ -5,7 +5,7 @@ on SQLite and PostgreSQL."""
 import requests
 from sqlalchemy import select
 
-from conftest import auth, create_token as new_token, deposit
+from conftest import auth, create_token as new_token, deposit, needs_postgres, postgres_database
 from relay import db, tokens
 from relay.models import Token, Usage
 
@@ -73,3 +73,26 @@ def test_a_first_cap_starts_from_what_the_ledger_and_the_calls_in_doubt_already_
     assert refused.status_code == 403
     assert deposit(client, text, amount="2", metadata={"n": "4"}).status_code == 200
     assert me(client, text)["usage"]["today"] == "16"
+
+
+@needs_postgres
+def test_recording_a_token_s_use_never_waits_for_another_call_doing_it(make_app):
+    """Every call in flight at the minute's turn records the token's use: on PostgreSQL they queued on the token's
+    row (Lock:transactionid). Now a call that finds the row being touched leaves it to that call."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import text
+
+    with postgres_database() as url:
+        app = make_app(url)
+        token_id, _ = new_token(app)
+        engine = app.extensions["relay.engine"]
+        stale = type("T", (), {"id": token_id, "last_used_at": datetime.now(timezone.utc) - timedelta(hours=1)})
+        with engine.connect() as first, engine.connect() as second:
+            first.begin()
+            tokens.touch(first, stale, datetime.now(timezone.utc))
+            second.begin()
+            second.execute(text("SET LOCAL lock_timeout = '2s'"))  # waiting would raise instead of hanging
+            tokens.touch(second, stale, datetime.now(timezone.utc))
+            second.commit()
+            first.commit()
