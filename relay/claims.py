@@ -46,6 +46,7 @@ class Claim:
 class Replay:
     status: int
     body: str
+    new_binding: bool = False  # a client key was bound to the event by this request (that row must be flushed)
 
 
 class InFlight(Exception):
@@ -121,9 +122,9 @@ def claim(connection, token, op: str, event_key: str, client_key: str | None, fi
         raise messages.claim_contended()
     if row.fingerprint != fingerprint:
         raise messages.event_reused(token.dedupe_on)
-    _bind_client_key(connection, scope, client_key, row.id, fingerprint, now)
+    new_binding = _bind_client_key(connection, scope, client_key, row.id, fingerprint, now)
     if row.state == "done":
-        return Replay(row.response_status, row.response_body)
+        return Replay(row.response_status, row.response_body, new_binding)
     if row.state == "in_flight" and _age(row.locked_at, now) < lease_seconds:
         raise InFlight()
     return _take_over(connection, token, row, micros, now)
@@ -154,20 +155,23 @@ def _take_over(connection, token, row, micros: int, now: datetime) -> Claim:
 
 
 def _bind_client_key(connection, scope: str, client_key: str | None, event_id: int, fingerprint: str,
-                     now: datetime):
+                     now: datetime) -> bool:
     """A client's Idempotency-Key names one event for as long as it is kept: the first it was sent with. Bound
-    even when it equals the event key, since another token of the namespace may derive another event key."""
+    even when it equals the event key, since another token of the namespace may derive another event key.
+    True when this call bound it."""
     if client_key is None:
-        return
+        return False
     inserted = insert_ignore_returning(connection, ClientKey, {"scope": scope, "key": client_key, "event_id": event_id,
                                                                "fingerprint": fingerprint, "created_at": now})
-    if inserted is None:
-        bound = connection.execute(_CLIENT_KEY, {"scope": scope, "key": client_key}).first()
-        if bound is not None and bound.fingerprint != fingerprint:
-            raise messages.key_reused()
-        if bound is not None and bound.event_id != event_id:
-            # Bound a moment ago, by a concurrent request, to another event: retrying finds that event.
-            raise messages.claim_contended()
+    if inserted is not None:
+        return True
+    bound = connection.execute(_CLIENT_KEY, {"scope": scope, "key": client_key}).first()
+    if bound is not None and bound.fingerprint != fingerprint:
+        raise messages.key_reused()
+    if bound is not None and bound.event_id != event_id:
+        # Bound a moment ago, by a concurrent request, to another event: retrying finds that event.
+        raise messages.claim_contended()
+    return False
 
 
 def _check_identity(connection, token):

@@ -146,6 +146,7 @@ def write():
     synced before it acts."""
     bound = engine()
     group = _group_commit_path(bound)
+    _unflushed.flag = False
     if group is None:
         with bound.begin() as connection:
             yield connection
@@ -155,7 +156,19 @@ def write():
             connection = connection.execution_options(**{GROUP_COMMIT: True})
             with connection.begin():
                 yield connection
-    _sync_file(group + "-wal")
+    if not _unflushed.flag:
+        _sync_file(group + "-wal")
+
+
+_unflushed = threading.local()
+
+
+def without_flush(connection):
+    """This write() transaction's rows are never acted on (a replay's ledger row: the answer it gives is already
+    stored): it need not wait for the disk. The next flush, or PostgreSQL's WAL writer, carries it."""
+    _unflushed.flag = True
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
 
 def _sync_file(path: str):

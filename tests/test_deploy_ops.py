@@ -103,9 +103,16 @@ def test_the_money_path_syncs_each_commit_before_acting_on_it(make_app, monkeypa
     real_call, real_sync = upstream.call, db._sync_file
     monkeypatch.setattr(upstream, "call", lambda *a, **k: events.append("upstream") or real_call(*a, **k))
     monkeypatch.setattr(db, "_sync_file", lambda path: events.append(os.path.basename(path)) or real_sync(path))
-    response = deposit(app.test_client(), text)
-    assert response.status_code == 200
+    client = app.test_client()
+    assert deposit(client, text).status_code == 200
     assert events == ["relay.db-wal", "upstream", "relay.db-wal"]
+    # A replay stores only a note in the ledger, which nobody acts on: no flush. One that binds a new client key
+    # to the event does flush: that binding decides what the key means from now on.
+    events.clear()
+    assert deposit(client, text).headers["Idempotent-Replayed"] == "true"
+    assert events == []
+    assert deposit(client, text, headers={"Idempotency-Key": "k-new"}).headers["Idempotent-Replayed"] == "true"
+    assert events == ["relay.db-wal"]
     with app.extensions["relay.engine"].connect() as connection:
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
 
