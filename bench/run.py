@@ -651,7 +651,7 @@ def main() -> int:
                 try:
                     results["SQLite"] = measure("SQLite", f"sqlite:///{path}", sandboxes, naive_url, args)
                 finally:
-                    for suffix in ("", "-wal", "-shm", ".writer-lock"):
+                    for suffix in ("", "-wal", "-shm", ".writer-lock", ".migrate-lock"):
                         Path(f"{path}{suffix}").unlink(missing_ok=True)
             elif database == "postgres":
                 with postgres_database(pg_url) as url:
