@@ -1,4 +1,12 @@
-"""gunicorn settings for production: threaded workers, timeouts that fit the upstream budget."""
+"""gunicorn settings for production: threaded workers, timeouts that fit the upstream budget.
+
+Why 2 x 256 gthread threads (README, Performance): a money call spends almost all of its time waiting for
+Paywalls, an internet round trip away, and a waiting thread costs memory, not CPU. With 8 threads a worker
+served only 8 calls at once whatever the CPUs could do; 256 per worker keep up with 256 callers even when all
+of them land on one worker. Threads, not gevent: the money path blocks in places a monkey-patched event loop
+cannot see (SQLite's fsync and its cross-process flock, psycopg's C waits), and the upstream watchdog is a
+real thread. The database pools (relay/db.py) and the upstream connection pool (relay/upstream.py) are sized
+from the same number, so no thread ever waits for a pool."""
 
 import glob
 import os
@@ -10,7 +18,7 @@ from relay.config import from_env as _relay_config  # not `config`: gunicorn wou
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("RELAY_THREADS", "8"))
+threads = int(os.environ.get("RELAY_THREADS", "256"))
 # A call may take RELAY_UPSTREAM_BUDGET (20 s) upstream; give it room before gunicorn kills the worker.
 timeout = int(float(os.environ.get("RELAY_UPSTREAM_BUDGET", "20")) + 15)
 graceful_timeout = timeout

@@ -2,7 +2,7 @@
 --   BENCH_MODE   fresh  (a new body, so a new idempotency key, on every request)
 --                replay (cycle through BENCH_POOL bodies that were sent before)
 --                storm  (one identical body; each connection sends it exactly once)
---   BENCH_AUTH   the Authorization header value
+--   BENCH_AUTH   the Authorization header value (BENCH_AUTHS: several, "|"-separated, used in turn)
 --   BENCH_PATH   the request path
 --   BENCH_RUN    a run id, so bodies never collide across runs
 --   BENCH_SEND_KEY=1  also send an Idempotency-Key header (direct and naive: what the relay sends upstream)
@@ -11,6 +11,11 @@
 
 local mode = os.getenv("BENCH_MODE") or "fresh"
 local auth = os.getenv("BENCH_AUTH") or ""
+-- BENCH_AUTHS: several Authorization values separated by "|": requests take them in turn (load spread over tokens)
+local auths = {}
+for value in string.gmatch(os.getenv("BENCH_AUTHS") or "", "[^|]+") do
+  table.insert(auths, value)
+end
 local path = os.getenv("BENCH_PATH") or "/v1/user/balance/deposit"
 local run = os.getenv("BENCH_RUN") or "run"
 local send_key = os.getenv("BENCH_SEND_KEY") == "1"
@@ -47,7 +52,11 @@ function request()
   else
     seq = 0
   end
-  local headers = {["Content-Type"] = "application/json", ["Authorization"] = auth}
+  local who = auth
+  if #auths > 0 then
+    who = auths[(n % #auths) + 1]
+  end
+  local headers = {["Content-Type"] = "application/json", ["Authorization"] = who}
   if send_key then
     headers["Idempotency-Key"] = run .. "-" .. seq
   end

@@ -1,15 +1,21 @@
 """`make bench`: the relay against the same requests sent straight to the sandbox upstream and through a
 naive pass-through proxy, under load from wrk (not the code under test), on 127.0.0.1 only.
 
-Everything runs as separate processes: the standalone sandbox upstream, the naive proxy and the relay, the
-last two under gunicorn with the relay's production gunicorn.conf.py. For each database (SQLite, and
-PostgreSQL when RELAY_TEST_DATABASE_URL is set) it measures, in one run:
+Everything runs as separate processes: standalone sandbox upstreams (one answering at once, one each for the
+IO-bound latencies), the naive proxy and the relay, the last two under gunicorn with the relay's production
+gunicorn.conf.py and no tuning variables. For each database (SQLite, and PostgreSQL when
+RELAY_TEST_DATABASE_URL is set) it measures, in one run:
 
-  * fresh deposits (a new idempotency key each) at 1 and 16 connections: direct, naive, relay;
-  * replays (the same fields again) through the relay at 16 connections;
-  * a duplicate storm: one deposit sent once by each of 100 concurrent connections (1 upstream call).
+  * CPU: fresh deposits (a new idempotency key each) at 1 and 16 connections, direct, naive and relay
+    interleaved, with the CPU each path's own server spent per request; replays at 16 connections; a storm
+    of 100 identical deposits (exactly 1 upstream call);
+  * IO-bound: the upstream answering after 300 ms (64 connections), 1000 ms (128), 100 ms (64 and 256):
+    direct against relay, and the relay's total RSS at 256 connections;
+  * PostgreSQL: one token against the same load spread over 16 tokens (uncapped, then capped), sampling
+    pg_stat_activity for Lock:transactionid waits;
+  * two relay processes on one database: fresh deposits through both, and the storm split across them.
 
-It prints one table, writes it to bench/results.md, and exits 1 if a target is missed.
+It prints one table with the issue 15 targets, writes it to bench/results.md, and exits 1 if a target is missed.
 """
 
 import argparse
@@ -23,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from contextlib import ExitStack, contextmanager
@@ -40,10 +47,15 @@ STORM_CONNECTIONS = 100
 REPLAY_POOL = 256
 CLI = [sys.executable, "-c", "from relay.cli import main; main()"]
 
-# The targets of issue 7 (ratios, since machines are noisy).
-MAX_ADDED_P50_MS = 2.0
-MIN_FRESH_VS_NAIVE = 0.75
-MIN_REPLAY_VS_FRESH = 2.0
+# The targets of issue 15 (ratios measured in one run, since machines are noisy).
+IO_SCENARIOS = [(300, 64, True), (1000, 128, True), (100, 64, False), (100, 256, False)]  # ms, connections, target?
+MIN_IO_VS_DIRECT = 0.9
+MAX_IO_P99_VS_DIRECT = 1.2
+MAX_CPU_VS_NAIVE = {"SQLite": 1.5, "PostgreSQL": 2.0}
+MAX_ADDED_P50_OVER_NAIVE_MS = 1.0  # SQLite
+MIN_ONE_TOKEN_VS_SIXTEEN = 0.9
+MIN_REPLAY_VS_FRESH = 3.0
+SANDBOX_THREADS = 1024  # the upstream must never be what limits the direct column
 
 
 def free_port() -> int:
@@ -95,33 +107,44 @@ def gunicorn(app: str, port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", *extra, app]
 
 
-def sandbox_command(kind: str, port: int) -> list[str]:
-    if kind == "gunicorn":
-        # Its state is in memory, so one process; threads for concurrency.
-        return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                "--worker-class", "gthread", "--threads", "32", "--keep-alive", "5", "--log-level", "warning",
-                f"relay.sandbox:create_sandbox_app({SANDBOX_KEY!r})"]
-    return [*CLI, "sandbox", "--host", "127.0.0.1", "--port", str(port),
-            "--api-key", SANDBOX_KEY]
+def sandbox_command(port: int, latency_ms: int = 0) -> list[str]:
+    # Its state is in memory, so one process; threads so that every waiting call has one.
+    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+            "--worker-class", "gthread", "--threads", str(SANDBOX_THREADS), "--keep-alive", "5",
+            "--backlog", "2048", "--log-level", "warning",
+            f"relay.sandbox:create_sandbox_app({SANDBOX_KEY!r}, latency_ms={latency_ms})"]
 
 
 # --- wrk ------------------------------------------------------------------------------------------------------
 
-def wrk(url: str, *, connections: int, duration: float, mode: str = "fresh", auth: str, run: str,
-        send_key: bool = False, threads: int | None = None) -> dict:
+def wrk_start(url: str, *, connections: int, duration: float, mode: str = "fresh", auth: str, run: str,
+              send_key: bool = False, threads: int | None = None, auths: list[str] | None = None):
     threads = threads or min(connections, 2)
     env = dict(os.environ, BENCH_MODE=mode, BENCH_AUTH=auth, BENCH_PATH=DEPOSIT, BENCH_RUN=run,
                BENCH_SEND_KEY="1" if send_key else "0", BENCH_POOL=str(REPLAY_POOL),
-               BENCH_PER_THREAD=str(connections // threads))
+               BENCH_PER_THREAD=str(connections // threads), BENCH_AUTHS="|".join(auths or []))
     command = ["wrk", "--latency", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s",
-               "--timeout", "10s", "-s", str(LUA), url]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration + 60)
-    line = next((l for l in done.stdout.splitlines() if l.startswith("BENCH_RESULT ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+               "--timeout", "30s", "-s", str(LUA), url]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wrk_result(proc, duration: float) -> dict:
+    stdout, stderr = proc.communicate(timeout=duration + 90)
+    line = next((l for l in stdout.splitlines() if l.startswith("BENCH_RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {stdout}\n{stderr}")
     result = json.loads(line.split(" ", 1)[1])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     return result
+
+
+def wrk(url: str, *, duration: float, **options) -> dict:
+    return wrk_result(wrk_start(url, duration=duration, **options), duration)
+
+
+def non_2xx(result: dict) -> int:
+    return sum(v for k, v in result["statuses"].items() if not k.startswith("2")) + \
+        sum(v for k, v in result["errors"].items() if k != "status")
 
 
 def check_all_ok(result: dict, what: str):
@@ -145,19 +168,22 @@ class Sandbox:
         requests.post(self.url + "/_sandbox/reset", timeout=30).raise_for_status()
 
 
-# --- the relay under test ---------------------------------------------------------------------------------------
+# --- processes ------------------------------------------------------------------------------------------------
 
 def relay_env(database_url: str, sandbox_url: str) -> dict:
     return clean_env(PAYWALLS_API_KEY=SANDBOX_KEY, PAYWALLS_BASE_URL=sandbox_url + "/v1", DATABASE_URL=database_url,
                      RELAY_ENV="production")
 
 
-def prepare_database(env: dict) -> str:
-    """Migrate, and create a deposit-only token; returns its text."""
-    subprocess.run([*CLI, "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True)
-    made = subprocess.run([*CLI, "tokens", "create", "--label", "bench", "--ops", "deposit", "--json"],
+def new_token(env: dict, **limits) -> str:
+    extra = [part for name, value in limits.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+    made = subprocess.run([*CLI, "tokens", "create", "--label", "bench", "--ops", "deposit", *extra, "--json"],
                           env=env, cwd=ROOT, check=True, capture_output=True, text=True)
     return json.loads(made.stdout)["token"]
+
+
+def migrate(env: dict):
+    subprocess.run([*CLI, "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True)
 
 
 @contextmanager
@@ -179,6 +205,15 @@ def postgres_database(server_url: str):
         admin.dispose()
 
 
+@contextmanager
+def relay(name: str, env: dict):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with process(name, gunicorn("relay.app:create_app()", port), env, url + "/healthz") as proc:
+        GROUPS[name] = proc.pid
+        yield url
+
+
 def median_result(results: list[dict]) -> dict:
     """Each figure's median over the rounds (the machines this runs on are noisy)."""
     merged = {"rounds": len(results), "requests": sum(r["requests"] for r in results)}
@@ -192,17 +227,40 @@ def median_result(results: list[dict]) -> dict:
 GROUPS: dict[str, int] = {}
 
 
-def cpu_seconds(group: int) -> float:
-    """User + system CPU time of every process in a process group (the gunicorn master and its workers)."""
-    ticks = 0
+def group_pids(group: int) -> list[int]:
+    pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if int(fields[2]) == group:
-            ticks += int(fields[11]) + int(fields[12])
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def cpu_seconds(group: int) -> float:
+    """User + system CPU time of every process in a process group (the gunicorn master and its workers)."""
+    ticks = 0
+    for pid in group_pids(group):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(group: int) -> float:
+    total = 0
+    for pid in group_pids(group):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
 
 
 def counting_cpu(name: str, result_of) -> dict:
@@ -224,105 +282,280 @@ def one_run(sandbox: Sandbox, url: str, name: str, connections: int, duration: f
     return result
 
 
-def measure(database: str, database_url: str, sandbox: Sandbox, naive_url: str, duration: float, rounds: int) -> dict:
-    env = relay_env(database_url, sandbox.url)
-    token = prepare_database(env)
-    port = free_port()
-    relay_url = f"http://127.0.0.1:{port}"
-    run = uuid.uuid4().hex[:8]
-    upstream = {"auth": f"Bearer {SANDBOX_KEY}", "send_key": True}
-    relay = {"auth": f"Bearer {token}"}
-    targets_ = (("direct", sandbox.url, upstream), ("naive", naive_url, upstream), ("relay", relay_url, relay))
-    rows = {}
-    with process(f"relay-{database}", gunicorn("relay.app:create_app()", port), env, relay_url + "/healthz") as relay_proc:
-        GROUPS["relay"] = relay_proc.pid
-        print(f"[{database}] warming up", flush=True)
-        for _name, url, who in targets_:
-            wrk(url, connections=16, duration=2, run=run + "w", **who)
+def say(database: str, what: str, result: dict, extra: str = ""):
+    cpu = f"  CPU {result['cpu_ms']:.2f} ms/req" if "cpu_ms" in result else ""
+    print(f"[{database}] {what:34} {result.get('rps', 0):8.0f} req/s  p50 {result['p50_us'] / 1000:8.2f} ms  "
+          f"p99 {result['p99_us'] / 1000:8.2f} ms{cpu} {extra}", flush=True)
 
-        # Fresh deposits: direct, naive and relay interleaved, round after round.
+
+# --- the scenarios --------------------------------------------------------------------------------------------
+
+def cpu_scenario(database: str, env: dict, sandbox: Sandbox, naive_url: str, duration: float, rounds: int) -> dict:
+    """Upstream answering at once: what each path costs in CPU, and the latency it adds."""
+    token = new_token(env)
+    run = uuid.uuid4().hex[:8]
+    rows = {}
+    upstream = {"auth": f"Bearer {SANDBOX_KEY}", "send_key": True}
+    with relay("relay", env) as relay_url:
+        paths = (("direct", sandbox.url, upstream), ("naive", naive_url, upstream),
+                 ("relay", relay_url, {"auth": f"Bearer {token}"}))
+        print(f"[{database}] warming up", flush=True)
+        for _name, url, who in paths:
+            wrk(url, connections=16, duration=2, run=run + "w", **who)
         for connections in (1, 16):
-            results = {name: [] for name, _url, _who in targets_}
+            results = {name: [] for name, _url, _who in paths}
             for round_ in range(rounds):
-                for name, url, who in targets_:
+                for name, url, who in paths:
                     results[name].append(one_run(sandbox, url, name, connections, duration,
                                                  f"{run}{name}{connections}r{round_}", **who))
-            for name, _url, _who in targets_:
-                rows[(name, connections)] = result = median_result(results[name])
-                each = ", ".join(f"{r['rps']:.0f}" for r in results[name])
-                print(f"[{database}] {name:6} c={connections:<3} {result['rps']:8.0f} req/s  "
-                      f"p50 {result['p50_us'] / 1000:6.2f} ms  p99 {result['p99_us'] / 1000:6.2f} ms "
-                      f"(median of {rounds}: {each} req/s)",
-                      flush=True)
+            for name, _url, _who in paths:
+                rows[(name, connections)] = median_result(results[name])
+                say(database, f"{name} fresh c={connections}", rows[(name, connections)])
 
         # Replays: the same fields again, answered from the relay's store without calling Paywalls.
         http = requests.Session()
         for seq in range(REPLAY_POOL):
             body = {"user": f"bench:user_{seq % 97}", "amount": "1.50", "metadata": {"run": run + "r", "seq": str(seq)}}
-            answer = http.post(relay_url + DEPOSIT, json=body, headers={"Authorization": relay["auth"]}, timeout=30)
-            answer.raise_for_status()
+            http.post(relay_url + DEPOSIT, json=body, headers={"Authorization": f"Bearer {token}"},
+                      timeout=30).raise_for_status()
         sandbox.reset()
         replays = []
         for _round in range(rounds):
             result = counting_cpu("relay", lambda: wrk(relay_url, connections=16, duration=duration, mode="replay",
-                                                       run=run + "r", **relay))
+                                                       run=run + "r", auth=f"Bearer {token}"))
             check_all_ok(result, "replays")
             replays.append(result)
         if sandbox.deposit_calls() != 0:
             raise RuntimeError("replays reached the upstream")
-        rows[("replay", 16)] = result = median_result(replays)
-        print(f"[{database}] replay c=16  {result['rps']:8.0f} req/s  p50 {result['p50_us'] / 1000:6.2f} ms", flush=True)
+        rows[("replay", 16)] = median_result(replays)
+        say(database, "relay replays c=16", rows[("replay", 16)])
+        rows["storm"] = [storm(sandbox, [relay_url], token, f"{run}s{round_}") for round_ in range(rounds)]
+        print(f"[{database}] storm, one process: upstream calls {[s['upstream_calls'] for s in rows['storm']]}",
+              flush=True)
+    return rows
 
-        # The duplicate storm: one deposit, sent once by each of 100 concurrent connections; a new one each round.
-        storms = []
-        for round_ in range(rounds):
+
+def storm(sandbox: Sandbox, relay_urls: list[str], token: str, run: str) -> dict:
+    """One deposit, sent once by each of 100 concurrent connections (split over the relay processes)."""
+    sandbox.reset()
+    share = STORM_CONNECTIONS // len(relay_urls)
+    procs = [wrk_start(url, connections=share, duration=4, mode="storm", run=run, auth=f"Bearer {token}")
+             for url in relay_urls]
+    results = [wrk_result(proc, 4) for proc in procs]
+    answers = sum(r["requests"] for r in results)
+    for result in results:
+        check_all_ok(result, "storm")
+    return {"answers": answers, "upstream_calls": sandbox.deposit_calls(),
+            "p99_us": max(r["p99_us"] for r in results)}
+
+
+def io_scenario(database: str, database_url: str, sandboxes: dict, duration: float) -> dict:
+    """The upstream an internet round trip away: does the relay keep up with it?"""
+    rows = {}
+    for latency, connections, _target in IO_SCENARIOS:
+        sandbox = sandboxes[latency]
+        env = relay_env(database_url, sandbox.url)
+        token = new_token(env)
+        run = uuid.uuid4().hex[:8]
+        with relay("relay", env) as relay_url:
+            wrk(relay_url, connections=connections, duration=2, run=run + "w", auth=f"Bearer {token}")  # warm pools
             sandbox.reset()
-            result = wrk(relay_url, connections=STORM_CONNECTIONS, duration=4, mode="storm", run=f"{run}s{round_}",
-                         **relay)
-            check_all_ok(result, "storm")
-            result["upstream_calls"] = sandbox.deposit_calls()
-            storms.append(result)
-            print(f"[{database}] storm c=100  {result['requests']} answers, {result['upstream_calls']} upstream "
-                  f"call(s), p99 {result['p99_us'] / 1000:.2f} ms", flush=True)
-        rows[("storm", STORM_CONNECTIONS)] = {
-            **median_result(storms), "requests": min(r["requests"] for r in storms),
-            "upstream_calls": max(r["upstream_calls"] for r in storms), "p99_us": max(r["p99_us"] for r in storms),
-            "all_calls": [r["upstream_calls"] for r in storms]}
+            direct = counting_cpu("sandbox-" + str(latency), lambda: wrk(
+                sandbox.url, connections=connections, duration=duration, run=run + "d",
+                auth=f"Bearer {SANDBOX_KEY}", send_key=True))
+            sandbox.reset()
+            peak = [0.0]
+            stop = threading.Event()
+
+            def watch_rss():
+                while not stop.wait(0.5):
+                    peak[0] = max(peak[0], rss_mb(GROUPS["relay"]))
+            watcher = threading.Thread(target=watch_rss)
+            watcher.start()
+            try:
+                relayed = counting_cpu("relay", lambda: wrk(relay_url, connections=connections, duration=duration,
+                                                            run=run + "r", auth=f"Bearer {token}"))
+            finally:
+                stop.set()
+                watcher.join()
+            relayed["rss_mb"] = peak[0]
+        rows[(latency, connections)] = {"direct": direct, "relay": relayed}
+        say(database, f"direct {latency} ms c={connections}", direct, f"non-2xx {non_2xx(direct)}")
+        say(database, f"relay  {latency} ms c={connections}", relayed,
+            f"non-2xx {non_2xx(relayed)}  RSS {peak[0]:.0f} MB")
+    return rows
+
+
+@contextmanager
+def lock_sampler(database_url: str):
+    """Samples pg_stat_activity every 50 ms: how many of the bench database's backends wait on a row lock."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1),
+                           isolation_level="AUTOCOMMIT")
+    seen = {"samples": 0, "with_wait": 0, "max_waiting": 0}
+    stop = threading.Event()
+
+    def sample():
+        with engine.connect() as connection:
+            while not stop.wait(0.05):
+                waiting = connection.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND wait_event = 'transactionid'")).scalar()
+                seen["samples"] += 1
+                seen["with_wait"] += bool(waiting)
+                seen["max_waiting"] = max(seen["max_waiting"], waiting)
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join()
+        engine.dispose()
+
+
+def tokens_scenario(database: str, env: dict, database_url: str, sandbox: Sandbox, duration: float, rounds: int) -> dict:
+    """PostgreSQL: 16 connections on one token against the same load over 16 tokens, uncapped then capped."""
+    rows = {}
+    with relay("relay", env) as relay_url:
+        for kind, limits in (("uncapped", {}), ("capped", {"daily_cap": "100000000"})):
+            one = new_token(env, **limits)
+            sixteen = [new_token(env, **limits) for _ in range(16)]
+            results = {"one": [], "sixteen": []}
+            samples = {}
+            for round_ in range(rounds):
+                for spread, who in (("one", {"auth": f"Bearer {one}"}),
+                                    ("sixteen", {"auth": "", "auths": [f"Bearer {t}" for t in sixteen]})):
+                    sandbox.reset()
+                    with lock_sampler(database_url) as seen:
+                        result = wrk(relay_url, connections=16, duration=duration,
+                                     run=f"{kind}{spread}{round_}{uuid.uuid4().hex[:6]}", **who)
+                    check_all_ok(result, f"{kind} {spread}")
+                    results[spread].append(result)
+                    previous = samples.setdefault(spread, {"samples": 0, "with_wait": 0, "max_waiting": 0})
+                    previous["samples"] += seen["samples"]
+                    previous["with_wait"] += seen["with_wait"]
+                    previous["max_waiting"] = max(previous["max_waiting"], seen["max_waiting"])
+            for spread in ("one", "sixteen"):
+                rows[(kind, spread)] = {**median_result(results[spread]), "locks": samples[spread]}
+                locks = samples[spread]
+                say(database, f"{kind} {spread} token(s) c=16", rows[(kind, spread)],
+                    f"Lock:transactionid in {locks['with_wait']}/{locks['samples']} samples")
+    return rows
+
+
+def two_processes_scenario(database: str, env: dict, sandbox: Sandbox, duration: float, rounds: int) -> dict:
+    """Two relay processes (each the production gunicorn) on one database."""
+    token = new_token(env)
+    run = uuid.uuid4().hex[:8]
+    with relay("relay-a", env) as a, relay("relay-b", env) as b:
+        for url in (a, b):
+            wrk(url, connections=8, duration=2, run=run + "w" + url[-5:], auth=f"Bearer {token}")
+        sandbox.reset()
+        procs = [wrk_start(url, connections=8, duration=duration, run=f"{run}f{url[-5:]}", auth=f"Bearer {token}")
+                 for url in (a, b)]
+        results = [wrk_result(proc, duration) for proc in procs]
+        for result in results:
+            check_all_ok(result, "two processes")
+        both = {"rps": sum(r["rps"] for r in results), "p50_us": max(r["p50_us"] for r in results),
+                "p99_us": max(r["p99_us"] for r in results), "requests": sum(r["requests"] for r in results)}
+        say(database, "two processes fresh c=8+8", both)
+        storms = [storm(sandbox, [a, b], token, f"{run}s{round_}") for round_ in range(rounds)]
+        print(f"[{database}] storm, two processes: upstream calls {[s['upstream_calls'] for s in storms]}", flush=True)
+    return {"fresh": both, "storm": storms}
+
+
+def measure(database: str, database_url: str, sandboxes: dict, naive_url: str, args) -> dict:
+    sandbox = sandboxes[0]
+    env = relay_env(database_url, sandbox.url)
+    migrate(env)
+    rows = {"cpu": cpu_scenario(database, env, sandbox, naive_url, args.duration, args.rounds)}
+    rows["io"] = io_scenario(database, database_url, sandboxes, args.io_duration)
+    if database == "PostgreSQL":
+        rows["tokens"] = tokens_scenario(database, env, database_url, sandbox, args.duration, max(1, args.rounds - 1))
+    rows["two"] = two_processes_scenario(database, env, sandbox, args.duration, args.rounds)
     return rows
 
 
 # --- the report -------------------------------------------------------------------------------------------------
 
-def targets(rows: dict) -> list[tuple[str, str, bool]]:
-    added = (rows[("relay", 1)]["p50_us"] - rows[("direct", 1)]["p50_us"]) / 1000
-    fresh_ratio = rows[("relay", 16)]["rps"] / rows[("naive", 16)]["rps"]
-    replay_ratio = rows[("replay", 16)]["rps"] / rows[("relay", 16)]["rps"]
-    storm = rows[("storm", STORM_CONNECTIONS)]
-    return [
-        (f"added p50 at 1 connection <= {MAX_ADDED_P50_MS:g} ms over direct", f"{added:.2f} ms", added <= MAX_ADDED_P50_MS),
-        (f"fresh deposits >= {MIN_FRESH_VS_NAIVE:g}x naive at 16 connections", f"{fresh_ratio:.2f}x",
-         fresh_ratio >= MIN_FRESH_VS_NAIVE),
-        (f"replays >= {MIN_REPLAY_VS_FRESH:g}x fresh at 16 connections", f"{replay_ratio:.2f}x",
-         replay_ratio >= MIN_REPLAY_VS_FRESH),
-        ("storm of 100 identical deposits: exactly 1 upstream call", ", ".join(map(str, storm["all_calls"])),
-         all(calls == 1 for calls in storm["all_calls"]) and storm["requests"] == STORM_CONNECTIONS),
-    ]
+def ms(us: float) -> str:
+    return f"{us / 1000:.2f}"
+
+
+def targets(database: str, rows: dict) -> list[tuple[str, str, bool]]:
+    cpu, io = rows["cpu"], rows["io"]
+    out = []
+    for latency, connections, is_target in IO_SCENARIOS:
+        if not is_target:
+            continue
+        direct, relayed = io[(latency, connections)]["direct"], io[(latency, connections)]["relay"]
+        ratio = relayed["rps"] / direct["rps"]
+        p99 = relayed["p99_us"] / direct["p99_us"]
+        bad = non_2xx(relayed)
+        out += [
+            (f"IO-bound {latency} ms, {connections} connections: relay >= {MIN_IO_VS_DIRECT:g}x direct req/s",
+             f"{ratio:.2f}x", ratio >= MIN_IO_VS_DIRECT),
+            (f"IO-bound {latency} ms, {connections} connections: relay p99 <= {MAX_IO_P99_VS_DIRECT:g}x direct p99",
+             f"{p99:.2f}x ({ms(relayed['p99_us'])} / {ms(direct['p99_us'])} ms)", p99 <= MAX_IO_P99_VS_DIRECT),
+            (f"IO-bound {latency} ms, {connections} connections: 0 non-2xx", str(bad), bad == 0),
+        ]
+    cpu_ratio = cpu[("relay", 16)]["cpu_ms"] / cpu[("naive", 16)]["cpu_ms"]
+    limit = MAX_CPU_VS_NAIVE[database]
+    out.append((f"CPU per fresh deposit <= {limit:g}x naive (16 connections)", f"{cpu_ratio:.2f}x", cpu_ratio <= limit))
+    if database == "SQLite":
+        added = (cpu[("relay", 1)]["p50_us"] - cpu[("naive", 1)]["p50_us"]) / 1000
+        out.append((f"added p50 over naive at 1 connection <= {MAX_ADDED_P50_OVER_NAIVE_MS:g} ms", f"{added:.2f} ms",
+                    added <= MAX_ADDED_P50_OVER_NAIVE_MS))
+    if "tokens" in rows:
+        one, sixteen = rows["tokens"][("uncapped", "one")], rows["tokens"][("uncapped", "sixteen")]
+        ratio = one["rps"] / sixteen["rps"]
+        out.append((f"one uncapped token >= {MIN_ONE_TOKEN_VS_SIXTEEN:g}x 16 tokens (16 connections)", f"{ratio:.2f}x",
+                    ratio >= MIN_ONE_TOKEN_VS_SIXTEEN))
+        locks = one["locks"]
+        out.append(("one uncapped token: no Lock:transactionid in pg_stat_activity samples",
+                    f"{locks['with_wait']} of {locks['samples']}", locks["with_wait"] == 0 and locks["samples"] > 0))
+    replay = cpu[("replay", 16)]["rps"] / cpu[("relay", 16)]["rps"]
+    out.append((f"replays >= {MIN_REPLAY_VS_FRESH:g}x fresh (16 connections)", f"{replay:.2f}x",
+                replay >= MIN_REPLAY_VS_FRESH))
+    for label, storms in (("one process", cpu["storm"]), ("two processes", rows["two"]["storm"])):
+        calls = [s["upstream_calls"] for s in storms]
+        out.append((f"storm of 100 identical deposits, {label}: exactly 1 upstream call", ", ".join(map(str, calls)),
+                    all(c == 1 for c in calls) and all(s["answers"] == STORM_CONNECTIONS for s in storms)))
+    return out
 
 
 def table(database: str, rows: dict) -> list[str]:
-    ms = lambda us: f"{us / 1000:.2f}"  # noqa: E731
-    direct = {c: rows[("direct", c)]["p50_us"] for c in (1, 16)}
-    lines = []
+    cpu, io = rows["cpu"], rows["io"]
     labels = {"direct": "direct to sandbox", "naive": "naive proxy", "relay": "relay, fresh keys",
-              "replay": "relay, replays", "storm": "relay, duplicate storm"}
-    for (name, connections), r in rows.items():
-        added = f"+{ms(r['p50_us'] - direct[connections])}" if name in ("naive", "relay") else ""
-        extra = (f"{r['rounds']} storms of {STORM_CONNECTIONS} identical deposits: upstream calls "
-                 f"{', '.join(map(str, r['all_calls']))}; p99 is the worst storm's") if name == "storm" else ""
-        rps = "" if name == "storm" else f"{r['rps']:.0f}"
-        cpu = f"{r['cpu_ms']:.2f}" if "cpu_ms" in r else ""
-        lines.append(f"| {database} | {labels[name]} | {connections} | {rps} | {ms(r['p50_us'])} | {ms(r['p99_us'])} "
-                     f"| {added} | {cpu} | {extra} |")
+              "replay": "relay, replays"}
+    lines = []
+    for key in (("direct", 1), ("naive", 1), ("relay", 1), ("direct", 16), ("naive", 16), ("relay", 16), ("replay", 16)):
+        r = cpu[key]
+        lines.append(f"| {database} | 0 ms | {labels[key[0]]} | {key[1]} | {r['rps']:.0f} | {ms(r['p50_us'])} | "
+                     f"{ms(r['p99_us'])} | {r.get('cpu_ms', 0):.2f} | |")
+    for latency, connections, _target in IO_SCENARIOS:
+        for name in ("direct", "relay"):
+            r = io[(latency, connections)][name]
+            note = f"non-2xx {non_2xx(r)}"
+            if name == "relay":
+                note += f"; relay RSS {r['rss_mb']:.0f} MB; relay/direct {r['rps'] / io[(latency, connections)]['direct']['rps']:.2f}x"
+                if r.get("cpu_ms"):
+                    note += f"; CPU ceiling {2000 / r['cpu_ms'] * (os.cpu_count() or 2) / 2:.0f} req/s"
+            lines.append(f"| {database} | {latency} ms | {labels[name]} | {connections} | {r['rps']:.0f} | "
+                         f"{ms(r['p50_us'])} | {ms(r['p99_us'])} | {r.get('cpu_ms', 0):.2f} | {note} |")
+    for (kind, spread), r in rows.get("tokens", {}).items():
+        locks = r["locks"]
+        lines.append(f"| {database} | 0 ms | relay, {kind}, {'one token' if spread == 'one' else '16 tokens'} | 16 | "
+                     f"{r['rps']:.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])} | | Lock:transactionid in "
+                     f"{locks['with_wait']} of {locks['samples']} samples (max {locks['max_waiting']} backends) |")
+    two = rows["two"]["fresh"]
+    lines.append(f"| {database} | 0 ms | two relay processes, fresh keys | 8+8 | {two['rps']:.0f} | {ms(two['p50_us'])} | "
+                 f"{ms(two['p99_us'])} | | |")
+    for label, storms in (("storm, one process", cpu["storm"]), ("storm, two processes", rows["two"]["storm"])):
+        lines.append(f"| {database} | 0 ms | {label} | 100 | | | {ms(max(s['p99_us'] for s in storms))} | | upstream "
+                     f"calls {', '.join(str(s['upstream_calls']) for s in storms)} |")
     return lines
 
 
@@ -331,22 +564,24 @@ def report(results: dict, settings: dict) -> tuple[str, bool]:
              "Written by `make bench` (bench/run.py); the README quotes these figures.", "",
              f"- date: {settings['date']}",
              f"- machine: {settings['cpus']} CPUs ({settings['cpu_model']}), {settings['platform']}, Python {settings['python']}",
-             f"- load generator: {settings['wrk']}, bodies from bench/deposit.lua; each figure is the median of "
-             f"{settings['rounds']} interleaved runs of {settings['duration']:g} s (direct, naive, relay in turn)",
-             f"- sandbox upstream: standalone, {settings['sandbox']}; naive proxy and relay: gunicorn with "
-             "gunicorn.conf.py (gthread, 2 workers x 8 threads), all on 127.0.0.1",
-             "- 'added p50' is the p50 minus the direct p50 at the same number of connections",
+             f"- load average (1, 5, 15 min) before: {settings['load_before']}; after: {settings['load_after']}",
+             f"- load generator: {settings['wrk']}, bodies from bench/deposit.lua; 0 ms figures are the median of "
+             f"{settings['rounds']} interleaved runs of {settings['duration']:g} s (direct, naive, relay in turn); "
+             f"IO-bound runs last {settings['io_duration']:g} s, direct then relay",
+             f"- sandbox upstreams: standalone, gunicorn 1 worker x {SANDBOX_THREADS} threads, answering after 0, 100, "
+             "300 or 1000 ms (`--latency-ms`); naive proxy and relay: gunicorn with gunicorn.conf.py and no tuning "
+             "variables (gthread, 2 workers x 256 threads), all on 127.0.0.1",
              "- 'CPU ms/req' is the CPU time (user + system) the path's own server spent per answered request: the "
-             "sandbox for direct, the proxy alone for naive, the relay alone for the relay (the sandbox's share of "
-             "those requests is in the direct row); every process shares the machine's CPUs", "",
-             "| database | path | connections | req/s | p50 ms | p99 ms | added p50 ms | CPU ms/req | notes |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "sandbox for direct, the proxy alone for naive, the relay alone for the relay; every process shares the "
+             "machine's CPUs. 'CPU ceiling' is the request rate at which the relay alone would use every CPU", "",
+             "| database | upstream delay | path | connections | req/s | p50 ms | p99 ms | CPU ms/req | notes |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
     for database, rows in results.items():
         lines += table(database, rows)
-    lines += ["", "## Targets", "", "| database | target | measured | met |", "|---|---|---:|---|"]
+    lines += ["", "## Targets (issue 15)", "", "| database | target | measured | met |", "|---|---|---:|---|"]
     all_met = True
     for database, rows in results.items():
-        for what, value, met in targets(rows):
+        for what, value, met in targets(database, rows):
             all_met &= met
             lines.append(f"| {database} | {what} | {value} | {'yes' if met else '**NO**'} |")
     lines += ["", f"All targets met: {'yes' if all_met else '**NO**'}", ""]
@@ -363,12 +598,15 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def load() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per fresh/replay measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per measurement (medians reported)")
-    parser.add_argument("--sandbox", choices=["gunicorn", "werkzeug"], default="gunicorn",
-                        help="how the standalone sandbox upstream is served")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per 0 ms measurement")
+    parser.add_argument("--io-duration", type=float, default=10.0, help="seconds per IO-bound measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per 0 ms measurement (medians)")
     parser.add_argument("--databases", default="sqlite,postgres",
                         help="which to run; postgres needs RELAY_TEST_DATABASE_URL")
     parser.add_argument("--out", default=str(BENCH / "results.md"))
@@ -387,34 +625,40 @@ def main() -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(), "cpu_model": cpu_model(), "platform": f"{platform.system()} {platform.machine()}",
         "python": platform.python_version(), "duration": args.duration, "rounds": args.rounds,
+        "io_duration": args.io_duration, "load_before": load(),
         "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(" [")[0].strip() or "wrk",
-        "sandbox": "gunicorn 1 worker x 32 threads" if args.sandbox == "gunicorn" else "werkzeug threaded server",
     }
+    print(f"load average before: {settings['load_before']}", flush=True)
     results = {}
     with ExitStack() as stack:
-        sandbox_port, naive_port = free_port(), free_port()
-        sandbox_url, naive_url = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{naive_port}"
-        GROUPS["direct"] = stack.enter_context(process("sandbox", sandbox_command(args.sandbox, sandbox_port),
-                                                       clean_env(), sandbox_url + "/_sandbox/state")).pid
+        sandboxes = {}
+        for latency in sorted({0} | {latency for latency, _c, _t in IO_SCENARIOS}):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            name = "direct" if latency == 0 else f"sandbox-{latency}"
+            GROUPS[name] = stack.enter_context(process(name, sandbox_command(port, latency), clean_env(),
+                                                       url + "/_sandbox/state")).pid
+            sandboxes[latency] = Sandbox(url)
+        naive_port = free_port()
+        naive_url = f"http://127.0.0.1:{naive_port}"
         # PAYWALLS_API_KEY is set so gunicorn.conf.py does not start an embedded sandbox for the proxy.
-        naive_env = clean_env(NAIVE_UPSTREAM=sandbox_url, PAYWALLS_API_KEY=SANDBOX_KEY)
+        naive_env = clean_env(NAIVE_UPSTREAM=sandboxes[0].url, PAYWALLS_API_KEY=SANDBOX_KEY)
         GROUPS["naive"] = stack.enter_context(process("naive", gunicorn("bench.naive_proxy:app", naive_port),
                                                       naive_env, naive_url + "/healthz")).pid
-        sandbox = Sandbox(sandbox_url)
         for database in databases:
             if database == "sqlite":
                 path = WORK / f"relay-{uuid.uuid4().hex[:8]}.db"
                 try:
-                    results["SQLite"] = measure("sqlite", f"sqlite:///{path}", sandbox, naive_url, args.duration,
-                                                 args.rounds)
+                    results["SQLite"] = measure("SQLite", f"sqlite:///{path}", sandboxes, naive_url, args)
                 finally:
-                    for suffix in ("", "-wal", "-shm", ".writer-lock"):
+                    for suffix in ("", "-wal", "-shm", ".writer-lock", ".migrate-lock"):
                         Path(f"{path}{suffix}").unlink(missing_ok=True)
             elif database == "postgres":
                 with postgres_database(pg_url) as url:
-                    results["PostgreSQL"] = measure("postgres", url, sandbox, naive_url, args.duration, args.rounds)
+                    results["PostgreSQL"] = measure("PostgreSQL", url, sandboxes, naive_url, args)
             else:
                 raise SystemExit(f"unknown database {database!r}")
+    settings["load_after"] = load()
 
     text, all_met = report(results, settings)
     Path(args.out).write_text(text)

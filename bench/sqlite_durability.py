@@ -1,8 +1,10 @@
-"""What synchronous=FULL costs a fresh deposit on SQLite, against NORMAL (part of `make bench`, not a test).
+"""What syncing every money-path commit costs a fresh deposit on SQLite (part of `make bench`, not a test).
 
 Sequential fresh deposits through the relay (Flask test client, the embedded path of a real request minus HTTP)
-against an in-process sandbox, on a temporary database on this machine's disk: FULL syncs the WAL on every
-commit, NORMAL only at checkpoints. Prints one line per mode and appends nothing; bench/results.md quotes a run.
+against an in-process sandbox, on a temporary database on this machine's disk. FULL: the relay as it runs (its
+group commit syncs the WAL after each claim and record, db.write); NORMAL: the same with that sync skipped, as
+synchronous=NORMAL would (the WAL synced only at checkpoints). One connection, so no commit shares a flush here:
+this is the single-caller cost. Prints one line per mode and appends nothing.
 
     .venv/bin/python bench/sqlite_durability.py [deposits]
 """
@@ -21,8 +23,12 @@ from relay.app import create_app  # noqa: E402
 from relay.sandbox import Server  # noqa: E402
 
 
+_SYNC = db._sync_file
+
+
 def run(mode: str, count: int, sandbox_url: str) -> list[float]:
     db.SQLITE_SYNCHRONOUS = mode
+    db._sync_file = _SYNC if mode == "FULL" else (lambda path: None)
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as folder:
         url = f"sqlite:///{folder}/bench.db"
         migrate.upgrade(url)

@@ -5,21 +5,47 @@ token and in which periods, and only the transition that ends the attempt (money
 releases exactly that. A call counts in the UTC day and month of its reservation: a retry after
 midnight of a call that may already have landed still counts in the old day (and its ledger row is
 dated then), so the cap a finance person reads agrees with the ledger's dates.
+
+Only a token with a cap reserves in its usage rows: those rows are what makes a cap atomic, and every call on
+the token locks them until COMMIT. A token without caps writes no shared row on the money path (one busy
+token would otherwise serialise every process on PostgreSQL): its usage is read from the ledger (the indexed
+sum of what was applied) plus the amounts its calls in flight or ambiguous still hold on their key rows, so a
+call whose outcome is unknown is counted as it is for a capped token.
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from . import amounts, messages
 from .db import dialect_name
-from .models import Usage
+from .models import APPLIED_OUTCOMES, IdempotencyKey, LedgerEntry, Usage
 
 USAGE = Usage.__table__
+LEDGER = LedgerEntry.__table__
+KEYS = IdempotencyKey.__table__
 
 
 def periods(moment: datetime) -> dict[str, str]:
     return {"d": "d:" + moment.strftime("%Y-%m-%d"), "m": "m:" + moment.strftime("%Y-%m")}
+
+
+def capped(token) -> bool:
+    return token.daily_cap_micros is not None or token.monthly_cap_micros is not None
+
+
+def to_reserve(token, moment: datetime) -> list[str]:
+    """The usage rows a call on this token reserves in: none for a token without caps."""
+    return list(periods(moment).values()) if capped(token) else []
+
+
+def bounds(moment: datetime) -> dict[str, tuple[datetime, datetime]]:
+    """The UTC day and month of `moment`, as [start, end) instants (what periods() names)."""
+    moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    next_month = (month + timedelta(days=32)).replace(day=1)
+    return {"d": (day, day + timedelta(days=1)), "m": (month, next_month)}
 
 
 # Built once: constructing a statement costs far more than running it (see bench/results.md).
@@ -33,10 +59,8 @@ _UPSERTS: dict = {}
 
 
 def _reserve_statement(dialect: str, kind: str):
-    """INSERT the period's row with the reservation, or add to it; "capped": only while under the cap;
-    "both": no RETURNING, for a token without caps, run once for the day's and the month's rows. One
-    statement instead of an insert-if-missing and an update per period. (A multi-row VALUES would make
-    one statement of both rows, but SQLAlchemy cannot cache its compiled form.)"""
+    """INSERT the period's row with the reservation, or add to it; "capped": only while under the cap. One
+    statement instead of an insert-if-missing and an update per period."""
     statement = _UPSERTS.get((dialect, kind))
     if statement is None:
         if dialect == "postgresql":
@@ -52,8 +76,7 @@ def _reserve_statement(dialect: str, kind: str):
             index_elements=[USAGE.c.token_id, USAGE.c.period],
             set_={"reserved_micros": USAGE.c.reserved_micros + statement.excluded.reserved_micros},
             where=where)
-        if kind != "both":
-            statement = statement.returning(USAGE.c.token_id)
+        statement = statement.returning(USAGE.c.token_id)
         _UPSERTS[(dialect, kind)] = statement
     return statement
 
@@ -62,12 +85,10 @@ def reserve(connection, token, micros: int, moment: datetime) -> list[str]:
     """Reserve `micros` against the token's caps for the day and month of `moment`, or raise 403 with what
     remains (which rolls the caller's transaction back). The conditional upsert is atomic in both
     databases, so concurrent calls, in one process or many, can never take a token past a cap."""
+    if not capped(token):
+        return []  # nothing to guard: usage() reads the ledger and the key rows instead
     dialect = dialect_name(connection)
     current = periods(moment)
-    if token.daily_cap_micros is None and token.monthly_cap_micros is None:
-        reserved = [current["d"], current["m"]]
-        _each_period(connection, _reserve_statement(dialect, "both"), token.id, micros, reserved)
-        return reserved
     reserved = []
     for kind, period in current.items():
         cap = {"d": token.daily_cap_micros, "m": token.monthly_cap_micros}[kind]
@@ -120,9 +141,42 @@ def _used(connection, token_id: str, period: str) -> int:
     return connection.execute(_USED, {"tid": token_id, "per": period}).scalar() or 0
 
 
+# A token without caps: what was applied in the period (the ledger dates money when it was reserved), plus what
+# its calls whose outcome is unknown still hold. Both sums run on partial indexes (models.py).
+_APPLIED_SUM = select(func.coalesce(func.sum(LEDGER.c.amount_micros), 0)).where(
+    LEDGER.c.token_id == bindparam("tid"), LEDGER.c.outcome.in_(APPLIED_OUTCOMES),
+    LEDGER.c.created_at >= bindparam("start"), LEDGER.c.created_at < bindparam("end"))
+_HELD_SUM = select(func.coalesce(func.sum(KEYS.c.reserved_micros), 0)).where(
+    KEYS.c.reserved_token_id == bindparam("tid"), KEYS.c.reserved_micros > 0,
+    KEYS.c.reserved_at >= bindparam("start"), KEYS.c.reserved_at < bindparam("end"))
+
+
+def ledger_usage(connection, token_id: str, start: datetime, end: datetime) -> tuple[int, int]:
+    """(applied, held) in [start, end)."""
+    params = {"tid": token_id, "start": start, "end": end}
+    return (connection.execute(_APPLIED_SUM, params).scalar() or 0), (connection.execute(_HELD_SUM, params).scalar() or 0)
+
+
+def start_capping(connection, token, moment: datetime):
+    """A token that had no caps gets one: its day's and month's usage rows are written from the ledger and its
+    calls in flight, since those calls reserved nothing. Run under the token's row lock (tokens.update_token),
+    which a new claim waits for. A call in flight now ends without touching the rows (it reserved none): its
+    amount stays counted as held, so until the period ends usage may count a call that then failed, never miss
+    one that was applied."""
+    for kind, period in periods(moment).items():
+        start, end = bounds(moment)[kind]
+        applied, held = ledger_usage(connection, token.id, start, end)
+        connection.execute(delete(USAGE).where(USAGE.c.token_id == token.id, USAGE.c.period == period))
+        connection.execute(insert(USAGE).values(token_id=token.id, period=period, settled_micros=applied,
+                                                reserved_micros=held))
+
+
 def usage(connection, token, moment: datetime) -> dict:
-    today, month = periods(moment)["d"], periods(moment)["m"]
-    used_today, used_month = _used(connection, token.id, today), _used(connection, token.id, month)
+    if capped(token):
+        today, month = periods(moment)["d"], periods(moment)["m"]
+        used_today, used_month = _used(connection, token.id, today), _used(connection, token.id, month)
+    else:
+        used_today, used_month = (sum(ledger_usage(connection, token.id, *bounds(moment)[kind])) for kind in ("d", "m"))
 
     def left(cap, used):
         return None if cap is None else amounts.from_micros(max(0, cap - used))

@@ -46,6 +46,7 @@ class Claim:
 class Replay:
     status: int
     body: str
+    new_binding: bool = False  # a client key was bound to the event by this request (that row must be flushed)
 
 
 class InFlight(Exception):
@@ -70,7 +71,8 @@ _ROW_BY_ID = select(*_ROW_COLUMNS).where(KEYS.c.id == bindparam("row_id"))
 _CLIENT_KEY = select(CLIENT_KEYS.c.fingerprint, CLIENT_KEYS.c.event_id) \
     .where(CLIENT_KEYS.c.scope == bindparam("scope"), CLIENT_KEYS.c.key == bindparam("key"))
 # KEY SHARE: waits for a token edit in progress (which holds FOR UPDATE), never for a claim's touch().
-_TOKEN_IDENTITY = select(TOKENS.c.namespace, TOKENS.c.dedupe_on).where(TOKENS.c.id == bindparam("tid")) \
+_TOKEN_IDENTITY = select(TOKENS.c.namespace, TOKENS.c.dedupe_on, TOKENS.c.daily_cap_micros,
+                         TOKENS.c.monthly_cap_micros).where(TOKENS.c.id == bindparam("tid")) \
     .with_for_update(read=True, key_share=True)
 _TAKE_OVER = update(KEYS).where(KEYS.c.id == bindparam("row_id")).values(
     state="in_flight", locked_at=bindparam("now"), lease=bindparam("next_lease"),
@@ -106,7 +108,7 @@ def claim(connection, token, op: str, event_key: str, client_key: str | None, fi
         fresh = {"scope": scope, "key": event_key, "fingerprint": fingerprint, "token_id": token.id,
                  "operation": op, "state": "in_flight", "locked_at": now, "lease": 1, "generation": 0,
                  "nonce": secrets.token_hex(16), "request_body": request_body, "reserved_micros": micros,
-                 "reserved_periods": list(caps.periods(now).values()), "reserved_token_id": token.id,
+                 "reserved_periods": caps.to_reserve(token, now), "reserved_token_id": token.id,
                  "reserved_at": now, "created_at": now}
         inserted = insert_ignore_returning(connection, IdempotencyKey, fresh)
         if inserted is not None:
@@ -123,9 +125,9 @@ def claim(connection, token, op: str, event_key: str, client_key: str | None, fi
         raise messages.claim_contended()
     if row.fingerprint != fingerprint:
         raise messages.event_reused(token.dedupe_on)
-    _bind_client_key(connection, scope, client_key, row.id, fingerprint, now)
+    new_binding = _bind_client_key(connection, scope, client_key, row.id, fingerprint, now)
     if row.state == "done":
-        return Replay(row.response_status, row.response_body)
+        return Replay(row.response_status, row.response_body, new_binding)
     if row.state == "in_flight" and _age(row.locked_at, now) < lease_seconds:
         raise InFlight()
     return _take_over(connection, token, row, micros, now)
@@ -170,6 +172,7 @@ def peek(connection, token, event_key: str, client_key: str | None, fingerprint:
 
 def _take_over(connection, token, row, micros: int, now: datetime) -> Claim:
     """The event is open (nothing landed), ambiguous (it may have), or its owner's lease ran out."""
+    _check_identity(connection, token)
     if row.reserved_micros:
         # It may have landed: it keeps counting in the periods it was first reserved in.
         owner, periods = row.reserved_token_id or row.token_id, list(row.reserved_periods)
@@ -177,9 +180,9 @@ def _take_over(connection, token, row, micros: int, now: datetime) -> Claim:
         if owner != token.id:
             # Another token of the namespace takes it over: the reservation moves to this token's caps (or the
             # claim is refused, and it stays where it was).
-            caps.reserve(connection, token, row.reserved_micros, reserved_at)
+            taken = caps.reserve(connection, token, row.reserved_micros, reserved_at)
             caps.release(connection, owner, row.reserved_micros, periods)
-            owner = token.id
+            owner, periods = token.id, taken
         micros = row.reserved_micros
     else:
         owner, reserved_at = token.id, now
@@ -192,27 +195,32 @@ def _take_over(connection, token, row, micros: int, now: datetime) -> Claim:
 
 
 def _bind_client_key(connection, scope: str, client_key: str | None, event_id: int, fingerprint: str,
-                     now: datetime):
+                     now: datetime) -> bool:
     """A client's Idempotency-Key names one event for as long as it is kept: the first it was sent with. Bound
-    even when it equals the event key, since another token of the namespace may derive another event key."""
+    even when it equals the event key, since another token of the namespace may derive another event key.
+    True when this call bound it."""
     if client_key is None:
-        return
+        return False
     inserted = insert_ignore_returning(connection, ClientKey, {"scope": scope, "key": client_key, "event_id": event_id,
                                                                "fingerprint": fingerprint, "created_at": now})
-    if inserted is None:
-        bound = connection.execute(_CLIENT_KEY, {"scope": scope, "key": client_key}).first()
-        if bound is not None and bound.fingerprint != fingerprint:
-            raise messages.key_reused()
-        if bound is not None and bound.event_id != event_id:
-            # Bound a moment ago, by a concurrent request, to another event: retrying finds that event.
-            raise messages.claim_contended()
+    if inserted is not None:
+        return True
+    bound = connection.execute(_CLIENT_KEY, {"scope": scope, "key": client_key}).first()
+    if bound is not None and bound.fingerprint != fingerprint:
+        raise messages.key_reused()
+    if bound is not None and bound.event_id != event_id:
+        # Bound a moment ago, by a concurrent request, to another event: retrying finds that event.
+        raise messages.claim_contended()
+    return False
 
 
 def _check_identity(connection, token):
     """A new event is stored under the token's namespace and dedupe fields as this request read them. If an
-    edit changed them since (tokens.update_token refuses that only while keys exist), start over."""
+    edit changed them since (tokens.update_token refuses that only while keys exist), start over. The same if
+    the token got its first cap since: this request would reserve nothing against it (caps.to_reserve)."""
     current = connection.execute(_TOKEN_IDENTITY, {"tid": token.id}).first()
-    if current is None or current.namespace != token.namespace or list(current.dedupe_on) != list(token.dedupe_on):
+    if current is None or current.namespace != token.namespace or list(current.dedupe_on) != list(token.dedupe_on) \
+            or caps.capped(current) != caps.capped(token):
         raise messages.token_changed()
 
 

@@ -92,12 +92,17 @@ def _print_demo(url: str, token: str):
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8090, show_default=True, type=int)
 @click.option("--api-key", default=None, help="Require this bearer key (as Paywalls requires yours).")
-def sandbox_command(host, port, api_key):
+@click.option("--latency-ms", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Every Paywalls call waits this long first, like an internet round trip.")
+@click.option("--jitter-ms", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Plus a random wait from 0 to this, drawn per call.")
+def sandbox_command(host, port, api_key, latency_ms, jitter_ms):
     """Serve the simulated Paywalls upstream alone (for the Zapier/n8n tests and benchmarks)."""
     from .sandbox import Server
 
-    server = Server(host, port, api_key)
-    click.echo(f"Sandbox upstream listening on {server.url}")
+    server = Server(host, port, api_key, latency_ms=latency_ms, jitter_ms=jitter_ms)
+    latency = f" (each call waits {latency_ms:g} ms + 0-{jitter_ms:g} ms)" if latency_ms or jitter_ms else ""
+    click.echo(f"Sandbox upstream listening on {server.url}{latency}")
     sys.stdout.flush()
     server.server.serve_forever()
 

@@ -98,3 +98,15 @@ def _checked(config: dict) -> dict:
         # The embedded sandbox gets a key of its own, so the upstream path is exercised as in production.
         config["PAYWALLS_API_KEY"] = "sk-sandbox-" + secrets.token_urlsafe(16)
     return config
+
+
+DEFAULT_SERVER_THREADS = 8  # the Flask dev server and tests; gunicorn.conf.py sets RELAY_SERVER_THREADS
+
+
+def server_threads() -> int:
+    """How many requests one process serves at once (gunicorn's threads, set by gunicorn.conf.py): the database
+    and upstream pools are sized to it, so a request never waits for a pooled connection."""
+    try:
+        return max(1, int(os.environ.get("RELAY_SERVER_THREADS") or DEFAULT_SERVER_THREADS))
+    except ValueError:
+        return DEFAULT_SERVER_THREADS

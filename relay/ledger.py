@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, insert, select
 
-from . import metrics
+from . import amounts, metrics
 from .models import LedgerEntry, Token, utcnow
 from .tokens import iso
 
@@ -36,6 +36,8 @@ def record(session, token, operation: str, outcome: str, created_at=None, **fiel
               "token_id": token.id, "token_label": token.label, "operation": operation, "outcome": outcome, **fields}
     if "metadata_" in values:
         values["metadata"] = values.pop("metadata_")
+    if values.get("amount") is not None:
+        values["amount_micros"] = amounts.to_micros(values["amount"])  # summed as usage (caps.usage)
     session.execute(_INSERT, values)
     metrics.OUTCOMES.labels(operation, outcome).inc()
 

@@ -264,7 +264,7 @@ def claim_contended() -> Problem:
 
 def token_changed() -> Problem:
     return Problem(409, "token-changed", "The token changed during this call",
-                   "The token's namespace or dedupe fields were changed while this call was being handled. Nothing "
+                   "The token's namespace, dedupe fields or caps were changed while this call was being handled. Nothing "
                    "was sent to Paywalls. Retry: the call is handled under the token's new settings.",
                    {"Retry-After": "1"})
 

@@ -90,6 +90,9 @@ class IdempotencyKey(Base):
 
 
 Index("ix_idempotency_created", IdempotencyKey.created_at)
+# The calls whose outcome is unknown yet (in flight or ambiguous) still hold their amount: counted in usage.
+Index("ix_idempotency_reserved", IdempotencyKey.reserved_token_id, IdempotencyKey.reserved_at,
+      postgresql_where=IdempotencyKey.reserved_micros > 0, sqlite_where=IdempotencyKey.reserved_micros > 0)
 Index("ix_idempotency_state", IdempotencyKey.state)
 
 
@@ -135,8 +138,14 @@ class LedgerEntry(Base):
     # created_at is when the money counts (the reservation's moment, see caps.py); recorded_at is when the row
     # was written. They differ only for a call retried or resolved later.
     recorded_at: Mapped[datetime | None]
+    # The amount in millionths, for the indexed sum that is an uncapped token's usage (caps.usage).
+    amount_micros: Mapped[int | None] = mapped_column(BigInteger)
 
 
+# What caps.usage sums for a token without caps: its applied amounts by date (partial: only those rows).
+APPLIED_OUTCOMES = ("credited", "charged")
+Index("ix_ledger_token_applied", LedgerEntry.token_id, LedgerEntry.created_at,
+      postgresql_where=LedgerEntry.outcome.in_(APPLIED_OUTCOMES), sqlite_where=LedgerEntry.outcome.in_(APPLIED_OUTCOMES))
 Index("ix_ledger_outcome_id", LedgerEntry.outcome, LedgerEntry.id)
 Index("ix_ledger_created", LedgerEntry.created_at)
 Index("ix_ledger_user", LedgerEntry.user)

@@ -198,6 +198,8 @@ def claim_or_wait(token, op: str, body: dict, event_key: str, client_key: str | 
                     if isinstance(result, Replay):
                         ledger.record(connection, token, op, "replayed", created_at=now, recorded_at=now,
                                       **_entry(body, event_key, client_key, None, request_id=request_id))
+                        if not result.new_binding:
+                            db.without_flush(connection)  # the answer is stored already; this row is a note
                     return result
             except claims.InFlight:
                 if time.monotonic() >= deadline:

@@ -9,6 +9,7 @@ import contextlib
 import hmac
 import json
 import os
+import random
 import secrets
 import socket
 import threading
@@ -69,12 +70,25 @@ def formatted(balance: Decimal) -> str:
 CONTROL_HEADER = "X-Sandbox-Control"
 
 
-def create_sandbox_app(api_key: str | None = None, control_secret: str | None = None) -> Flask:
+def create_sandbox_app(api_key: str | None = None, control_secret: str | None = None, latency_ms: float = 0,
+                       jitter_ms: float = 0) -> Flask:
     """`control_secret`: the /_sandbox/* endpoints (faults, reset, balances) require it in X-Sandbox-Control.
-    The embedded sandbox makes one per start, so nothing else on the machine can tamper with it."""
+    The embedded sandbox makes one per start, so nothing else on the machine can tamper with it.
+
+    `latency_ms` (plus a random 0..`jitter_ms`): how long every Paywalls call waits before it is handled, as an
+    internet round trip does (make bench's IO-bound scenario). It waits holding no lock, so concurrent calls
+    overlap as they would on the real network; the `latency` fault adds to it for one call."""
+    if latency_ms < 0 or jitter_ms < 0:
+        raise ValueError("latency_ms and jitter_ms must not be negative")
     app = Flask("paywalls-sandbox")
     state = State()
     app.extensions["sandbox.state"] = state
+    app.extensions["sandbox.latency"] = (latency_ms / 1000, jitter_ms / 1000)
+
+    def round_trip():
+        latency, jitter = app.extensions["sandbox.latency"]
+        if latency or jitter:
+            time.sleep(latency + (random.uniform(0, jitter) if jitter else 0))
 
     @app.before_request
     def check_key():
@@ -87,6 +101,7 @@ def create_sandbox_app(api_key: str | None = None, control_secret: str | None = 
             with state.lock:
                 state.bad_auth += 1
             return jsonify(error="Invalid API key"), 401
+        round_trip()
         return None
 
     def drop_connection():
@@ -208,9 +223,9 @@ def create_sandbox_app(api_key: str | None = None, control_secret: str | None = 
 class Server:
     """A sandbox served from a background thread (embedded mode and tests)."""
 
-    def __init__(self, host="127.0.0.1", port=0, api_key=None, control_secret=None):
+    def __init__(self, host="127.0.0.1", port=0, api_key=None, control_secret=None, latency_ms=0, jitter_ms=0):
         self.control_secret = control_secret
-        self.app = create_sandbox_app(api_key, control_secret)
+        self.app = create_sandbox_app(api_key, control_secret, latency_ms, jitter_ms)
         self.server = make_server(host, port, self.app, threaded=True)
         self.url = f"http://{host}:{self.server.server_port}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="sandbox")

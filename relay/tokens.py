@@ -22,7 +22,7 @@ from limits import parse
 import re2
 from sqlalchemy import bindparam, select, update
 
-from . import amounts, claims, dates, keys, messages, validation
+from . import amounts, caps, claims, dates, keys, messages, validation
 from .messages import field_error
 from .models import Token, as_utc, utcnow
 
@@ -119,7 +119,12 @@ def authenticate(session, header: str | None, now: datetime) -> Token:
     return token
 
 
-_TOUCH = update(Token.__table__).where(Token.__table__.c.id == bindparam("tid")).values(last_used_at=bindparam("now"))
+# SKIP LOCKED: when another call on the token is recording its use right now, this one leaves it at that, instead
+# of queueing on the token's row until that call commits (PostgreSQL: every call in flight at the minute's turn
+# waited on one Lock:transactionid, make bench). FOR NO KEY UPDATE never blocks a claim's KEY SHARE read.
+_TOUCH = update(Token.__table__).where(Token.__table__.c.id == select(Token.__table__.c.id).where(
+    Token.__table__.c.id == bindparam("tid")).with_for_update(key_share=True, skip_locked=True).scalar_subquery()) \
+    .values(last_used_at=bindparam("now"))
 
 
 def touch(session, token: Token, now: datetime):
@@ -396,6 +401,12 @@ def update_token(session, token: Token, spec: dict, now: datetime | None = None)
             raise messages.identity_locked(token.id, changing, count, iso(newest))
         _one_rule_per_namespace(session, values.get("namespace", token.namespace),
                                 values.get("dedupe_on", token.dedupe_on), token.id)
+    if not caps.capped(token) and (values.get("daily_cap_micros") is not None
+                                   or values.get("monthly_cap_micros") is not None):
+        # Its calls reserved nothing until now: its usage rows start from the ledger, while claims wait.
+        session.refresh(token, with_for_update=True)
+        if not caps.capped(token):
+            caps.start_capping(session.connection(), token, now or utcnow())
     for column, value in values.items():
         setattr(token, column, value)
     return token

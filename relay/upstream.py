@@ -36,6 +36,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from . import __version__, messages, metrics
+from .config import server_threads
 
 log = logging.getLogger("relay.upstream")
 
@@ -328,7 +329,9 @@ def _session(base_url: str) -> requests.Session:
     session.proxies = requests.utils.get_environ_proxies(base_url)
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     session.trust_env = False
-    adapter = _WatchedAdapter(pool_connections=4, pool_maxsize=64)
+    # One kept-alive connection per thread that may call at once: beyond pool_maxsize urllib3 would open and
+    # discard a connection per call (a TLS handshake each, in production).
+    adapter = _WatchedAdapter(pool_connections=4, pool_maxsize=max(64, server_threads()))
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

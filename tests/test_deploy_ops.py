@@ -91,6 +91,32 @@ def test_sqlite_syncs_every_commit(make_app):
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
+def test_the_money_path_syncs_each_commit_before_acting_on_it(make_app, monkeypatch):
+    """Group commit (db.write): the claim and the record commit without syncing, then sync the WAL, before
+    Paywalls is called and before the client is answered. Other transactions keep synchronous=FULL."""
+    from conftest import create_token, deposit
+
+    app = make_app()
+    _, text = create_token(app)
+    events = []
+    upstream = app.extensions["relay.upstream"]
+    real_call, real_sync = upstream.call, db._sync_file
+    monkeypatch.setattr(upstream, "call", lambda *a, **k: events.append("upstream") or real_call(*a, **k))
+    monkeypatch.setattr(db, "_sync_file", lambda path: events.append(os.path.basename(path)) or real_sync(path))
+    client = app.test_client()
+    assert deposit(client, text).status_code == 200
+    assert events == ["relay.db-wal", "upstream", "relay.db-wal"]
+    # A replay stores only a note in the ledger, which nobody acts on: no flush. One that binds a new client key
+    # to the event does flush: that binding decides what the key means from now on.
+    events.clear()
+    assert deposit(client, text).headers["Idempotent-Replayed"] == "true"
+    assert events == []
+    assert deposit(client, text, headers={"Idempotency-Key": "k-new"}).headers["Idempotent-Replayed"] == "true"
+    assert events == ["relay.db-wal"]
+    with app.extensions["relay.engine"].connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+
+
 def test_a_malformed_redis_url_is_refused_at_start_without_echoing_it(make_app):
     from relay.config import ConfigError
     with pytest.raises(ConfigError, match="REDIS_URL must be a redis://") as refused:

@@ -30,10 +30,20 @@ def problem_type(response) -> str:
 
 
 def usage(app, token_id, period):
-    from relay.models import Usage
+    """(settled, reserved) of a token in a period: its usage row when it has a cap, else what the ledger says was
+    applied and what its calls of unknown outcome still hold (caps.ledger_usage)."""
+    from datetime import datetime, timezone
+
+    from relay import caps
+    from relay.models import Token, Usage
     with app.app_context(), db.read() as session:
-        row = session.get(Usage, (token_id, period))
-        return (row.settled_micros, row.reserved_micros) if row else (0, 0)
+        if caps.capped(session.get(Token, token_id)):
+            row = session.get(Usage, (token_id, period))
+            return (row.settled_micros, row.reserved_micros) if row else (0, 0)
+        assert session.get(Usage, (token_id, period)) is None, "a token without caps writes no usage row"
+        kind, moment = period.split(":", 1)
+        moment = datetime.strptime(moment, "%Y-%m-%d" if kind == "d" else "%Y-%m").replace(tzinfo=timezone.utc)
+        return caps.ledger_usage(session, token_id, *caps.bounds(moment)[kind])
 
 
 def money_rows(app, outcome=None):

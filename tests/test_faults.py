@@ -278,12 +278,13 @@ def test_database_outage_is_503_loses_nothing_and_recovers_without_a_restart(mak
 # --- load on one token: no database deadlock -------------------------------------------------------------------
 
 @needs_postgres
-def test_concurrent_deposits_on_one_token_never_deadlock_postgres(sandbox):
-    """Claims reserve the day's then the month's usage row while other requests settle theirs: every
-    statement must lock the two rows in that same order (a settle that locked them in scan order
-    deadlocked under make bench's 16 connections)."""
+@pytest.mark.parametrize("limits", [{"daily_cap": "100000"}, {}], ids=["capped", "uncapped"])
+def test_concurrent_deposits_on_one_token_never_deadlock_postgres(sandbox, limits):
+    """Claims of a capped token reserve the day's then the month's usage row while other requests settle
+    theirs: every statement must lock the two rows in that same order (a settle that locked them in scan order
+    deadlocked under make bench's 16 connections). A token without caps touches no usage row at all."""
     with postgres_database() as url:
-        token = migrated_token(url, operations=["deposit"])
+        token = migrated_token(url, operations=["deposit"], **limits)
         settings = base_settings(url, sandbox.url, RELAY_UPSTREAM_RETRIES=0)
         with gunicorn_relay(settings, workers=2, threads=8) as (relay_url, _process):
             def one(n):
