@@ -89,21 +89,27 @@ _END_ATTEMPT = update(KEYS).where(KEYS.c.id == bindparam("row_id"), KEYS.c.lease
     reserved_token_id=bindparam("owner"), reserved_at=bindparam("reserved_at"))
 
 
+def _bound_event(connection, scope: str, client_key: str | None, fingerprint: str, by_id):
+    """The event row a client key is already bound to (read with `by_id`: locked for claim(), plain for peek()), or
+    None. A bound key names its event, whatever this request's event key is (another token of the namespace may
+    derive another one): the request is that event, or it is refused."""
+    if client_key is None:
+        return None
+    bound = connection.execute(_CLIENT_KEY, {"scope": scope, "key": client_key}).first()
+    if bound is None:
+        return None
+    if bound.fingerprint != fingerprint:
+        raise messages.key_reused()
+    return connection.execute(by_id, {"row_id": bound.event_id}).first()
+
+
 def claim(connection, token, op: str, event_key: str, client_key: str | None, fingerprint: str,
           request_body: str, micros: int, now: datetime, lease_seconds: float) -> Claim | Replay:
     """Own the event (and reserve the caps), or learn its stored answer. One transaction, atomic across
     processes: the unique (scope, event key) row decides who calls Paywalls, and the client key is bound to
     that row in the same transaction, so neither key can lead to a second call."""
     scope = keys.scope_of(token)
-    row = None
-    if client_key is not None:
-        # A client key already bound names its event, whatever this request's event key is (another token of the
-        # namespace may derive another one): the request is that event, or it is refused.
-        bound = connection.execute(_CLIENT_KEY, {"scope": scope, "key": client_key}).first()
-        if bound is not None:
-            if bound.fingerprint != fingerprint:
-                raise messages.key_reused()
-            row = connection.execute(_LOCK_BY_ID, {"row_id": bound.event_id}).first()
+    row = _bound_event(connection, scope, client_key, fingerprint, _LOCK_BY_ID)
     for _ in range(5 if row is None else 0):  # a purge may delete the row between our insert and our lock
         fresh = {"scope": scope, "key": event_key, "fingerprint": fingerprint, "token_id": token.id,
                  "operation": op, "state": "in_flight", "locked_at": now, "lease": 1, "generation": 0,
@@ -146,13 +152,7 @@ def peek(connection, token, event_key: str, client_key: str | None, fingerprint:
     """claim()'s decisions, in its order, read only: the same refusals (422 reused key or event), InFlight while a
     live claim holds the event, else what the claim would reserve. Nothing is inserted, locked or bound."""
     scope = keys.scope_of(token)
-    row = None
-    if client_key is not None:
-        bound = connection.execute(_CLIENT_KEY, {"scope": scope, "key": client_key}).first()
-        if bound is not None:
-            if bound.fingerprint != fingerprint:
-                raise messages.key_reused()
-            row = connection.execute(_ROW_BY_ID, {"row_id": bound.event_id}).first()
+    row = _bound_event(connection, scope, client_key, fingerprint, _ROW_BY_ID)
     if row is None:
         row = connection.execute(_ROW, {"scope": scope, "key": event_key}).first()
     if row is None:
