@@ -106,7 +106,7 @@ def read_rows(source, op: str = "deposit", decimals: int | None = None) -> tuple
     text = text.removeprefix("\ufeff")
     if not text.strip():
         return [], [problem(1, "(file)", messages.BULK_EMPTY)]
-    if text.lstrip()[:1] == "[":
+    if text.lstrip()[:1] in ("[", "{"):  # JSON (an object is refused there: it must be an array)
         rows, problems = _json_rows(text)
     else:
         rows, problems = _csv_rows(text)
@@ -262,12 +262,12 @@ def _problems_of(line: int, refusal: messages.Problem) -> list[dict]:
     errors = refusal.extra.get("errors")
     if errors:
         return [problem(line, error["field"], error["message"]) for error in errors]
-    return [problem(line, _FIELD_OF.get(refusal.name, "(row)"), refusal.detail)]
+    return [problem(line, _FIELD_OF.get(refusal.extra.get("limit"), "(row)"), refusal.detail)]
 
 
 # --- the dry run: what a run would do, read only -----------------------------------------------------------------
 
-_FIELD_OF = {"forbidden": "amount", "user-not-allowed": "user"}
+_FIELD_OF = {"max_amount": "amount", "user_pattern": "user"}  # a token limit's refusal names the field it is about
 
 
 @dataclass

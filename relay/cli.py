@@ -1,4 +1,4 @@
-"""The `paywalls-relay` command: run, sandbox, db, tokens, ledger, idempotency."""
+"""The `paywalls-relay` command: run, sandbox, db, tokens, ledger, idempotency, bulk."""
 
 import functools
 import json
@@ -503,6 +503,150 @@ def ledger_resolve(limit, as_json):
     if counts["unresolvable"]:
         click.echo(f"{counts['unresolvable']} were stored before request bodies were kept and need a person: "
                    "export the ledger with --outcome ambiguous and check them in the Paywalls dashboard.")
+
+
+@main.group("bulk")
+def bulk_group():
+    """Deposits or charges from a CSV or JSON file, each row through the same exactly-once path as an HTTP call."""
+
+
+def _bulk_command(op: str):
+    applied = {"deposit": "credited", "charge": "charged"}[op]
+
+    @bulk_group.command(op)
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
+    @click.option("--token-id", required=True, help="The token whose limits, caps, namespace and dedupe rule apply.")
+    @click.option("--batch-id", default=None, help="Name the batch (default: file: + the hash of the file's bytes). "
+                  "It is part of each row's Idempotency-Key, bulk:<batch id>:<line>, never of the event.")
+    @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64),
+                  help="Calls to Paywalls in flight at once (a 429 halves it and pauses the run).")
+    @click.option("--dry-run", is_flag=True, help="Check every row and the caps against the file's total; send nothing.")
+    @click.option("--skip-invalid", is_flag=True, help="Send the valid rows of a file with invalid ones (reported "
+                  "invalid) instead of refusing it.")
+    @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True), default=None,
+                  help="Write one CSV row per input line: outcome, key, balance after, error.")
+    @click.option("--retry-for", type=click.FloatRange(min=0), default=None,
+                  help="Seconds to keep retrying a row whose outcome is unknown (default: RELAY_LOCK_TIMEOUT + 10).")
+    @with_appcontext
+    def command(file, token_id, batch_id, concurrency, dry_run, skip_invalid, report_path, retry_for):
+        _bulk(op, applied, file, token_id, batch_id, concurrency, dry_run, skip_invalid, report_path, retry_for)
+
+    command.__doc__ = (f"{op.capitalize()} every row of FILE (CSV: user, amount, reason, reference, metadata.<key>; "
+                       f"or a JSON array). Rerunning the same file after a crash or Ctrl-C sends only the rows not yet "
+                       f"{applied}. Exit 0 only when every row is {applied} or replayed.")
+    return command
+
+
+def _bulk(op, applied, file, token_id, batch_id, concurrency, dry_run, skip_invalid, report_path, retry_for):
+    import signal
+    import threading
+
+    from . import bulk
+
+    with open(file, "rb") as stream:
+        content = stream.read()
+    try:
+        token = bulk.load_token(token_id)
+        batch = bulk.batch_id(content, batch_id)
+        rows, problems = bulk.read_rows(content, op)
+        if dry_run:
+            plan = bulk.plan(token, op, rows, problems, batch)
+            _print_plan(plan, applied)
+            sys.exit(0 if plan.ok else 1)
+        stop = threading.Event()
+
+        def interrupted(signum, frame):
+            if stop.is_set():
+                raise KeyboardInterrupt
+            stop.set()
+            click.echo("\nStopping: the calls in flight finish, no new row starts (Ctrl-C again to abort).", err=True)
+
+        previous = signal.signal(signal.SIGINT, interrupted)
+        progress = _BulkProgress(len(rows), applied)
+        try:
+            report = bulk.run(token, op, rows, problems, batch, concurrency=concurrency, on_progress=progress,
+                              stop_event=stop, skip_invalid=skip_invalid, retry_for=retry_for)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            progress.close()
+    except bulk.Refused as refused:
+        _print_plan(refused.plan, applied)
+        raise click.ClickException(refused.reason) from None
+    except messages.Problem as refusal:
+        raise click.ClickException(refusal.detail) from None
+    if report_path:
+        with open(report_path, "w", newline="", encoding="utf-8") as out:
+            report.write_csv(out)
+    counts = report.counts
+    click.echo(f"Batch {report.batch_id}: {len(report.rows)} rows in {report.seconds:.1f} s: "
+               + ", ".join(f"{counts[name]} {name}" for name in bulk.OUTCOMES if counts[name] or name in (applied, "replayed")))
+    if counts["replayed"]:
+        click.echo(f"{counts['replayed']} rows were already done (an earlier run of this file, or a call with the same "
+                   "fields): replayed, not sent again.")
+    if report.pauses:
+        click.echo(f"Paywalls asked to slow down {len(report.pauses)} time(s); the run paused and lowered its concurrency.")
+    for row in report.unknown():
+        click.echo(f"  line {row.line}: unknown outcome ({row.error}) key {row.idempotency_key}")
+    if report.unknown():
+        click.echo("Run the same file again later (or `paywalls-relay ledger resolve`): those rows are re-sent with "
+                   "their own keys and never applied twice.")
+    if report.stopped:
+        click.echo("Stopped before the end: run the same file again to send the rest.")
+    if report_path:
+        click.echo(f"Report: {report_path}")
+    sys.exit(0 if report.ok else 1)
+
+
+def _print_plan(plan, applied: str):
+    for item in plan.problems:
+        click.echo(f"line {item['line']}, {item['field']}: {item['message']}")
+    if plan.totals:
+        click.echo("Total per user:")
+        for user, total in sorted(plan.totals.items()):
+            click.echo(f"  {user}\t{total}")
+    click.echo(f"Would send {plan.to_send} rows ({plan.total} in all); {plan.to_replay} already done"
+               + (f"; {plan.in_flight} in flight elsewhere" if plan.in_flight else "") + ".")
+    if plan.problems:
+        click.echo(f"{len(plan.invalid_lines)} line(s) have problems.")
+    if plan.refusal is not None:
+        click.echo(f"Refused: {plan.refusal.detail}")
+    elif plan.remaining and any(value is not None for value in plan.remaining.values()):
+        click.echo(f"Caps left after it: today {plan.remaining['today']}, this month {plan.remaining['this_month']}.")
+
+
+class _BulkProgress:
+    """A bar on a terminal; a plain line every few seconds otherwise (logs, CI)."""
+
+    def __init__(self, total: int, applied: str):
+        import time
+        self.time, self.applied, self.total = time, applied, total
+        self.started = self.last = time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="row", file=sys.stderr)
+
+    def __call__(self, report, row):
+        counts, now = report.counts, self.time.monotonic()
+        failed = sum(counts[name] for name in ("declined", "invalid", "failed", "ambiguous", "skipped"))
+        done = len(report.rows)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix({self.applied: counts[self.applied], "replayed": counts["replayed"],
+                                  "failed": failed}, refresh=False)
+        elif now - self.last >= 2 or done == self.total:
+            self.last = now
+            rate = done / max(now - self.started, 1e-9)
+            click.echo(f"bulk: {done}/{self.total} rows, {counts[self.applied]} {self.applied}, "
+                       f"{counts['replayed']} replayed, {failed} failed, {rate:.1f} rows/s", err=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+for _op in ("deposit", "charge"):
+    _bulk_command(_op)
 
 
 @main.group("idempotency")

@@ -2,12 +2,18 @@
 
 import csv
 import io
+import signal
+import subprocess
+import sys
 import threading
+from collections import Counter
 
 import pytest
 
-from conftest import create_token, credits, deposit
-from relay import bulk, db
+from conftest import SANDBOX_KEY, base_settings, create_token, credits, deposit, relay_env, wait_for
+from relay import bulk, migrate
+from relay.app import create_app
+from relay.sandbox import Server
 
 MIGRATION = (b"user,amount,reason,reference,metadata.source\r\n"
              b"acme:alice,10,migration,old-1,billing-v1\r\n"
@@ -43,3 +49,233 @@ def test_a_file_is_credited_once_and_a_rerun_replays_every_row(app, sandbox):
     again = go(app, token_id, MIGRATION)
     assert [r.outcome for r in again.rows] == ["replayed"] * 3 and again.ok
     assert len(credits(sandbox)) == 3
+
+
+def lines_of(problems):
+    return [(p["line"], p["field"]) for p in problems]
+
+
+def test_bad_rows_are_named_by_the_files_own_line_and_field(app):
+    # A BOM, `;` separators, \r\n, a quoted reason spanning two lines (the next record starts on line 4), a decimal
+    # comma, a formula, a blank line, and a cell too many.
+    content = ("\ufeffUser;Amount;reason;reference\r\n"
+               "acme:a;10;\"two\r\nlines\";r1\r\n"
+               "acme:b;1,5;;r2\r\n"
+               "=HYPERLINK(\"x\");5;;r3\r\n"
+               "\r\n"
+               "acme:c;0;;r4\r\n"
+               "acme:d;3;;r5;extra\r\n"
+               "acme:e;4;;r6\r\n").encode()
+    rows, problems = read(app, content)
+    assert [row.line for row in rows] == [2, 4, 5, 7, 8, 9]
+    assert lines_of(problems) == [(4, "amount"), (5, "user"), (7, "amount"), (8, "(row)")]
+    assert rows[0].body == {"user": "acme:a", "amount": "10", "metadata": {"reason": "two\r\nlines", "reference": "r1"}}
+    assert rows[-1].body["user"] == "acme:e"
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", [(1, "(file)")]),
+    (b"\xef\xbb\xbf\r\n", [(1, "(file)")]),
+    (b"user,amount\r\n", [(1, "(file)")]),
+    (b"user,amount,refrence\r\nacme:a,1,r1\r\n", [(1, "refrence")]),
+    (b"user,amount,amount\r\nacme:a,1,2\r\n", [(1, "amount")]),
+    (b"user,reason\r\nacme:a,x\r\n", [(1, "amount")]),
+    (b"user,amount\r\nacme:a,1\r\nacme:\xe9,2\r\n", [(3, "(file)")]),
+    (b"\xff\xfeu\x00s\x00", [(1, "(file)")]),
+    (b'user,amount\r\nacme:a,"1\r\n', [(2, "(row)")]),
+    (b"[1, {\"user\": \"acme:a\", \"amount\": 2, \"color\": \"red\"}]", [(1, "(row)"), (2, "color")]),
+    (b"{\"user\": \"acme:a\"}", [(1, "(file)")]),
+])
+def test_files_that_are_not_what_they_should_be_are_refused_with_the_reason(app, content, expected):
+    rows, problems = read(app, content)
+    assert lines_of(problems) == expected
+    assert all(p["message"] for p in problems)
+
+
+def test_a_json_array_is_read_like_the_same_csv(app):
+    content = b'[{"user": "acme:a", "amount": 10.5, "reference": "r1", "metadata": {"campaign": "bf"}}]'
+    rows, problems = read(app, content)
+    assert problems == []
+    assert rows[0].body == {"user": "acme:a", "amount": "10.5", "metadata": {"campaign": "bf", "reference": "r1"}}
+
+
+def test_the_same_credit_twice_in_one_file_is_a_problem_not_a_silent_replay(app, sandbox):
+    token_id, _ = create_token(app)
+    content = b"user,amount,reference\r\nacme:a,10,inv-1\r\nacme:b,5,inv-2\r\nacme:a,10,inv-1\r\n"
+    plan = plan_of(app, token_id, content)
+    assert lines_of(plan.problems) == [(4, "(row)")] and "line 2" in plan.problems[0]["message"]
+    with pytest.raises(bulk.Refused):
+        go(app, token_id, content)
+    assert credits(sandbox) == []
+    report = go(app, token_id, content, skip_invalid=True)
+    assert [(r.line, r.outcome) for r in report.rows] == [(2, "credited"), (3, "credited"), (4, "invalid")]
+    assert not report.ok and len(credits(sandbox)) == 2
+
+
+def test_an_edited_file_never_credits_an_unchanged_row_again(app, sandbox):
+    token_id, _ = create_token(app)
+    go(app, token_id, MIGRATION)
+    # Rows moved, one added, a header column renamed in case: a new content hash, so a new batch id.
+    edited = (b"User,Amount,Reason,Reference,metadata.source\n"
+              b"acme:dave,1,migration,old-4,billing-v1\n"
+              b"acme:carol,7,migration,old-3,billing-v1\n"
+              b"acme:alice,10.00,migration,old-1,billing-v1\n")
+    report = go(app, token_id, edited)
+    assert [(r.user, r.outcome) for r in report.rows] == [
+        ("acme:dave", "credited"), ("acme:carol", "replayed"), ("acme:alice", "replayed")]
+    assert sorted(c["user"] for c in credits(sandbox)) == ["acme:alice", "acme:bob", "acme:carol", "acme:dave"]
+
+
+def test_an_explicit_batch_id_refuses_a_line_that_now_holds_another_row(app, sandbox):
+    token_id, _ = create_token(app)
+    go(app, token_id, MIGRATION, batch="migration-1")
+    swapped = MIGRATION.replace(b"acme:bob,2.50", b"acme:bob,3")
+    plan = plan_of(app, token_id, swapped, batch="migration-1")
+    assert lines_of(plan.problems) == [(3, "(row)")] and "already used" in plan.problems[0]["message"]
+    assert plan.to_replay == 2 and plan.to_send == 0
+    with pytest.raises(bulk.Refused):
+        go(app, token_id, swapped, batch="migration-1")
+    assert len(credits(sandbox)) == 3
+
+
+def test_a_row_identical_to_an_earlier_http_call_is_its_replay(app, client, sandbox):
+    token_id, token_text = create_token(app)
+    deposit(client, token_text, {"user": "acme:alice", "amount": "10",
+                                 "metadata": {"reason": "migration", "reference": "old-1", "source": "billing-v1"}})
+    report = go(app, token_id, MIGRATION)
+    assert [r.outcome for r in report.rows] == ["replayed", "credited", "credited"]
+    assert len(credits(sandbox)) == 3
+
+
+def test_a_file_over_a_cap_is_refused_before_the_first_credit(app, sandbox):
+    token_id, _ = create_token(app, daily_cap="19")
+    plan = plan_of(app, token_id, MIGRATION)  # 19.5 in all
+    assert plan.refusal is not None and plan.total == "19.5"
+    with pytest.raises(bulk.Refused) as refused:
+        go(app, token_id, MIGRATION)
+    assert "daily cap" in refused.value.reason
+    assert credits(sandbox) == []
+
+
+def test_a_resumed_run_is_checked_against_what_it_still_has_to_send(app, sandbox):
+    token_id, _ = create_token(app, daily_cap="20")
+    first = MIGRATION.rsplit(b"\r\n", 2)[0] + b"\r\n"  # alice and bob: 12.5 of the cap
+    go(app, token_id, first)
+    plan = plan_of(app, token_id, MIGRATION)
+    assert (plan.to_send, plan.to_replay, plan.total, plan.refusal) == (1, 2, "7", None)
+    assert plan.remaining["today"] == "0.5"
+    assert go(app, token_id, MIGRATION).ok
+
+
+def test_token_limits_are_row_problems(app, sandbox):
+    token_id, _ = create_token(app, max_amount="5", user_pattern="acme:[a-z]+", required_metadata=["source"])
+    content = b"user,amount,metadata.source\r\nacme:a,6,x\r\nother:b,1,x\r\nacme:c,1,\r\nacme:d,1,y\r\n"
+    plan = plan_of(app, token_id, content)
+    assert lines_of(plan.problems) == [(2, "amount"), (3, "user"), (4, "metadata.source")]
+    assert plan.to_send == 1
+
+
+def test_charges_report_declines_and_the_run_is_not_ok(app, sandbox):
+    token_id, _ = create_token(app)
+    sandbox.state.balances["acme:rich"] = 100
+    report = go(app, token_id, b"user,amount,reference\r\nacme:rich,10,c1\r\nacme:poor,10,c2\r\n", op="charge")
+    assert [(r.line, r.outcome) for r in report.rows] == [(2, "charged"), (3, "declined")]
+    assert not report.ok
+
+
+def test_the_report_has_one_spreadsheet_safe_row_per_line(app, sandbox):
+    token_id, _ = create_token(app)
+    content = b"user,amount,reference\r\n-acme,1,r1\r\nacme:b,x,r2\r\n"
+    report = go(app, token_id, content, skip_invalid=True)
+    out = io.StringIO()
+    report.write_csv(out)
+    table = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [list(r.values())[:5] for r in table] == [
+        ["2", "'-acme", "1", "credited", f"bulk:{bulk.batch_id(content)}:2"],
+        ["3", "acme:b", "x", "invalid", ""]]
+    assert table[0]["balance_after"] == "1.00" and table[1]["error"].startswith("amount:")
+
+
+def test_a_stop_request_finishes_the_calls_in_flight_and_skips_the_rest(app, sandbox):
+    token_id, _ = create_token(app)
+    content = b"user,amount\r\n" + b"".join(b"acme:u%d,1\r\n" % i for i in range(40))
+    stop = threading.Event()
+
+    def progress(report, row):
+        if len(report.rows) == 5:
+            stop.set()
+
+    report = go(app, token_id, content, concurrency=2, on_progress=progress, stop_event=stop)
+    counts = report.counts
+    assert report.stopped and counts["skipped"] > 0 and counts["credited"] + counts["skipped"] == 40
+    assert len(credits(sandbox)) == counts["credited"]
+
+
+def test_paywalls_429_pauses_the_whole_run(app, sandbox):
+    token_id, _ = create_token(app)
+    sandbox.state.faults.append({"kind": "rate_limit", "retry_after": 2, "count": 1, "endpoint": "deposit"})
+    content = b"user,amount\r\n" + b"".join(b"acme:u%d,1\r\n" % i for i in range(30))
+    report = go(app, token_id, content, concurrency=4)
+    assert report.ok and len(credits(sandbox)) == 30
+    assert len(report.pauses) == 1
+    paused_at, seconds = report.pauses[0]
+    assert seconds == 2
+    # No row started while the run was paused (rows already in flight finished).
+    assert [r.line for r in report.rows if paused_at < r.started < paused_at + seconds - 0.05] == []
+    assert report.seconds >= 2
+
+
+# --- the command, killed halfway and run again ---------------------------------------------------------------------
+
+ROWS = 240
+
+
+@pytest.fixture
+def slow_sandbox():
+    """A sandbox of this test's own whose every call takes 50 ms, as over the internet."""
+    server = Server(api_key=SANDBOX_KEY, latency_ms=50).start()
+    yield server
+    server.stop()
+
+
+def bulk_cli(env, *args):
+    return subprocess.Popen([sys.executable, "-m", "relay.cli", "bulk", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_a_run_killed_halfway_and_run_again_credits_each_row_exactly_once(database_url, slow_sandbox, tmp_path, how):
+    # A lease short enough that the rerun takes over the killed run's claims within the test.
+    settings = base_settings(database_url, slow_sandbox.url, RELAY_UPSTREAM_BUDGET=2, RELAY_RECORD_BUDGET=1,
+                             RELAY_LOCK_TIMEOUT=8)
+    env = relay_env(settings)
+    migrate.upgrade(database_url)
+    setup = create_app(settings)
+    token_id, _ = create_token(setup, operations=["deposit"])
+    setup.extensions["relay.engine"].dispose()
+    path = tmp_path / "migration.csv"
+    path.write_bytes(b"user,amount,reference\r\n" + b"".join(b"acme:u%d,1,m-%d\r\n" % (i, i) for i in range(ROWS)))
+    state = slow_sandbox.state
+
+    first = bulk_cli(env, "deposit", str(path), "--token-id", token_id, "--concurrency", "4")
+    wait_for(lambda: len(state.deposits) >= ROWS // 3, seconds=60)
+    first.send_signal(how)
+    out, err = first.communicate(timeout=30)
+    assert first.returncode != 0
+    landed = len(state.deposits)
+    assert 0 < landed < ROWS, "the kill did not land halfway"
+    if how == signal.SIGINT:  # a clean stop: what was in flight finished, the rest is skipped
+        assert "Stopping" in err and "run the same file again" in out.lower() and "skipped" in out
+
+    report = tmp_path / "report.csv"
+    second = bulk_cli(env, "deposit", str(path), "--token-id", token_id, "--concurrency", "4", "--report", str(report))
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, out + err
+    rows = list(csv.DictReader(report.open(encoding="utf-8")))
+    outcomes = Counter(row["outcome"] for row in rows)
+    assert len(rows) == ROWS and set(outcomes) <= {"credited", "replayed"} and outcomes["replayed"] >= landed - 4
+    assert f"{outcomes['replayed']} rows were already done" in out
+    # Exactly one credit per row in the sandbox's own books, whatever the kill left in flight.
+    users = Counter(deposit["user"] for deposit in state.deposits)
+    assert len(state.deposits) == ROWS and set(users.values()) == {1}
+    assert {state.balances[f"acme:u{i}"] for i in range(ROWS)} == {1}
