@@ -611,7 +611,9 @@ def _print_plan(plan, applied: str):
     if plan.refusal is not None:
         click.echo(f"Refused: {plan.refusal.detail}")
     elif plan.remaining and any(value is not None for value in plan.remaining.values()):
-        click.echo(f"Caps left after it: today {plan.remaining['today']}, this month {plan.remaining['this_month']}.")
+        left = [f"{label} {plan.remaining[name]}" for name, label in (("today", "today"), ("this_month", "this month"))
+                if plan.remaining[name] is not None]
+        click.echo(f"Caps left after it: {', '.join(left)}.")
 
 
 class _BulkProgress:

@@ -2,6 +2,9 @@
 
 import csv
 import io
+import json
+import pathlib
+import shlex
 import signal
 import subprocess
 import sys
@@ -279,3 +282,28 @@ def test_a_run_killed_halfway_and_run_again_credits_each_row_exactly_once(databa
     users = Counter(deposit["user"] for deposit in state.deposits)
     assert len(state.deposits) == ROWS and set(users.values()) == {1}
     assert {state.balances[f"acme:u{i}"] for i in range(ROWS)} == {1}
+
+
+# --- the README's worked migration, run as written ------------------------------------------------------------------
+
+def test_the_readmes_worked_migration_runs_as_written(operator_env, sandbox):
+    from click.testing import CliRunner
+
+    from relay import cli
+    from test_readme import code_blocks, commands, fenced, section
+
+    text = section("Bulk credits")
+    create, runs = (commands(block) for block in code_blocks(text))
+    invoke = lambda line: CliRunner().invoke(cli.main, shlex.split(line)[1:], catch_exceptions=False)  # noqa: E731
+    created = invoke(create[0] + " --json")
+    assert created.exit_code == 0, created.output
+    token_id = json.loads(created.output)["id"]
+    pathlib.Path("balances.csv").write_text(code_blocks(text, "csv")[0], encoding="utf-8")
+    results = [invoke(line.replace("$TOKEN_ID", token_id)) for line in runs]
+    assert [result.exit_code for result in results] == [0, 0, 0], [result.output for result in results]
+    shown = [body for language, body in fenced(text) if language == "text"][0]
+    assert results[0].output == shown
+    assert "3 credited, 0 replayed" in results[1].output and "0 credited, 3 replayed" in results[2].output
+    assert [row["outcome"] for row in csv.DictReader(open("migrated.csv", encoding="utf-8"))] == ["replayed"] * 3
+    assert sorted((c["user"], c["amount"]) for c in credits(sandbox)) == [
+        ("acme:user_1", "120"), ("acme:user_2", "35.5"), ("acme:user_3", "8")]
