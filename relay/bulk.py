@@ -57,6 +57,7 @@ METADATA_PREFIX = "metadata."
 BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,39}")
 OUTCOMES = ("credited", "charged", "replayed", "declined", "invalid", "failed", "ambiguous", "skipped")
 GOOD = {"credited", "charged", "replayed"}
+DECIMAL_COMMA = re.compile(r"[0-9]+,[0-9]+")
 MAX_PAUSE = 60.0  # a Retry-After longer than this pauses the run this long, then it tries again
 REPORT_COLUMNS = ("line", "user", "amount", "outcome", "idempotency_key", "balance_after", "error")
 
@@ -255,7 +256,12 @@ def _validate(row: Row, op: str, decimals: int):
         raw = json.dumps(body, ensure_ascii=False).encode()
         row.body = validation.money_body(SCHEMAS[op], raw, "application/json", decimals)
     except messages.Problem as refusal:
-        row.problems.extend(_problems_of(row.line, refusal))
+        found = _problems_of(row.line, refusal)
+        if isinstance(cells.get("amount"), str) and DECIMAL_COMMA.fullmatch(cells["amount"].strip()):
+            # 1,5 from a spreadsheet in a locale whose decimal mark is a comma: say so, never guess 1.5 or 15.
+            found = [dict(p, message=p["message"] + " " + messages.BULK_DECIMAL_COMMA) if p["field"] == "amount"
+                     else p for p in found]
+        row.problems.extend(found)
 
 
 def _problems_of(line: int, refusal: messages.Problem) -> list[dict]:

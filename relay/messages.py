@@ -402,6 +402,7 @@ BULK_NOT_A_LIST = "A JSON file must be an array of objects such as {\"user\": \"
 BULK_ITEM_NOT_OBJECT = "Each item of the array must be an object with user and amount."
 BULK_BATCH_ID = ("A batch id is 1-40 characters: letters, digits and . _ : - (starting with a letter or digit), "
                  "e.g. migration-2026-11.")
+BULK_DECIMAL_COMMA = "Write the decimal mark as a point (1.5, not 1,5): the relay does not guess."
 BULK_STOPPED = "Not sent: the run was stopped before this row. Run the same file again to send it."
 
 

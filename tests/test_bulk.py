@@ -74,6 +74,16 @@ def test_bad_rows_are_named_by_the_files_own_line_and_field(app):
     assert lines_of(problems) == [(4, "amount"), (5, "user"), (7, "amount"), (8, "(row)")]
     assert rows[0].body == {"user": "acme:a", "amount": "10", "metadata": {"reason": "two\r\nlines", "reference": "r1"}}
     assert rows[-1].body["user"] == "acme:e"
+    assert "decimal mark as a point" in problems[0]["message"]
+
+
+def test_skip_invalid_never_skips_a_line_the_reader_could_not_split(app, sandbox):
+    # After a broken quote, which lines follow is a guess: the file is refused even with --skip-invalid.
+    token_id, _ = create_token(app)
+    content = b'user,amount\r\nacme:a,1\r\nacme:b,"2\r\nacme:c,3\r\n'
+    with pytest.raises(bulk.Refused):
+        go(app, token_id, content, skip_invalid=True)
+    assert credits(sandbox) == []
 
 
 @pytest.mark.parametrize("content, expected", [
