@@ -530,6 +530,9 @@ def run(token, op: str, rows: list[Row], problems: list[dict], batch: str, concu
             except DBAPIError as error:  # nothing recorded: the claim (if any) stays in flight, retried after it
                 log.warning("bulk row %s: database error %s", row.line, type(error).__name__)
                 return "ambiguous", True, "", messages.database_unavailable().detail, started
+        # The claim touched the token's last use (at most once a minute, tokens.touch); this token object lives for
+        # the whole run, so keep it current, or every row after the first minute would write the token's row.
+        token.last_used_at = clock.now()
         return (*_outcome_of(op, result), started)
 
     pending = deque(row for row in rows if not row.problems)

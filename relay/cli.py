@@ -573,7 +573,8 @@ def _bulk(op, applied, file, token_id, batch_id, concurrency, dry_run, skip_inva
         _print_plan(refused.plan, applied)
         raise click.ClickException(refused.reason) from None
     except messages.Problem as refusal:
-        raise click.ClickException(refusal.detail) from None
+        errors = " ".join(error["message"] for error in refusal.extra.get("errors", []))
+        raise click.ClickException(f"{refusal.detail} {errors}".strip()) from None
     if report_path:
         with open(report_path, "w", newline="", encoding="utf-8") as out:
             report.write_csv(out)

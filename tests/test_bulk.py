@@ -288,6 +288,7 @@ def test_a_run_killed_halfway_and_run_again_credits_each_row_exactly_once(databa
     outcomes = Counter(row["outcome"] for row in rows)
     assert len(rows) == ROWS and set(outcomes) <= {"credited", "replayed"} and outcomes["replayed"] >= landed - 4
     assert f"{outcomes['replayed']} rows were already done" in out
+    assert f"bulk: {ROWS}/{ROWS} rows" in err and "rows/s" in err  # not a terminal: plain progress lines
     # Exactly one credit per row in the sandbox's own books, whatever the kill left in flight.
     users = Counter(deposit["user"] for deposit in state.deposits)
     assert len(state.deposits) == ROWS and set(users.values()) == {1}
@@ -317,3 +318,43 @@ def test_the_readmes_worked_migration_runs_as_written(operator_env, sandbox):
     assert [row["outcome"] for row in csv.DictReader(open("migrated.csv", encoding="utf-8"))] == ["replayed"] * 3
     assert sorted((c["user"], c["amount"]) for c in credits(sandbox)) == [
         ("acme:user_1", "120"), ("acme:user_2", "35.5"), ("acme:user_3", "8")]
+
+
+def test_the_dry_run_command_lists_bad_rows_by_line_and_sends_nothing(operator_env, sandbox, tmp_path):
+    from click.testing import CliRunner
+
+    from relay import cli
+
+    invoke = lambda *args: CliRunner().invoke(cli.main, list(args), catch_exceptions=False)  # noqa: E731
+    token_id = json.loads(invoke("tokens", "create", "--label", "promo", "--ops", "deposit", "--json").output)["id"]
+    path = tmp_path / "promo.csv"
+    path.write_bytes(b"user;amount;reason\r\nacme:a;5;promo\r\nacme:b;1,5;promo\r\nacme:c;-1;promo\r\nacme:a;2;promo\r\n")
+    result = invoke("bulk", "deposit", str(path), "--token-id", token_id, "--dry-run")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[:2] == [
+        line for line in result.output.splitlines() if line.startswith("line ")]
+    assert [line.split(":")[0] for line in result.output.splitlines() if line.startswith("line ")] == [
+        "line 3, amount", "line 4, amount"]
+    assert "  acme:a\t7" in result.output and "Would send 2 rows (7 in all)" in result.output
+    refused = invoke("bulk", "deposit", str(path), "--token-id", token_id)
+    assert refused.exit_code == 1 and "2 line(s) have problems; nothing was sent" in refused.output
+    assert credits(sandbox) == []
+    bad = invoke("bulk", "deposit", str(path), "--token-id", token_id, "--batch-id", "no spaces")
+    assert bad.exit_code == 1 and "A batch id is 1-40 characters" in bad.output
+
+
+def test_an_ambiguous_row_is_retried_within_the_run_and_listed_if_still_unknown(make_app, sandbox):
+    app = make_app(RELAY_UPSTREAM_RETRIES=0)  # every dropped answer reaches the bulk run itself
+    token_id, _ = create_token(app)
+    content = b"user,amount,reference\r\nacme:a,10,r1\r\n"
+    sandbox.state.faults.append({"kind": "drop_after_credit", "count": 1, "endpoint": "deposit"})
+    report = go(app, token_id, content, retry_for=30)
+    row = report.rows[0]
+    assert (row.outcome, row.attempts) == ("credited", 2) and row.balance_after == "10.00"
+    assert [c["user"] for c in credits(sandbox)] == ["acme:a"]  # re-sent with its own key: credited once
+
+    sandbox.state.faults.append({"kind": "drop_after_credit", "count": 1, "endpoint": "deposit"})
+    unknown = go(app, token_id, b"user,amount,reference\r\nacme:b,10,r2\r\n", retry_for=0)
+    assert [(r.line, r.outcome) for r in unknown.unknown()] == [(2, "ambiguous")] and not unknown.ok
+    assert go(app, token_id, b"user,amount,reference\r\nacme:b,10,r2\r\n").rows[0].outcome == "credited"
+    assert sorted(c["user"] for c in credits(sandbox)) == ["acme:a", "acme:b"]
