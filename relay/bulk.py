@@ -40,6 +40,7 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 from flask import current_app
@@ -58,7 +59,8 @@ BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,39}")
 OUTCOMES = ("credited", "charged", "replayed", "declined", "invalid", "failed", "ambiguous", "skipped")
 GOOD = {"credited", "charged", "replayed"}
 DECIMAL_COMMA = re.compile(r"[0-9]+,[0-9]+")
-MAX_PAUSE = 60.0  # a Retry-After longer than this pauses the run this long, then it tries again
+MAX_PAUSE = 60.0
+TOUCH_EVERY = timedelta(minutes=1)  # tokens.touch's period  # a Retry-After longer than this pauses the run this long, then it tries again
 REPORT_COLUMNS = ("line", "user", "amount", "outcome", "idempotency_key", "balance_after", "error")
 
 
@@ -530,9 +532,11 @@ def run(token, op: str, rows: list[Row], problems: list[dict], batch: str, concu
             except DBAPIError as error:  # nothing recorded: the claim (if any) stays in flight, retried after it
                 log.warning("bulk row %s: database error %s", row.line, type(error).__name__)
                 return "ambiguous", True, "", messages.database_unavailable().detail, started
-        # The claim touched the token's last use (at most once a minute, tokens.touch); this token object lives for
-        # the whole run, so keep it current, or every row after the first minute would write the token's row.
-        token.last_used_at = clock.now()
+            # The claim wrote the token's last use if it was over a minute old (tokens.touch). This token object
+            # lives for the whole run: note it here too, or every row after the first minute would write the row.
+            now = clock.now()
+            if token.last_used_at is None or now - as_utc(token.last_used_at) > TOUCH_EVERY:
+                token.last_used_at = now
         return (*_outcome_of(op, result), started)
 
     pending = deque(row for row in rows if not row.problems)
