@@ -527,8 +527,11 @@ def _bulk_command(op: str):
                   help="Write one CSV row per input line: outcome, key, balance after, error.")
     @click.option("--retry-for", type=click.FloatRange(min=0), default=None,
                   help="Seconds to keep retrying a row whose outcome is unknown (default: RELAY_LOCK_TIMEOUT + 10).")
+    @click.option("--dedupe-on", hidden=True, default=None)
     @with_appcontext
-    def command(file, token_id, batch_id, concurrency, dry_run, skip_invalid, report_path, retry_for):
+    def command(file, token_id, batch_id, concurrency, dry_run, skip_invalid, report_path, retry_for, dedupe_on):
+        if dedupe_on is not None:
+            raise click.UsageError(messages.BULK_NO_DEDUPE_ON)
         _bulk(op, applied, file, token_id, batch_id, concurrency, dry_run, skip_invalid, report_path, retry_for)
 
     command.__doc__ = (f"{op.capitalize()} every row of FILE (CSV: user, amount, reason, reference, metadata.<key>; "

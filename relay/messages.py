@@ -403,6 +403,9 @@ BULK_ITEM_NOT_OBJECT = "Each item of the array must be an object with user and a
 BULK_BATCH_ID = ("A batch id is 1-40 characters: letters, digits and . _ : - (starting with a letter or digit), "
                  "e.g. migration-2026-11.")
 BULK_DECIMAL_COMMA = "Write the decimal mark as a point (1.5, not 1,5): the relay does not guess."
+BULK_NO_DEDUPE_ON = ("--dedupe-on is the token's setting, not the file's: a file deduplicated on other fields than "
+                     "the token's HTTP calls could credit an event twice. Create a token with the rule you want "
+                     "(tokens create --dedupe-on user,metadata.reference) and pass its --token-id.")
 BULK_STOPPED = "Not sent: the run was stopped before this row. Run the same file again to send it."
 
 

@@ -358,3 +358,25 @@ def test_an_ambiguous_row_is_retried_within_the_run_and_listed_if_still_unknown(
     assert [(r.line, r.outcome) for r in unknown.unknown()] == [(2, "ambiguous")] and not unknown.ok
     assert go(app, token_id, b"user,amount,reference\r\nacme:b,10,r2\r\n").rows[0].outcome == "credited"
     assert sorted(c["user"] for c in credits(sandbox)) == ["acme:a", "acme:b"]
+
+
+def test_dedupe_on_is_the_tokens_and_the_command_says_so(operator_env, tmp_path):
+    from click.testing import CliRunner
+
+    from relay import cli
+
+    path = tmp_path / "f.csv"
+    path.write_bytes(MIGRATION)
+    result = CliRunner().invoke(cli.main, ["bulk", "deposit", str(path), "--token-id", "x", "--dedupe-on", "user"])
+    assert result.exit_code == 2 and "--dedupe-on is the token's setting" in result.output
+
+
+def test_the_plan_and_the_report_as_json(app, sandbox):
+    token_id, _ = create_token(app)
+    plan = plan_of(app, token_id, MIGRATION).as_dict()
+    assert (plan["to_send"], plan["total"], plan["problems"], plan["refusal"]) == (3, "19.5", [], None)
+    report = go(app, token_id, MIGRATION).as_dict()
+    assert report["counts"]["credited"] == 3 and report["ok"] and report["rows"][1] == {
+        "line": 3, "user": "acme:bob", "amount": "2.5", "outcome": "credited",
+        "idempotency_key": f"bulk:{bulk.batch_id(MIGRATION)}:3", "balance_after": "2.50", "error": ""}
+    json.dumps(report)
