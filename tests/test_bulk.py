@@ -380,3 +380,18 @@ def test_the_plan_and_the_report_as_json(app, sandbox):
         "line": 3, "user": "acme:bob", "amount": "2.5", "outcome": "credited",
         "idempotency_key": f"bulk:{bulk.batch_id(MIGRATION)}:3", "balance_after": "2.50", "error": ""}
     json.dumps(report)
+
+
+def test_two_runs_of_one_file_at_once_credit_each_row_once(app, sandbox):
+    token_id, _ = create_token(app)
+    content = b"user,amount,reference\r\n" + b"".join(b"acme:u%d,1,r%d\r\n" % (i, i) for i in range(60))
+    reports = []
+    threads = [threading.Thread(target=lambda: reports.append(go(app, token_id, content, concurrency=4)))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(reports) == 2 and all(report.ok for report in reports)
+    assert sum(report.counts["credited"] for report in reports) == 60
+    assert sorted(c["user"] for c in credits(sandbox)) == sorted(f"acme:u{i}" for i in range(60))
