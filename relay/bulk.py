@@ -71,8 +71,13 @@ class Row:
     line: int               # the file's own line number (header = 1); a JSON array's item number (first = 1)
     cells: dict             # what the file says, by column
     body: dict | None = None  # the validated request body; None when the row has problems
-    problems: list = field(default_factory=list)
+    problems: list = field(default_factory=list)  # found reading the file
+    refusals: list = field(default_factory=list)  # found by the last plan(): token limits, duplicates, keys
     identity: money.Identity | None = None  # set by plan()
+
+    @property
+    def all_problems(self) -> list:
+        return self.problems + self.refusals
 
     @property
     def user(self) -> str:
@@ -338,27 +343,28 @@ def plan(token, op: str, rows: list[Row], problems: list[dict], batch: str) -> P
     if op not in OPS:
         raise ValueError(f"{op} is not deposit or charge")
     tokens.require_operation(token, op)
-    problems = list(problems)
+    problems = list(problems)  # read_rows' (the file's and each row's): plan() may run more than once on rows
     seen: dict[str, int] = {}
     for row in rows:
+        row.refusals = []
         if row.body is None:
             continue
         try:
             tokens.authorize_money(token, op, row.body)
         except messages.Problem as refusal:
-            row.problems.extend(_problems_of(row.line, refusal))
+            row.refusals.extend(_problems_of(row.line, refusal))
         row.identity = money.identify(token, op, row.body, client_key(batch, row.line))
         first = seen.setdefault(row.identity.event_key, row.line)
         if first != row.line:
-            row.problems.append(problem(row.line, "(row)", messages.bulk_same_event(first, token.dedupe_on)))
-        problems.extend(p for p in row.problems if p not in problems)
+            row.refusals.append(problem(row.line, "(row)", messages.bulk_same_event(first, token.dedupe_on)))
+        problems.extend(row.refusals)
     config, now = current_app.config["RELAY"], clock.now()
     totals: dict[str, int] = {}
     to_send = to_replay = busy = 0
     refusal = remaining = None
     with db.read() as session:
         for row in rows:
-            if row.problems or row.body is None:
+            if row.all_problems or row.body is None:
                 continue
             micros = amounts.to_micros(row.body["amount"])
             try:
@@ -368,8 +374,8 @@ def plan(token, op: str, rows: list[Row], problems: list[dict], batch: str) -> P
                 busy += 1
                 continue
             except messages.Problem as refused:  # the client key or the event was used for other fields
-                row.problems.extend(_problems_of(row.line, refused))
-                problems.extend(row.problems)
+                row.refusals.extend(_problems_of(row.line, refused))
+                problems.extend(row.refusals)
                 continue
             if rehearsal.would == "replay":
                 to_replay += 1
@@ -532,8 +538,8 @@ def run(token, op: str, rows: list[Row], problems: list[dict], batch: str, concu
             on_progress(report, entry)
 
     for row in rows:
-        if row.problems:
-            finish(row, "invalid", error="; ".join(f"{p['field']}: {p['message']}" for p in row.problems))
+        if row.all_problems:
+            finish(row, "invalid", error="; ".join(f"{p['field']}: {p['message']}" for p in row.all_problems))
 
     def attempt(row: Row) -> tuple[str, bool, str, str, float]:
         started = time.time()
@@ -552,7 +558,7 @@ def run(token, op: str, rows: list[Row], problems: list[dict], batch: str, concu
                 token.last_used_at = now
         return (*_outcome_of(op, result), started)
 
-    pending = deque(row for row in rows if not row.problems)
+    pending = deque(row for row in rows if not row.all_problems)
     retries: list = []  # heap of (due, line, row)
     first_try: dict[int, float] = {}
     tries: dict[int, int] = {}

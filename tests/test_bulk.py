@@ -395,3 +395,18 @@ def test_two_runs_of_one_file_at_once_credit_each_row_once(app, sandbox):
     assert len(reports) == 2 and all(report.ok for report in reports)
     assert sum(report.counts["credited"] for report in reports) == 60
     assert sorted(c["user"] for c in credits(sandbox)) == sorted(f"acme:u{i}" for i in range(60))
+
+
+def test_planning_twice_then_running_gives_the_same_problems(app, sandbox):
+    token_id, _ = create_token(app, max_amount="5")
+    content = b"user,amount,reference\r\nacme:a,1,r1\r\nacme:b,9,r2\r\nacme:a,1,r1\r\nacme:c,x,r3\r\n"
+    with app.app_context():
+        rows, problems = bulk.read_rows(content)
+        token, batch = bulk.load_token(token_id), bulk.batch_id(content)
+        first = bulk.plan(token, "deposit", rows, problems, batch)
+        second = bulk.plan(token, "deposit", rows, problems, batch)
+        assert first.problems == second.problems and lines_of(second.problems) == [
+            (3, "amount"), (4, "(row)"), (5, "amount")]
+        report = bulk.run(token, "deposit", rows, problems, batch, skip_invalid=True)
+    assert [r.outcome for r in report.rows] == ["credited", "invalid", "invalid", "invalid"]
+    assert [r.error.count(":") >= 1 for r in report.rows[1:]] == [True] * 3 and report.rows[1].error.startswith("amount:")
