@@ -562,7 +562,7 @@ def _bulk(op, applied, file, token_id, batch_id, concurrency, dry_run, skip_inva
             if stop.is_set():
                 raise KeyboardInterrupt
             stop.set()
-            click.echo("\nStopping: the calls in flight finish, no new row starts (Ctrl-C again to abort).", err=True)
+            click.echo("\n" + messages.BULK_STOPPING, err=True)
 
         previous = signal.signal(signal.SIGINT, interrupted)
         progress = _BulkProgress(len(rows), applied)
@@ -582,20 +582,19 @@ def _bulk(op, applied, file, token_id, batch_id, concurrency, dry_run, skip_inva
         with open(report_path, "w", newline="", encoding="utf-8") as out:
             report.write_csv(out)
     counts = report.counts
-    click.echo(f"Batch {report.batch_id}: {len(report.rows)} rows in {report.seconds:.1f} s: "
-               + ", ".join(f"{counts[name]} {name}" for name in bulk.OUTCOMES if counts[name] or name in (applied, "replayed")))
+    click.echo(messages.BULK_SUMMARY.format(batch=report.batch_id, rows=len(report.rows), seconds=report.seconds,
+                                            counts=", ".join(f"{counts[name]} {name}" for name in bulk.OUTCOMES
+                                                             if counts[name] or name in (applied, "replayed"))))
     if counts["replayed"]:
-        click.echo(f"{counts['replayed']} rows were already done (an earlier run of this file, or a call with the same "
-                   "fields): replayed, not sent again.")
+        click.echo(messages.BULK_ALREADY_DONE.format(count=counts["replayed"]))
     if report.pauses:
-        click.echo(f"Paywalls asked to slow down {len(report.pauses)} time(s); the run paused and lowered its concurrency.")
+        click.echo(messages.BULK_SLOWED.format(count=len(report.pauses)))
     for row in report.unknown():
-        click.echo(f"  line {row.line}: unknown outcome ({row.error}) key {row.idempotency_key}")
+        click.echo(messages.BULK_UNKNOWN_ROW.format(line=row.line, error=row.error, key=row.idempotency_key))
     if report.unknown():
-        click.echo("Run the same file again later (or `paywalls-relay ledger resolve`): those rows are re-sent with "
-                   "their own keys and never applied twice.")
+        click.echo(messages.BULK_UNKNOWN_AFTER)
     if report.stopped:
-        click.echo("Stopped before the end: run the same file again to send the rest.")
+        click.echo(messages.BULK_STOPPED_EARLY)
     if report_path:
         click.echo(f"Report: {report_path}")
     sys.exit(0 if report.ok else 1)
@@ -608,10 +607,11 @@ def _print_plan(plan, applied: str):
         click.echo("Total per user:")
         for user, total in sorted(plan.totals.items()):
             click.echo(f"  {user}\t{total}")
-    click.echo(f"Would send {plan.to_send} rows ({plan.total} in all); {plan.to_replay} already done"
-               + (f"; {plan.in_flight} in flight elsewhere" if plan.in_flight else "") + ".")
+    click.echo(messages.BULK_WOULD_SEND.format(rows=plan.to_send, total=plan.total, done=plan.to_replay,
+                                               busy=messages.BULK_IN_FLIGHT.format(count=plan.in_flight)
+                                               if plan.in_flight else ""))
     if plan.problems:
-        click.echo(f"{len(plan.invalid_lines)} line(s) have problems.")
+        click.echo(messages.BULK_PROBLEM_LINES.format(count=len(plan.invalid_lines)))
     if plan.refusal is not None:
         click.echo(f"Refused: {plan.refusal.detail}")
     elif plan.remaining and any(value is not None for value in plan.remaining.values()):
@@ -643,8 +643,9 @@ class _BulkProgress:
         elif now - self.last >= 2 or done == self.total:
             self.last = now
             rate = done / max(now - self.started, 1e-9)
-            click.echo(f"bulk: {done}/{self.total} rows, {counts[self.applied]} {self.applied}, "
-                       f"{counts['replayed']} replayed, {failed} failed, {rate:.1f} rows/s", err=True)
+            click.echo(messages.BULK_PROGRESS.format(done=done, total=self.total, applied=counts[self.applied],
+                                                     label=self.applied, replayed=counts["replayed"], failed=failed,
+                                                     rate=rate), err=True)
 
     def close(self):
         if self.bar is not None:
