@@ -98,6 +98,9 @@ def test_skip_invalid_never_skips_a_line_the_reader_could_not_split(app, sandbox
     (b'user,amount\r\nacme:a,"1\r\n', [(2, "(row)")]),
     (b"[1, {\"user\": \"acme:a\", \"amount\": 2, \"color\": \"red\"}]", [(1, "(row)"), (2, "color")]),
     (b"{\"user\": \"acme:a\"}", [(1, "(file)")]),
+    (b"user,amount,reason,metadata.Reason\r\nacme:a,1,x,y\r\n", [(2, "metadata.Reason")]),
+    (b"user\tamount\r\nacme:a\t1\r\n", []),  # Excel's "Text (tab delimited)"
+    (b"user,amount\nacme:a,1\n\n\nacme:b,2\n,\n", []),  # blank lines and empty rows are not rows
 ])
 def test_files_that_are_not_what_they_should_be_are_refused_with_the_reason(app, content, expected):
     rows, problems = read(app, content)
@@ -410,3 +413,17 @@ def test_planning_twice_then_running_gives_the_same_problems(app, sandbox):
         report = bulk.run(token, "deposit", rows, problems, batch, skip_invalid=True)
     assert [r.outcome for r in report.rows] == ["credited", "invalid", "invalid", "invalid"]
     assert [r.error.count(":") >= 1 for r in report.rows[1:]] == [True] * 3 and report.rows[1].error.startswith("amount:")
+
+
+def test_a_corrected_amount_is_refused_when_the_token_dedupes_on_the_reference(app, sandbox):
+    token_id, _ = create_token(app, dedupe_on=["user", "metadata.reference"])
+    go(app, token_id, MIGRATION)
+    corrected = MIGRATION.replace(b"acme:bob,2.50", b"acme:bob,3")
+    plan = plan_of(app, token_id, corrected)
+    assert lines_of(plan.problems) == [(3, "(row)")] and "already handled with other values" in plan.problems[0]["message"]
+    with pytest.raises(bulk.Refused):
+        go(app, token_id, corrected)
+    # And two lines with one reference are one event, whatever their amounts.
+    twice = b"user,amount,reference\r\nacme:x,1,r9\r\nacme:x,2,r9\r\n"
+    assert lines_of(plan_of(app, token_id, twice).problems) == [(3, "(row)")]
+    assert sorted(c["amount"] for c in credits(sandbox)) == ["10", "2.5", "7"]
