@@ -551,6 +551,9 @@ def run(token, op: str, rows: list[Row], problems: list[dict], batch: str, concu
             except DBAPIError as error:  # nothing recorded: the claim (if any) stays in flight, retried after it
                 log.warning("bulk row %s: database error %s", row.line, type(error).__name__)
                 return "ambiguous", True, "", messages.database_unavailable().detail, started
+            except Exception:  # a bug must not end the run with rows in flight; the row is retried, never re-credited
+                log.exception("bulk row %s failed unexpectedly", row.line)
+                return "ambiguous", True, "", messages.internal_error().detail, started
             # The claim wrote the token's last use if it was over a minute old (tokens.touch). This token object
             # lives for the whole run: note it here too, or every row after the first minute would write the row.
             now = clock.now()

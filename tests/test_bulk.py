@@ -427,3 +427,22 @@ def test_a_corrected_amount_is_refused_when_the_token_dedupes_on_the_reference(a
     twice = b"user,amount,reference\r\nacme:x,1,r9\r\nacme:x,2,r9\r\n"
     assert lines_of(plan_of(app, token_id, twice).problems) == [(3, "(row)")]
     assert sorted(c["amount"] for c in credits(sandbox)) == ["10", "2.5", "7"]
+
+
+def test_an_unexpected_error_in_one_row_is_retried_and_does_not_end_the_run(app, sandbox, monkeypatch):
+    from relay import money
+
+    token_id, _ = create_token(app)
+    real, failures = money.perform, []
+
+    def flaky(token, op, body, identity, request_id):
+        if body["user"] == "acme:bob" and not failures:
+            failures.append(1)
+            raise RuntimeError("a bug")
+        return real(token, op, body, identity, request_id)
+
+    monkeypatch.setattr(money, "perform", flaky)
+    report = go(app, token_id, MIGRATION, retry_for=30)
+    assert [(r.user, r.outcome, r.attempts) for r in report.rows] == [
+        ("acme:alice", "credited", 1), ("acme:bob", "credited", 2), ("acme:carol", "credited", 1)]
+    assert len(credits(sandbox)) == 3
