@@ -451,3 +451,56 @@ def dev_stack_database(error: Exception) -> str:
     why = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
     return (f"dev-stack could not open and migrate the database given with --database-url ({why}). Give a reachable "
             "sqlite:///path or postgresql://user@host/db URL, or leave the option out for a temporary SQLite file.")
+
+
+# --- bulk deposits and charges (relay/bulk.py, `paywalls-relay bulk`) ----------------------------------------
+
+BULK_EMPTY = "The file is empty: it needs a header line (user,amount,...) and one line per credit."
+BULK_NO_ROWS = "The file has a header but no rows."
+BULK_UTF16 = ("The file is UTF-16 (Excel's \"Unicode text\"). Save it as \"CSV UTF-8 (comma delimited)\" and "
+              "try again.")
+BULK_NOT_UTF8 = ("The file is not UTF-8 (an invalid byte at offset {offset}). Save it as \"CSV UTF-8\" and "
+                 "try again; nothing was read from it.")
+BULK_NOT_A_LIST = "A JSON file must be an array of objects such as {\"user\": \"acme:user_1\", \"amount\": \"10\"}."
+BULK_ITEM_NOT_OBJECT = "Each item of the array must be an object with user and amount."
+BULK_BATCH_ID = ("A batch id is 1-40 characters: letters, digits and . _ : - (starting with a letter or digit), "
+                 "e.g. migration-2026-11.")
+BULK_STOPPED = "Not sent: the run was stopped before this row. Run the same file again to send it."
+
+
+def bulk_unknown_column(name: str, position: int | None) -> str:
+    where = f" (column {position})" if position else ""
+    return (f"Unknown column '{name}'{where}. The columns are user, amount, reason, reference and metadata.<key> "
+            "(e.g. metadata.campaign). A misspelt column would be dropped silently, so the file is refused.")
+
+
+def bulk_duplicate_column(name: str) -> str:
+    return f"The column '{name}' appears twice in the header."
+
+
+def bulk_missing_column(name: str) -> str:
+    return f"The header has no '{name}' column; it is required."
+
+
+def bulk_unreadable(why: str) -> str:
+    return f"This line cannot be read as CSV ({why}); check its quotes."
+
+
+def bulk_cell_count(got: int, expected: int) -> str:
+    return (f"This line has {got} cells and the header has {expected}. A value with the separator in it must be "
+            "quoted.")
+
+
+def bulk_not_json(why: str) -> str:
+    return f"The file starts with [ but is not valid JSON ({why})."
+
+
+def bulk_same_event(first_line: int, dedupe_on: list[str]) -> str:
+    return (f"Same credit as line {first_line}: this token tells events apart by {', '.join(dedupe_on)}, and both "
+            "lines have the same values, so it would be applied once, not twice. If both are meant, give each "
+            "its own reference; if not, delete this line.")
+
+
+def bulk_has_problems(count: int) -> str:
+    return (f"{count} line(s) have problems; nothing was sent. Fix them (run with --dry-run to list them), or run "
+            "with --skip-invalid to send the valid rows and report the others as invalid.")

@@ -78,6 +78,9 @@ class Upstream:
         self._key_refused = False  # so a wrong key is logged at ERROR once, not on every call
         self._key_lock = threading.Lock()
         self._probe: tuple[float, str] | None = None  # (when, verdict) of the last readiness probe
+        # Called with Retry-After (seconds or None) on every 429: a bulk run (relay/bulk.py) slows all its rows
+        # down, not just the one that was told to wait.
+        self.on_rate_limited: list = []
 
     def note_key(self, status: int | None):
         """Paywalls' verdict on the relay's own key, from any answer: an ERROR line when it turns to refused."""
@@ -139,6 +142,9 @@ class Upstream:
         for attempt in range(self.retries + 1):
             outcome = self._attempt(prepared, deadline, outcome)
             outcome.attempts = attempt + 1
+            if outcome.status == 429:
+                for listener in list(self.on_rate_limited):
+                    listener(outcome.retry_after)
             wait = self._wait_before_retry(outcome, attempt, deadline)
             if wait is None:
                 break
