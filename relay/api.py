@@ -2,7 +2,6 @@
 authenticate, validate, authorize here, then claim the event, call Paywalls and record the outcome in money.py."""
 
 import json
-import re
 from datetime import datetime
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -170,35 +169,37 @@ BULK_MEDIA = ("text/csv", "application/json", "text/plain")
 @bp.post("/v1/relay/bulk")
 def bulk_submit():
     """Queue a file of deposits or charges (202 with the batch id at once), or say what it would do (?dry_run=true).
-    Every check a row's own call would make happens first, over the whole file: nothing is queued while a line is
-    invalid (unless ?skip_invalid=true) or the file's total is over a cap."""
+    Every check a row's own call would make happens first, over the whole file (bulk.plan): nothing is queued while
+    a line is invalid (unless ?skip_invalid=true) or while the file's total is over a cap, so a batch is never
+    refused half applied."""
     token = authenticated("bulk")
     args = _bulk_args(request.args)
     operation = args["op"]
     tokens.require_operation(token, operation)
-    content = _bulk_content(validation.read_body(batches.MAX_UPLOAD_BYTES), request.content_type)
-    rows, problems = bulk.read_rows(content)
-    if len(rows) + bulk.count_unreadable(problems) > batches.MAX_ROWS:
-        raise messages.bulk_too_many_rows(len(rows) + bulk.count_unreadable(problems), batches.MAX_ROWS)
-    if not rows and not problems:
-        raise messages.bulk_no_rows()
-    batch_key = args["batch_id"] or bulk.batch_id(content)
-    plan = bulk.plan(token, operation, rows, batch_id=batch_key)
-    errors = [messages.bulk_row_error(p.line, p.field, p.message) for p in plan.problems]
+    raw = validation.read_body(batches.MAX_UPLOAD_BYTES)
+    media = (request.content_type or "").split(";")[0].strip().lower()
+    if media not in BULK_MEDIA:
+        raise messages.bulk_media_type(request.content_type)
+    rows, problems = bulk.read_rows(raw, operation, settings()["RELAY_AMOUNT_DECIMALS"])
+    if len(rows) > batches.MAX_ROWS:
+        raise messages.bulk_too_many_rows(len(rows), batches.MAX_ROWS)
+    batch_key = bulk.batch_id(raw, args["batch_id"])
+    plan = bulk.plan(token, operation, rows, problems, batch_key)
     if args["dry_run"]:
-        return jsonify(**bulk.plan_json(plan), batch_id=batch_key)
-    if errors and not args["skip_invalid"]:
+        return jsonify(batches.plan_json(plan))
+    errors = [messages.bulk_row_error(p["line"], p["field"], p["message"]) for p in plan.problems]
+    lines = {row.line for row in rows}
+    # Problems of the file itself (the header, an unreadable line) are never skipped: which rows it holds is unsure.
+    if errors and (not args["skip_invalid"] or any(p["line"] not in lines for p in plan.problems)):
         raise messages.bulk_invalid_rows(errors)
     if plan.refusal is not None:  # the file's total over a cap: refused whole, before any row is sent
         raise plan.refusal
-    if not plan.valid_rows:
-        raise messages.bulk_invalid_rows(errors)
     with db.transaction() as session:
-        batch, queued = batches.submit(session, token, operation, content, batch_key, len(rows), args["skip_invalid"],
-                                       clock.now())
+        batch, queued = batches.submit(session, token, operation, raw.decode("utf-8"), batch_key, len(rows),
+                                       args["skip_invalid"], clock.now())
     batches.wake(current_app)
     described = batches.describe(batch, with_report=False)
-    response = jsonify(**described, queued=queued, skipped_invalid=len(errors))
+    response = jsonify(**described, queued=queued, skipped_invalid=len(plan.invalid_lines))
     response.status_code = 202
     response.headers["Location"] = described["status_url"]
     return response
@@ -219,7 +220,7 @@ def bulk_status(batch_id: str):
         batch = batches.find(session, token, batch_id)
     described = batches.describe(batch)
     if form == "csv":
-        text = bulk.report_csv(described["report"] or [])
+        text = batches.report_csv(batch, described["report"] or [])
         return Response(text, 200, {"Content-Disposition": f'attachment; filename="{batch["id"]}-report.csv"'},
                         mimetype="text/csv")
     return jsonify(described)
@@ -232,7 +233,7 @@ def _bulk_args(args) -> dict:
                                    for name in sorted(unknown)])
     if any(len(args.getlist(name)) > 1 for name in args):
         name = next(name for name in args if len(args.getlist(name)) > 1)
-        raise messages.invalid_query(name, messages.BULK_QUERY.get(name, f"{name} may be given once."))
+        raise messages.invalid_query(name, messages.BULK_QUERY.get(name, messages.BULK_QUERY_ONCE.format(name=name)))
     operation = args.get("op", "deposit")
     if operation not in money.PATHS:
         raise messages.invalid_query("op", messages.BULK_QUERY["op"])
@@ -240,19 +241,4 @@ def _bulk_args(args) -> dict:
     if skip not in ("true", "false"):
         raise messages.invalid_query("skip_invalid", messages.BULK_QUERY["skip_invalid"])
     batch_id = args.get("batch_id") or None
-    if batch_id is not None and not BATCH_ID_RE.fullmatch(batch_id):
-        raise messages.invalid_query("batch_id", messages.BULK_QUERY["batch_id"])
     return {"op": operation, "dry_run": validation.dry_run(args), "skip_invalid": skip == "true", "batch_id": batch_id}
-
-
-BATCH_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
-
-
-def _bulk_content(raw: bytes, content_type: str | None) -> str:
-    media = (content_type or "").split(";")[0].strip().lower()
-    if media not in BULK_MEDIA:
-        raise messages.bulk_media_type(content_type)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise messages.bulk_unreadable("The file is not UTF-8 text (save it as CSV UTF-8).") from None

@@ -14,11 +14,13 @@ Only serving processes run batches (gunicorn workers, `paywalls-relay run`, `dev
 and tests build apps too, and a thread of theirs would run batches nobody asked them to.
 """
 
+import io
 import json
 import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -219,17 +221,17 @@ class Runner:
         if token is None:
             self._finish(held, {"done": 0, "counts": {}}, None, messages.BULK_TOKEN_GONE.format(operation=operation))
             return
-        rows, _problems = bulk.read_rows(batch["content"])
         stop = threading.Event()
-        latest = {"progress": {"done": 0, "counts": {}}}
+        started = time.monotonic()
+        latest = {"progress": {"done": 0, "counts": {}, "rows_per_second": None}}
         lost = threading.Event()
 
-        def on_progress(progress):
-            latest["progress"] = progress_of(progress)
+        def on_progress(report, _row):
+            latest["progress"] = progress_of(report, started)
 
         def heartbeat():
-            # Renew the lease (and save progress) every quarter lease; stop the run when the lease is lost or the
-            # token stops being allowed to run it.
+            # Renew the lease (and save the progress so far) every second or quarter lease; stop the run when the
+            # lease is lost or the token may no longer run the batch.
             interval = min(1.0, lease_seconds / 4)
             while not stop.wait(interval):
                 try:
@@ -243,23 +245,28 @@ class Runner:
                 if lost.is_set() or self.stopping.is_set():
                     stop.set()
 
-        with self.app.app_context():
-            beating = threading.Thread(target=_in_context(self.app, heartbeat), name="relay-bulk-lease", daemon=True)
-            beating.start()
-            try:
-                report = bulk_run(token, operation, rows, batch, settings, on_progress, stop)
-            finally:
-                stopped = stop.is_set()
-                stop.set()
-                beating.join()
+        beating = threading.Thread(target=_in_context(self.app, heartbeat), name="relay-bulk-lease", daemon=True)
+        beating.start()
+        report, refused = None, None
+        try:
+            report = bulk_run(token, operation, batch, settings, on_progress, stop)
+        except bulk.Refused as refusal:  # the caps or the rows changed since it was queued: nothing was sent
+            refused = refusal.reason
+        finally:
+            stop.set()
+            beating.join()
         if lost.is_set():
             if current_token(batch["token_id"], operation) is None:
-                self._finish(held, latest["progress"], None, messages.BULK_TOKEN_GONE.format(operation=operation))
+                self._finish(held, latest["progress"], report_rows(report) if report else None,
+                             messages.BULK_TOKEN_GONE.format(operation=operation))
             else:
                 log.error("bulk batch taken over by another runner",
                           extra={"fields": {"message": messages.BULK_LEASE_LOST, "batch_id": held.batch_id}})
             return
-        if stopped and self.stopping.is_set():
+        if refused is not None:
+            self._finish(held, latest["progress"], None, refused)
+            return
+        if report.stopped and self.stopping.is_set():
             with db.write() as connection:
                 hand_back(connection, held)
             return
@@ -292,27 +299,48 @@ def current_token(token_id: str, operation: str):
     return token
 
 
-# --- relay/bulk.py, the shared core: how a batch's rows run ---------------------------------------------------------
+# --- relay/bulk.py, the shared core: how a batch's rows run and what is said about them ---------------------------
 
-def bulk_run(token, operation: str, rows, batch: dict, settings: dict, on_progress, stop):
-    return bulk.run(token, operation, rows, batch_id=batch["batch_key"], concurrency=settings["RELAY_BULK_CONCURRENCY"],
+def bulk_run(token, operation: str, batch: dict, settings: dict, on_progress, stop):
+    rows, problems = bulk.read_rows(batch["content"], operation, settings["RELAY_AMOUNT_DECIMALS"])
+    return bulk.run(token, operation, rows, problems, batch["batch_key"], concurrency=settings["RELAY_BULK_CONCURRENCY"],
                     on_progress=on_progress, stop_event=stop, skip_invalid=batch["skip_invalid"])
 
 
-def progress_of(progress) -> dict:
-    return {"done": progress.done, "counts": dict(progress.counts), "rows_per_second": progress.rows_per_second}
+def progress_of(report, started: float) -> dict:
+    counts = {name: count for name, count in report.counts.items() if count}
+    done = sum(counts.values())
+    elapsed = time.monotonic() - started
+    return {"done": done, "counts": counts, "rows_per_second": round(done / elapsed, 1) if elapsed > 0 else None}
 
 
 def summary_of(report) -> dict:
-    rows = report_rows(report)
-    counts: dict = {}
-    for row in rows:
-        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
-    return {"done": sum(counts.values()), "counts": counts, "rows_per_second": getattr(report, "rows_per_second", None)}
+    counts = {name: count for name, count in report.counts.items() if count}
+    done = sum(counts.values())
+    return {"done": done, "counts": counts,
+            "rows_per_second": round(done / report.seconds, 1) if report.seconds > 0 else None}
 
 
 def report_rows(report) -> list[dict]:
-    return [dict(row) for row in report.rows]
+    return [{name: getattr(row, name) for name in bulk.REPORT_COLUMNS} for row in report.rows]
+
+
+def report_csv(batch: dict, rows: list[dict]) -> str:
+    """The report as bulk.Report.write_csv writes it for the CLI: one row per input line, spreadsheet-safe."""
+    report = bulk.Report(batch["operation"], batch["batch_key"],
+                         rows=[bulk.ReportRow(**{name: row.get(name) for name in bulk.REPORT_COLUMNS}) for row in rows])
+    stream = io.StringIO()
+    report.write_csv(stream)
+    return stream.getvalue()
+
+
+def plan_json(plan) -> dict:
+    """The answer of a dry run (schemas/bulk-plan.json)."""
+    return {"dry_run": True, "operation": plan.op, "batch_id": plan.batch_id, "rows": len(plan.rows),
+            "problems": [messages.bulk_row_error(p["line"], p["field"], p["message"]) for p in plan.problems],
+            "invalid_lines": len(plan.invalid_lines), "to_send": plan.to_send, "to_replay": plan.to_replay,
+            "in_flight": plan.in_flight, "total": plan.total, "totals": plan.totals,
+            "refusal": plan.refusal.body() if plan.refusal is not None else None, "remaining": plan.remaining}
 
 
 # --- one runner per serving process ----------------------------------------------------------------------------------

@@ -241,9 +241,6 @@ def rate_limited(retry_after: int, what: str) -> Problem:
 
 # --- bulk: a file of deposits or charges over HTTP (batches.py) --------------------------------------
 
-BULK_MAX_ROWS_TEXT = "10,000"
-
-
 def bulk_media_type(got: str) -> Problem:
     return Problem(415, "unsupported-media-type", "Send a CSV file or a JSON array",
                    f"The body was sent as {got or 'no content type'}; send the file as text/csv (columns user, amount, "
@@ -251,20 +248,10 @@ def bulk_media_type(got: str) -> Problem:
                    "with the same fields).")
 
 
-def bulk_unreadable(why: str) -> Problem:
-    return Problem(400, "malformed-body", "The file could not be read",
-                   f"{_sentence(why)} Nothing was queued. Send a CSV file with a header line (user,amount,...) or a "
-                   "JSON array of objects.")
-
-
 def bulk_too_many_rows(count: int, limit: int) -> Problem:
     return Problem(413, "body-too-large", "Too many rows for one batch",
                    f"The file has {count:,} rows; one batch takes at most {limit:,}. Nothing was queued. Split the "
                    "file and send each part as its own batch (each part gets its own batch id).")
-
-
-def bulk_no_rows() -> Problem:
-    return validation([field_error("", "The file has no rows: send a header line (user,amount) and at least one row.")])
 
 
 def bulk_invalid_rows(errors: list[dict]) -> Problem:
@@ -294,12 +281,11 @@ BULK_QUERY = {
     "op": "op must be deposit or charge: what every row of the file does.",
     "skip_invalid": "skip_invalid must be true or false.",
     "format": "format must be json or csv.",
-    "batch_id": "batch_id must be 1-100 letters, digits or _ . : - (it names the batch in every row's idempotency key).",
 }
+BULK_QUERY_ONCE = "{name} may be given once."
 BULK_TOKEN_GONE = "The token that sent this batch was revoked, disabled or expired, or lost the {operation} operation, " \
                   "before the batch finished: the rows not yet sent were not sent."
 BULK_LEASE_LOST = "Another relay process took over this batch (this one stopped renewing its lease in time)."
-BULK_STOPPED = "The relay process running this batch was stopped; another process resumes it."
 
 
 # --- idempotency -------------------------------------------------------------------------------
