@@ -180,20 +180,24 @@ def bulk_submit():
     media = (request.content_type or "").split(";")[0].strip().lower()
     if media not in BULK_MEDIA:
         raise messages.bulk_media_type(request.content_type)
+    if media == "application/json" and not raw.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+        raise messages.validation([messages.field_error("", messages.BULK_NOT_A_LIST)])
     rows, problems = bulk.read_rows(raw, operation, settings()["RELAY_AMOUNT_DECIMALS"])
     if len(rows) > batches.MAX_ROWS:
         raise messages.bulk_too_many_rows(len(rows), batches.MAX_ROWS)
     batch_key = bulk.batch_id(raw, args["batch_id"])
     plan = bulk.plan(token, operation, rows, problems, batch_key)
-    if args["dry_run"]:
-        return jsonify(batches.plan_json(plan))
+    # A dry run answers what the real call would: the same refusals, and the plan where it would queue.
     errors = [messages.bulk_row_error(p["line"], p["field"], p["message"]) for p in plan.problems]
     lines = {row.line for row in rows}
     # Problems of the file itself (the header, an unreadable line) are never skipped: which rows it holds is unsure.
-    if errors and (not args["skip_invalid"] or any(p["line"] not in lines for p in plan.problems)):
+    if errors and (not args["skip_invalid"] or any(p["line"] not in lines for p in plan.problems)
+                   or len(plan.invalid_lines) == len(rows)):
         raise messages.bulk_invalid_rows(errors)
     if plan.refusal is not None:  # the file's total over a cap: refused whole, before any row is sent
         raise plan.refusal
+    if args["dry_run"]:
+        return jsonify(batches.plan_json(plan))
     with db.transaction() as session:
         batch, queued = batches.submit(session, token, operation, raw.decode("utf-8"), batch_key, len(rows),
                                        args["skip_invalid"], clock.now())

@@ -163,16 +163,24 @@ def test_10001_rows_are_refused_and_10000_are_taken(app, client, sandbox):
     assert stored(app) == [] and credits(sandbox) == []
 
 
-def test_a_dry_run_plans_and_queues_nothing(app, client, sandbox):
+def test_a_dry_run_answers_what_the_real_call_would_and_queues_nothing(app, client, sandbox):
     _, token = bulk_token(app)
     content = b"user,amount,reference\nacme:a,5,r1\nacme:a,2.5,r2\nacme:b,1,r3\nacme:c,oops,r4\n"
-    answer = post(client, token, content, query="?dry_run=true")
+    refused = post(client, token, content, query="?dry_run=true")
+    assert refused.status_code == 422 and [(e["line"], e["field"]) for e in refused.get_json()["errors"]] == [(5, "amount")]
+    answer = post(client, token, content, query="?dry_run=true&skip_invalid=true")
     assert answer.status_code == 200
     plan = answer.get_json()
     assert plan["dry_run"] is True and plan["totals"] == {"acme:a": "7.5", "acme:b": "1"} and plan["total"] == "8.5"
-    assert [(p["line"], p["field"]) for p in plan["problems"]] == [(5, "amount")]
+    assert [(p["line"], p["field"]) for p in plan["problems"]] == [(5, "amount")] and plan["to_send"] == 3
     assert plan["batch_id"].startswith("file:") and plan["refusal"] is None
     assert stored(app) == [] and credits(sandbox) == []
+    _, capped = bulk_token(app, label="capped", daily_cap="5")
+    assert post(client, capped, content, query="?dry_run=true&skip_invalid=true").status_code == 403
+    # A JSON body must be an array; a file of only invalid rows has nothing to run, even with skip_invalid.
+    assert post(client, token, "{}", "application/json", "?dry_run=true").status_code == 422
+    assert post(client, token, "[1, 2]", "application/json", "?skip_invalid=true").status_code == 422
+    assert stored(app) == []
 
 
 def test_a_file_over_the_cap_is_refused_before_any_credit(app, client, sandbox):
