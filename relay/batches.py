@@ -226,8 +226,12 @@ class Runner:
         latest = {"progress": {"done": 0, "counts": {}, "rows_per_second": None}}
         lost = threading.Event()
 
-        def on_progress(report, _row):
-            latest["progress"] = progress_of(report, started)
+        counts: dict = {}
+
+        def on_progress(_report, row):
+            # Counted row by row: report.counts walks every row, and on each of 10,000 rows that was quadratic.
+            counts[row.outcome] = counts.get(row.outcome, 0) + 1
+            latest["progress"] = progress_of(counts, started)
 
         def heartbeat():
             # Renew the lease (and save the progress so far) every second or quarter lease; stop the run when the
@@ -307,8 +311,8 @@ def bulk_run(token, operation: str, batch: dict, settings: dict, on_progress, st
                     on_progress=on_progress, stop_event=stop, skip_invalid=batch["skip_invalid"])
 
 
-def progress_of(report, started: float) -> dict:
-    counts = {name: count for name, count in report.counts.items() if count}
+def progress_of(counts: dict, started: float) -> dict:
+    counts = dict(counts)
     done = sum(counts.values())
     elapsed = time.monotonic() - started
     return {"done": done, "counts": counts, "rows_per_second": round(done / elapsed, 1) if elapsed > 0 else None}
