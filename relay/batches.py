@@ -256,6 +256,11 @@ class Runner:
             report = bulk_run(token, operation, batch, settings, on_progress, stop)
         except bulk.Refused as refusal:  # the caps or the rows changed since it was queued: nothing was sent
             refused = refusal.reason
+        except Exception:
+            # Not retried forever by every runner in turn: the batch ends with an error, and the same POST runs it
+            # again (its rows already credited replay).
+            log.exception("bulk runner: a batch failed", extra={"fields": {"batch_id": held.batch_id}})
+            refused = messages.BULK_FAILED
         finally:
             stop.set()
             beating.join()
@@ -268,7 +273,7 @@ class Runner:
                           extra={"fields": {"message": messages.BULK_LEASE_LOST, "batch_id": held.batch_id}})
             return
         if refused is not None:
-            self._finish(held, latest["progress"], None, refused)
+            self._finish(held, latest["progress"], report_rows(report) if report else None, refused)
             return
         if report.stopped and self.stopping.is_set():
             with db.write() as connection:

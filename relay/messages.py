@@ -285,6 +285,8 @@ BULK_QUERY = {
 BULK_QUERY_ONCE = "{name} may be given once."
 BULK_TOKEN_GONE = "The token that sent this batch was revoked, disabled or expired, or lost the {operation} operation, " \
                   "before the batch finished: the rows not yet sent were not sent."
+BULK_FAILED = ("The relay hit an unexpected error running this batch; it is logged with the batch id. Send the same "
+               "file again to resume it: rows already credited are not credited twice.")
 BULK_LEASE_LOST = "Another relay process took over this batch (this one stopped renewing its lease in time)."
 
 
