@@ -14,7 +14,7 @@ API (the CLI `paywalls-relay bulk` and the HTTP endpoint build on it; all inside
     report = run(token, op, rows, problems, batch, concurrency=8, on_progress=None, stop_event=None,
                  skip_invalid=False)            # raises Refused(plan) before the first call when plan says no
     report.rows -> [ReportRow(line, user, amount, outcome, idempotency_key, balance_after, error)]
-    report.counts, report.ok, report.write_csv(stream), report.pauses
+    report.counts, report.ok, report.write_csv(stream), report.pauses, report.as_dict(); plan.as_dict()
 
 Keys (schemas/idempotency.md has the rules):
 - The EVENT key of a row comes from its fields under the token's dedupe rule, exactly as an HTTP call with the
@@ -40,6 +40,7 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 from flask import current_app
@@ -57,7 +58,9 @@ METADATA_PREFIX = "metadata."
 BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,39}")
 OUTCOMES = ("credited", "charged", "replayed", "declined", "invalid", "failed", "ambiguous", "skipped")
 GOOD = {"credited", "charged", "replayed"}
-MAX_PAUSE = 60.0  # a Retry-After longer than this pauses the run this long, then it tries again
+DECIMAL_COMMA = re.compile(r"[0-9]+,[0-9]+")
+MAX_PAUSE = 60.0
+TOUCH_EVERY = timedelta(minutes=1)  # tokens.touch's period  # a Retry-After longer than this pauses the run this long, then it tries again
 REPORT_COLUMNS = ("line", "user", "amount", "outcome", "idempotency_key", "balance_after", "error")
 
 
@@ -68,8 +71,13 @@ class Row:
     line: int               # the file's own line number (header = 1); a JSON array's item number (first = 1)
     cells: dict             # what the file says, by column
     body: dict | None = None  # the validated request body; None when the row has problems
-    problems: list = field(default_factory=list)
+    problems: list = field(default_factory=list)  # found reading the file
+    refusals: list = field(default_factory=list)  # found by the last plan(): token limits, duplicates, keys
     identity: money.Identity | None = None  # set by plan()
+
+    @property
+    def all_problems(self) -> list:
+        return self.problems + self.refusals
 
     @property
     def user(self) -> str:
@@ -106,7 +114,7 @@ def read_rows(source, op: str = "deposit", decimals: int | None = None) -> tuple
     text = text.removeprefix("\ufeff")
     if not text.strip():
         return [], [problem(1, "(file)", messages.BULK_EMPTY)]
-    if text.lstrip()[:1] == "[":
+    if text.lstrip()[:1] in ("[", "{"):  # JSON (an object is refused there: it must be an array)
         rows, problems = _json_rows(text)
     else:
         rows, problems = _csv_rows(text)
@@ -255,19 +263,24 @@ def _validate(row: Row, op: str, decimals: int):
         raw = json.dumps(body, ensure_ascii=False).encode()
         row.body = validation.money_body(SCHEMAS[op], raw, "application/json", decimals)
     except messages.Problem as refusal:
-        row.problems.extend(_problems_of(row.line, refusal))
+        found = _problems_of(row.line, refusal)
+        if isinstance(cells.get("amount"), str) and DECIMAL_COMMA.fullmatch(cells["amount"].strip()):
+            # 1,5 from a spreadsheet in a locale whose decimal mark is a comma: say so, never guess 1.5 or 15.
+            found = [dict(p, message=p["message"] + " " + messages.BULK_DECIMAL_COMMA) if p["field"] == "amount"
+                     else p for p in found]
+        row.problems.extend(found)
 
 
 def _problems_of(line: int, refusal: messages.Problem) -> list[dict]:
     errors = refusal.extra.get("errors")
     if errors:
         return [problem(line, error["field"], error["message"]) for error in errors]
-    return [problem(line, _FIELD_OF.get(refusal.name, "(row)"), refusal.detail)]
+    return [problem(line, _FIELD_OF.get(refusal.extra.get("limit"), "(row)"), refusal.detail)]
 
 
 # --- the dry run: what a run would do, read only -----------------------------------------------------------------
 
-_FIELD_OF = {"forbidden": "amount", "user-not-allowed": "user"}
+_FIELD_OF = {"max_amount": "amount", "user_pattern": "user"}  # a token limit's refusal names the field it is about
 
 
 @dataclass
@@ -283,6 +296,13 @@ class Plan:
     in_flight: int            # rows another caller is handling right now
     refusal: messages.Problem | None  # a cap the file's total exceeds: the run refuses before the first call
     remaining: dict | None    # what would remain of the caps after the run
+
+    def as_dict(self) -> dict:
+        """The plan as JSON for the HTTP endpoint (a dry run's answer, or why a batch was refused)."""
+        return {"dry_run": True, "op": self.op, "batch_id": self.batch_id, "rows": len(self.rows),
+                "problems": self.problems, "totals": self.totals, "total": self.total, "to_send": self.to_send,
+                "to_replay": self.to_replay, "in_flight": self.in_flight, "remaining": self.remaining,
+                "refusal": self.refusal.body() if self.refusal is not None else None}
 
     @property
     def invalid_lines(self) -> set:
@@ -323,27 +343,28 @@ def plan(token, op: str, rows: list[Row], problems: list[dict], batch: str) -> P
     if op not in OPS:
         raise ValueError(f"{op} is not deposit or charge")
     tokens.require_operation(token, op)
-    problems = list(problems)
+    problems = list(problems)  # read_rows' (the file's and each row's): plan() may run more than once on rows
     seen: dict[str, int] = {}
     for row in rows:
+        row.refusals = []
         if row.body is None:
             continue
         try:
             tokens.authorize_money(token, op, row.body)
         except messages.Problem as refusal:
-            row.problems.extend(_problems_of(row.line, refusal))
+            row.refusals.extend(_problems_of(row.line, refusal))
         row.identity = money.identify(token, op, row.body, client_key(batch, row.line))
         first = seen.setdefault(row.identity.event_key, row.line)
         if first != row.line:
-            row.problems.append(problem(row.line, "(row)", messages.bulk_same_event(first, token.dedupe_on)))
-        problems.extend(p for p in row.problems if p not in problems)
+            row.refusals.append(problem(row.line, "(row)", messages.bulk_same_event(first, token.dedupe_on)))
+        problems.extend(row.refusals)
     config, now = current_app.config["RELAY"], clock.now()
     totals: dict[str, int] = {}
     to_send = to_replay = busy = 0
     refusal = remaining = None
     with db.read() as session:
         for row in rows:
-            if row.problems or row.body is None:
+            if row.all_problems or row.body is None:
                 continue
             micros = amounts.to_micros(row.body["amount"])
             try:
@@ -353,8 +374,8 @@ def plan(token, op: str, rows: list[Row], problems: list[dict], batch: str) -> P
                 busy += 1
                 continue
             except messages.Problem as refused:  # the client key or the event was used for other fields
-                row.problems.extend(_problems_of(row.line, refused))
-                problems.extend(row.problems)
+                row.refusals.extend(_problems_of(row.line, refused))
+                problems.extend(row.refusals)
                 continue
             if rehearsal.would == "replay":
                 to_replay += 1
@@ -404,6 +425,12 @@ class Report:
     @property
     def ok(self) -> bool:
         return all(row.outcome in GOOD for row in self.rows)
+
+    def as_dict(self) -> dict:
+        """The report as JSON for the HTTP endpoint: counts, pauses and one entry per input line."""
+        return {"op": self.op, "batch_id": self.batch_id, "counts": self.counts, "ok": self.ok,
+                "stopped": self.stopped, "seconds": round(self.seconds, 3), "rate_limited_pauses": len(self.pauses),
+                "rows": [{name: getattr(row, name) for name in REPORT_COLUMNS} for row in self.rows]}
 
     def unknown(self) -> list:
         return [row for row in self.rows if row.outcome == "ambiguous"]
@@ -511,8 +538,8 @@ def run(token, op: str, rows: list[Row], problems: list[dict], batch: str, concu
             on_progress(report, entry)
 
     for row in rows:
-        if row.problems:
-            finish(row, "invalid", error="; ".join(f"{p['field']}: {p['message']}" for p in row.problems))
+        if row.all_problems:
+            finish(row, "invalid", error="; ".join(f"{p['field']}: {p['message']}" for p in row.all_problems))
 
     def attempt(row: Row) -> tuple[str, bool, str, str, float]:
         started = time.time()
@@ -524,9 +551,17 @@ def run(token, op: str, rows: list[Row], problems: list[dict], batch: str, concu
             except DBAPIError as error:  # nothing recorded: the claim (if any) stays in flight, retried after it
                 log.warning("bulk row %s: database error %s", row.line, type(error).__name__)
                 return "ambiguous", True, "", messages.database_unavailable().detail, started
+            except Exception:  # a bug must not end the run with rows in flight; the row is retried, never re-credited
+                log.exception("bulk row %s failed unexpectedly", row.line)
+                return "ambiguous", True, "", messages.internal_error().detail, started
+            # The claim wrote the token's last use if it was over a minute old (tokens.touch). This token object
+            # lives for the whole run: note it here too, or every row after the first minute would write the row.
+            now = clock.now()
+            if token.last_used_at is None or now - as_utc(token.last_used_at) > TOUCH_EVERY:
+                token.last_used_at = now
         return (*_outcome_of(op, result), started)
 
-    pending = deque(row for row in rows if not row.problems)
+    pending = deque(row for row in rows if not row.all_problems)
     retries: list = []  # heap of (due, line, row)
     first_try: dict[int, float] = {}
     tries: dict[int, int] = {}

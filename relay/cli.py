@@ -1,4 +1,4 @@
-"""The `paywalls-relay` command: run, sandbox, db, tokens, ledger, idempotency."""
+"""The `paywalls-relay` command: run, sandbox, db, tokens, ledger, idempotency, bulk."""
 
 import functools
 import json
@@ -506,6 +506,157 @@ def ledger_resolve(limit, as_json):
     if counts["unresolvable"]:
         click.echo(f"{counts['unresolvable']} were stored before request bodies were kept and need a person: "
                    "export the ledger with --outcome ambiguous and check them in the Paywalls dashboard.")
+
+
+@main.group("bulk")
+def bulk_group():
+    """Deposits or charges from a CSV or JSON file, each row through the same exactly-once path as an HTTP call."""
+
+
+def _bulk_command(op: str):
+    applied = {"deposit": "credited", "charge": "charged"}[op]
+
+    @bulk_group.command(op)
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
+    @click.option("--token-id", required=True, help="The token whose limits, caps, namespace and dedupe rule apply.")
+    @click.option("--batch-id", default=None, help="Name the batch (default: file: + the hash of the file's bytes). "
+                  "It is part of each row's Idempotency-Key, bulk:<batch id>:<line>, never of the event.")
+    @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64),
+                  help="Calls to Paywalls in flight at once (a 429 halves it and pauses the run).")
+    @click.option("--dry-run", is_flag=True, help="Check every row and the caps against the file's total; send nothing.")
+    @click.option("--skip-invalid", is_flag=True, help="Send the valid rows of a file with invalid ones (reported "
+                  "invalid) instead of refusing it.")
+    @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True), default=None,
+                  help="Write one CSV row per input line: outcome, key, balance after, error.")
+    @click.option("--retry-for", type=click.FloatRange(min=0), default=None,
+                  help="Seconds to keep retrying a row whose outcome is unknown (default: RELAY_LOCK_TIMEOUT + 10).")
+    @click.option("--dedupe-on", hidden=True, default=None)
+    @with_appcontext
+    def command(file, token_id, batch_id, concurrency, dry_run, skip_invalid, report_path, retry_for, dedupe_on):
+        if dedupe_on is not None:
+            raise click.UsageError(messages.BULK_NO_DEDUPE_ON)
+        _bulk(op, applied, file, token_id, batch_id, concurrency, dry_run, skip_invalid, report_path, retry_for)
+
+    command.__doc__ = (f"{op.capitalize()} every row of FILE (CSV: user, amount, reason, reference, metadata.<key>; "
+                       f"or a JSON array). Rerunning the same file after a crash or Ctrl-C sends only the rows not yet "
+                       f"{applied}. Exit 0 only when every row is {applied} or replayed.")
+    return command
+
+
+def _bulk(op, applied, file, token_id, batch_id, concurrency, dry_run, skip_invalid, report_path, retry_for):
+    import signal
+    import threading
+
+    from . import bulk
+
+    with open(file, "rb") as stream:
+        content = stream.read()
+    try:
+        token = bulk.load_token(token_id)
+        batch = bulk.batch_id(content, batch_id)
+        rows, problems = bulk.read_rows(content, op)
+        if dry_run:
+            plan = bulk.plan(token, op, rows, problems, batch)
+            _print_plan(plan, applied)
+            sys.exit(0 if plan.ok else 1)
+        stop = threading.Event()
+
+        def interrupted(signum, frame):
+            if stop.is_set():
+                raise KeyboardInterrupt
+            stop.set()
+            click.echo("\n" + messages.BULK_STOPPING, err=True)
+
+        previous = signal.signal(signal.SIGINT, interrupted)
+        progress = _BulkProgress(len(rows), applied)
+        try:
+            report = bulk.run(token, op, rows, problems, batch, concurrency=concurrency, on_progress=progress,
+                              stop_event=stop, skip_invalid=skip_invalid, retry_for=retry_for)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            progress.close()
+    except bulk.Refused as refused:
+        _print_plan(refused.plan, applied)
+        raise click.ClickException(refused.reason) from None
+    except messages.Problem as refusal:
+        errors = " ".join(error["message"] for error in refusal.extra.get("errors", []))
+        raise click.ClickException(f"{refusal.detail} {errors}".strip()) from None
+    if report_path:
+        with open(report_path, "w", newline="", encoding="utf-8") as out:
+            report.write_csv(out)
+    counts = report.counts
+    click.echo(messages.BULK_SUMMARY.format(batch=report.batch_id, rows=len(report.rows), seconds=report.seconds,
+                                            counts=", ".join(f"{counts[name]} {name}" for name in bulk.OUTCOMES
+                                                             if counts[name] or name in (applied, "replayed"))))
+    if counts["replayed"]:
+        click.echo(messages.BULK_ALREADY_DONE.format(count=counts["replayed"]))
+    if report.pauses:
+        click.echo(messages.BULK_SLOWED.format(count=len(report.pauses)))
+    for row in report.unknown():
+        click.echo(messages.BULK_UNKNOWN_ROW.format(line=row.line, error=row.error, key=row.idempotency_key))
+    if report.unknown():
+        click.echo(messages.BULK_UNKNOWN_AFTER)
+    if report.stopped:
+        click.echo(messages.BULK_STOPPED_EARLY)
+    if report_path:
+        click.echo(f"Report: {report_path}")
+    sys.exit(0 if report.ok else 1)
+
+
+def _print_plan(plan, applied: str):
+    for item in plan.problems:
+        click.echo(f"line {item['line']}, {item['field']}: {item['message']}")
+    if plan.totals:
+        click.echo("Total per user:")
+        for user, total in sorted(plan.totals.items()):
+            click.echo(f"  {user}\t{total}")
+    click.echo(messages.BULK_WOULD_SEND.format(rows=plan.to_send, total=plan.total, done=plan.to_replay,
+                                               busy=messages.BULK_IN_FLIGHT.format(count=plan.in_flight)
+                                               if plan.in_flight else ""))
+    if plan.problems:
+        click.echo(messages.BULK_PROBLEM_LINES.format(count=len(plan.invalid_lines)))
+    if plan.refusal is not None:
+        click.echo(f"Refused: {plan.refusal.detail}")
+    elif plan.remaining and any(value is not None for value in plan.remaining.values()):
+        left = [f"{label} {plan.remaining[name]}" for name, label in (("today", "today"), ("this_month", "this month"))
+                if plan.remaining[name] is not None]
+        click.echo(f"Caps left after it: {', '.join(left)}.")
+
+
+class _BulkProgress:
+    """A bar on a terminal; a plain line every few seconds otherwise (logs, CI)."""
+
+    def __init__(self, total: int, applied: str):
+        import time
+        self.time, self.applied, self.total = time, applied, total
+        self.started = self.last = time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="row", file=sys.stderr)
+
+    def __call__(self, report, row):
+        counts, now = report.counts, self.time.monotonic()
+        failed = sum(counts[name] for name in ("declined", "invalid", "failed", "ambiguous", "skipped"))
+        done = len(report.rows)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix({self.applied: counts[self.applied], "replayed": counts["replayed"],
+                                  "failed": failed}, refresh=False)
+        elif now - self.last >= 2 or done == self.total:
+            self.last = now
+            rate = done / max(now - self.started, 1e-9)
+            click.echo(messages.BULK_PROGRESS.format(done=done, total=self.total, applied=counts[self.applied],
+                                                     label=self.applied, replayed=counts["replayed"], failed=failed,
+                                                     rate=rate), err=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+for _op in ("deposit", "charge"):
+    _bulk_command(_op)
 
 
 @main.group("idempotency")

@@ -453,6 +453,24 @@ BULK_NOT_A_LIST = "A JSON file must be an array of objects such as {\"user\": \"
 BULK_ITEM_NOT_OBJECT = "Each item of the array must be an object with user and amount."
 BULK_BATCH_ID = ("A batch id is 1-40 characters: letters, digits and . _ : - (starting with a letter or digit), "
                  "e.g. migration-2026-11.")
+BULK_DECIMAL_COMMA = "Write the decimal mark as a point (1.5, not 1,5): the relay does not guess."
+BULK_NO_DEDUPE_ON = ("--dedupe-on is the token's setting, not the file's: a file deduplicated on other fields than "
+                     "the token's HTTP calls could credit an event twice. Create a token with the rule you want "
+                     "(tokens create --dedupe-on user,metadata.reference) and pass its --token-id.")
+BULK_STOPPING = "Stopping: the calls in flight finish, no new row starts (Ctrl-C again to abort)."
+BULK_SUMMARY = "Batch {batch}: {rows} rows in {seconds:.1f} s: {counts}"
+BULK_ALREADY_DONE = ("{count} rows were already done (an earlier run of this file, or a call with the same fields): "
+                     "replayed, not sent again.")
+BULK_SLOWED = "Paywalls asked to slow down {count} time(s); the run paused and lowered its concurrency."
+BULK_UNKNOWN_ROW = "  line {line}: unknown outcome ({error}) key {key}"
+BULK_UNKNOWN_AFTER = ("Run the same file again later (or `paywalls-relay ledger resolve`): those rows are re-sent "
+                      "with their own keys and never applied twice.")
+BULK_STOPPED_EARLY = "Stopped before the end: run the same file again to send the rest."
+BULK_WOULD_SEND = "Would send {rows} rows ({total} in all); {done} already done{busy}."
+BULK_IN_FLIGHT = "; {count} in flight elsewhere"
+BULK_PROBLEM_LINES = "{count} line(s) have problems."
+BULK_PROGRESS = ("bulk: {done}/{total} rows, {applied} {label}, {replayed} replayed, {failed} failed, "
+                 "{rate:.1f} rows/s")
 BULK_STOPPED = "Not sent: the run was stopped before this row. Run the same file again to send it."
 
 
