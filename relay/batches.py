@@ -177,6 +177,7 @@ class Runner:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.claims = 0  # batches this runner claimed (tests and logs)
+        self.running_stop: threading.Event | None = None  # the stop event of the batch running now
 
     def start(self) -> "Runner":
         self.thread = threading.Thread(target=self.run_forever, name="relay-bulk-runner", daemon=True)
@@ -187,6 +188,8 @@ class Runner:
         """Finish the rows in flight, hand the batch back, and end the thread."""
         self.stopping.set()
         self.wake.set()
+        if self.running_stop is not None:
+            self.running_stop.set()  # the run finishes its calls in flight and reports the rest skipped
         if self.thread is not None:
             self.thread.join(timeout)
 
@@ -249,6 +252,9 @@ class Runner:
                 if lost.is_set() or self.stopping.is_set():
                     stop.set()
 
+        self.running_stop = stop
+        if self.stopping.is_set():
+            stop.set()
         beating = threading.Thread(target=_in_context(self.app, heartbeat), name="relay-bulk-lease", daemon=True)
         beating.start()
         report, refused = None, None
@@ -264,6 +270,7 @@ class Runner:
         finally:
             stop.set()
             beating.join()
+            self.running_stop = None
         if lost.is_set():
             if current_token(batch["token_id"], operation) is None:
                 self._finish(held, latest["progress"], report_rows(report) if report else None,

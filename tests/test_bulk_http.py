@@ -286,23 +286,23 @@ def test_a_runner_stopped_gracefully_hands_its_batch_back(app, client, sandbox):
     """gunicorn's worker_exit: the rows in flight finish, the batch is queued again at once (no lease to wait out),
     and the next runner finishes it with one credit per row."""
     _, token = bulk_token(app)
-    sandbox.app.extensions["sandbox.latency"] = (0.05, 0)
+    sandbox.app.extensions["sandbox.latency"] = (0.1, 0)
     try:
-        batch = post(client, token, csv_file(40)).get_json()
+        batch = post(client, token, csv_file(200)).get_json()
         runner = batches.start(app)
         wait_for(lambda: len(credits(sandbox)) >= 8, 20)
         batches.stop_all(timeout=20)
         assert not runner.thread.is_alive()
         row = stored(app)[0]
-        assert row["state"] == "queued" and row["lease_until"] is None and 8 <= len(credits(sandbox)) < 40
+        assert row["state"] == "queued" and row["lease_until"] is None and 8 <= len(credits(sandbox)) < 200
     finally:
         sandbox.app.extensions["sandbox.latency"] = (0, 0)
         batches._runners.clear()
         app.extensions.pop("relay.bulk_runner", None)
     assert drain(app) == 1
     done = client.get(f"{BULK}/{batch['id']}", headers=auth(token)).get_json()
-    assert done["counts"].get("credited", 0) + done["counts"].get("replayed", 0) == 40
-    assert sorted(c["user"] for c in credits(sandbox)) == sorted(f"acme:u{i}" for i in range(40))
+    assert done["counts"].get("credited", 0) + done["counts"].get("replayed", 0) == 200
+    assert sorted(c["user"] for c in credits(sandbox)) == sorted(f"acme:u{i}" for i in range(200))
 
 
 def test_a_revoked_token_stops_its_batch(app, client, sandbox):
