@@ -220,6 +220,25 @@ def test_another_tokens_batch_is_not_found_and_queries_are_checked(app, client):
                 query="?batch_id=semi-1").status_code == 202
 
 
+def test_the_same_file_posted_at_once_by_four_callers_is_one_batch(app, sandbox):
+    _, token = bulk_token(app)
+    content, answers = csv_file(5), []
+    barrier = threading.Barrier(4)
+
+    def send():
+        barrier.wait()
+        answers.append(post(app.test_client(), token, content))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert [a.status_code for a in answers] == [202] * 4
+    assert len({a.get_json()["id"] for a in answers}) == 1 and len(stored(app)) == 1
+    assert drain(app) == 1 and len(credits(sandbox)) == 5
+
+
 def test_a_batch_id_names_one_file(app, client):
     _, token = bulk_token(app)
     first = post(client, token, csv_file(2), query="?batch_id=spring-2026")
