@@ -112,6 +112,13 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
+def purge(connection, older_than: datetime) -> int:
+    """Forget finished batches (their files and reports) finished before `older_than`: `idempotency purge`, with the
+    same retention as the keys that make their rows exactly-once. Queued and running batches are never touched."""
+    return connection.execute(BATCHES.delete().where(COLUMNS.state == "done",
+                                                     COLUMNS.finished_at < older_than)).rowcount
+
+
 # --- the lease -----------------------------------------------------------------------------------------------------
 
 def claim(connection, owner: str, now: datetime, lease_seconds: float) -> Held | None:

@@ -670,7 +670,7 @@ def idempotency_group():
 @click.option("--json", "as_json", is_flag=True)
 @with_appcontext
 def idempotency_purge(older_than_days, as_json):
-    """Forget finished events older than the retention period.
+    """Forget finished events (and finished bulk batches) older than the retention period.
 
     Keys in flight, open or ambiguous, and keys holding a cap reservation, are never removed. The same fields sent
     after that are a new call (with a new upstream key), credited again and recorded as such.
@@ -678,10 +678,11 @@ def idempotency_purge(older_than_days, as_json):
     days = older_than_days if older_than_days is not None else current_app.config["RELAY"]["RELAY_IDEMPOTENCY_RETENTION_DAYS"]
     with db.write() as connection:
         removed = claims.purge(connection, utcnow() - timedelta(days=days))
+        batches_removed = batches.purge(connection, utcnow() - timedelta(days=days))
     if as_json:
-        click.echo(json.dumps({"removed": removed, "older_than_days": days}))
+        click.echo(json.dumps({"removed": removed, "older_than_days": days, "bulk_batches_removed": batches_removed}))
         return
-    click.echo(f"Removed {removed} idempotency keys older than {days} days.")
+    click.echo(f"Removed {removed} idempotency keys older than {days} days, and {batches_removed} finished bulk batches.")
 
 
 if __name__ == "__main__":

@@ -324,6 +324,18 @@ def test_a_runner_stopped_gracefully_hands_its_batch_back(app, client, sandbox):
     assert sorted(c["user"] for c in credits(sandbox)) == sorted(f"acme:u{i}" for i in range(200))
 
 
+def test_idempotency_purge_forgets_finished_batches_only(app, client, sandbox):
+    from relay import clock
+    _, token = bulk_token(app)
+    post(client, token, csv_file(2))
+    drain(app)
+    post(client, token, csv_file(1, start=50))  # queued: never purged
+    with app.app_context(), db.write() as connection:
+        assert batches.purge(connection, clock.now() - timedelta(days=1)) == 0
+        assert batches.purge(connection, clock.now() + timedelta(seconds=1)) == 1
+    assert [row["state"] for row in stored(app)] == ["queued"]
+
+
 def test_a_revoked_token_stops_its_batch(app, client, sandbox):
     from relay import tokens
     token_id, token = bulk_token(app)
