@@ -235,6 +235,7 @@ class Runner:
         started = time.monotonic()
         latest = {"progress": {"done": 0, "counts": {}, "rows_per_second": None}}
         lost = threading.Event()
+        changed = threading.Event()
 
         counts: dict = {}
 
@@ -252,11 +253,14 @@ class Runner:
                     with db.write() as connection:
                         if not renew(connection, held, clock.now(), lease_seconds, latest["progress"]):
                             lost.set()
-                    if current_token(batch["token_id"], operation) is None:
+                    fresh = current_token(batch["token_id"], operation)
+                    if fresh is None:
                         lost.set()
+                    elif _settings(fresh) != _settings(token):
+                        changed.set()  # an HTTP call would run under the new settings: so do the rest of the rows
                 except Exception:
                     log.exception("bulk runner: renewing the lease failed")
-                if lost.is_set() or self.stopping.is_set():
+                if lost.is_set() or changed.is_set() or self.stopping.is_set():
                     stop.set()
 
         self.running_stop = stop
@@ -267,8 +271,10 @@ class Runner:
         report, refused = None, None
         try:
             report = bulk_run(token, operation, batch, settings, on_progress, stop)
-        except bulk.Refused as refusal:  # the caps or the rows changed since it was queued: nothing was sent
-            refused = refusal.reason
+        except bulk.Refused as refusal:  # the token, its caps or its keys changed since it was queued
+            plan = refusal.plan
+            refused = plan.refusal.detail if plan.refusal is not None else messages.bulk_refused_on_resume(
+                [f"{p['line']} ({p['field']}): {p['message']}" for p in plan.problems])
         except Exception:
             # Not retried forever by every runner in turn: the batch ends with an error, and the same POST runs it
             # again (its rows already credited replay).
@@ -289,7 +295,9 @@ class Runner:
         if refused is not None:
             self._finish(held, latest["progress"], report_rows(report) if report else None, refused)
             return
-        if report.stopped and self.stopping.is_set():
+        if report.stopped and (self.stopping.is_set() or changed.is_set()):
+            # Queued again at once: the next claim (this runner's, or another's) reads the token anew, plans the rest
+            # of the rows under its new settings, and replays the rows already done.
             with db.write() as connection:
                 hand_back(connection, held)
             return
@@ -305,6 +313,10 @@ def _in_context(app, func):
         with app.app_context():
             func()
     return wrapped
+
+
+def _settings(token) -> dict:
+    return {name: value for name, value in vars(token).items() if name != "last_used_at"}
 
 
 def current_token(token_id: str, operation: str):

@@ -287,6 +287,13 @@ BULK_TOKEN_GONE = "The token that sent this batch was revoked, disabled or expir
                   "before the batch finished: the rows not yet sent were not sent."
 BULK_FAILED = ("The relay hit an unexpected error running this batch; it is logged with the batch id. Send the same "
                "file again to resume it: rows already credited are not credited twice.")
+def bulk_refused_on_resume(problems: list[str]) -> str:
+    shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+    return (f"The rest of the batch was not sent: under the token's current settings {len(problems)} problem(s) "
+            f"refuse it ({shown}). Rows already credited stay credited. Fix the token or the file and send it again "
+            "(?skip_invalid=true runs the valid rows).")
+
+
 BULK_LEASE_LOST = "Another relay process took over this batch (this one stopped renewing its lease in time)."
 
 

@@ -336,6 +336,31 @@ def test_idempotency_purge_forgets_finished_batches_only(app, client, sandbox):
     assert [row["state"] for row in stored(app)] == ["queued"]
 
 
+def test_a_token_edited_mid_batch_runs_the_rest_under_its_new_settings(app, client, sandbox):
+    """Rows planned under the old settings would meet token-changed (or miss a new limit): the runner hands the batch
+    back and the next claim plans what is left under the new settings, as the rest of HTTP calls would be."""
+    from relay import tokens
+    token_id, token = bulk_token(app)
+    sandbox.app.extensions["sandbox.latency"] = (0.05, 0)
+    try:
+        batch = post(client, token, csv_file(300)).get_json()
+        runner = batches.Runner(app)
+        worker = threading.Thread(target=runner.run_once)
+        worker.start()
+        wait_for(lambda: len(credits(sandbox)) >= 10, 20)
+        with app.app_context(), db.transaction() as session:
+            tokens.get(session, token_id).max_amount_micros = 500_000  # 0.5: every row of 1 is now over it
+        worker.join(30)
+        assert stored(app)[0]["state"] == "queued"  # handed back, not finished under the old settings
+        sent = len(credits(sandbox))
+        assert drain(app) == 1
+    finally:
+        sandbox.app.extensions["sandbox.latency"] = (0, 0)
+    done = client.get(f"{BULK}/{batch['id']}", headers=auth(token)).get_json()
+    assert done["state"] == "done" and "(amount)" in done["error"] and "not sent" in done["error"]
+    assert len(credits(sandbox)) == sent < 300
+
+
 def test_a_revoked_token_stops_its_batch(app, client, sandbox):
     from relay import tokens
     token_id, token = bulk_token(app)
