@@ -190,6 +190,11 @@ def test_a_file_over_the_cap_is_refused_before_any_credit(app, client, sandbox):
     assert answer.get_json()["limit"] == "daily_cap"
     assert stored(app) == [] and credits(sandbox) == []
     assert post(client, token, csv_file(5, amount="10")).status_code == 202
+    # A row over the per-call maximum or outside the user pattern is that line's problem, as its own call's would be.
+    _, strict = bulk_token(app, label="strict", max_amount="5", user_pattern="acme:[a-z0-9]+")
+    answer = post(client, strict, b"user,amount,reference\nacme:ok,5,r1\nacme:big,10,r2\nother:x,1,r3\n")
+    assert answer.status_code == 422
+    assert [(e["line"], e["field"]) for e in answer.get_json()["errors"]] == [(3, "amount"), (4, "user")]
 
 
 def test_the_bulk_operation_and_the_rows_operation_are_both_needed(app, client):
