@@ -58,3 +58,11 @@ def child_exit(server, worker):
 def on_exit(server):
     if _OWN_METRICS_DIR:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def worker_exit(server, worker):
+    """A worker stopping (a deploy, a restart): its bulk runner finishes the rows in flight and queues its batch again,
+    so another worker resumes it at once instead of after RELAY_BULK_LEASE."""
+    from relay import batches
+
+    batches.stop_all(timeout=graceful_timeout - 5)

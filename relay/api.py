@@ -6,7 +6,7 @@ from datetime import datetime
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from . import caps, clock, dates, db, keys, ledger, messages, money, tokens, validation
+from . import batches, bulk, caps, clock, dates, db, keys, ledger, messages, money, tokens, validation
 
 bp = Blueprint("api", __name__)
 JSON = "application/json"
@@ -158,3 +158,91 @@ def _cursor(value) -> int | None:
         return ledger.parse_cursor(value)
     except ValueError:
         raise messages.invalid_query("cursor", messages.CURSOR_UNKNOWN) from None
+
+
+# --- bulk: a file of deposits or charges, run in the background (batches.py) -------------------------------------
+
+BULK_ARGS = ("op", "dry_run", "skip_invalid", "batch_id")
+BULK_MEDIA = ("text/csv", "application/json", "text/plain")
+
+
+@bp.post("/v1/relay/bulk")
+def bulk_submit():
+    """Queue a file of deposits or charges (202 with the batch id at once), or say what it would do (?dry_run=true).
+    Every check a row's own call would make happens first, over the whole file (bulk.plan): nothing is queued while
+    a line is invalid (unless ?skip_invalid=true) or while the file's total is over a cap, so a batch is never
+    refused half applied."""
+    token = authenticated("bulk")
+    args = _bulk_args(request.args)
+    operation = args["op"]
+    tokens.require_operation(token, operation)
+    raw = validation.read_body(batches.MAX_UPLOAD_BYTES)
+    media = (request.content_type or "").split(";")[0].strip().lower()
+    if media not in BULK_MEDIA:
+        raise messages.bulk_media_type(request.content_type)
+    if media == "application/json" and not raw.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+        raise messages.validation([messages.field_error("", messages.BULK_NOT_A_LIST)])
+    rows, problems = bulk.read_rows(raw, operation, settings()["RELAY_AMOUNT_DECIMALS"])
+    if len(rows) > batches.MAX_ROWS:
+        raise messages.bulk_too_many_rows(len(rows), batches.MAX_ROWS)
+    batch_key = bulk.batch_id(raw, args["batch_id"])
+    plan = bulk.plan(token, operation, rows, problems, batch_key)
+    # A dry run answers what the real call would: the same refusals, and the plan where it would queue.
+    errors = [messages.bulk_row_error(p["line"], p["field"], p["message"]) for p in plan.problems]
+    lines = {row.line for row in rows}
+    # Problems of the file itself (the header, an unreadable line) are never skipped: which rows it holds is unsure.
+    if errors and (not args["skip_invalid"] or any(p["line"] not in lines for p in plan.problems)
+                   or len(plan.invalid_lines) == len(rows)):
+        raise messages.bulk_invalid_rows(errors)
+    if plan.refusal is not None:  # the file's total over a cap: refused whole, before any row is sent
+        raise plan.refusal
+    if args["dry_run"]:
+        return jsonify(batches.plan_json(plan))
+    with db.transaction() as session:
+        batch, queued = batches.submit(session, token, operation, raw.decode("utf-8"), batch_key, len(rows),
+                                       args["skip_invalid"], clock.now())
+    batches.wake(current_app)
+    described = batches.describe(batch, with_report=False)
+    response = jsonify(**described, queued=queued, skipped_invalid=len(plan.invalid_lines))
+    response.status_code = 202
+    response.headers["Location"] = described["status_url"]
+    return response
+
+
+@bp.get("/v1/relay/bulk/<batch_id>")
+def bulk_status(batch_id: str):
+    """A batch's progress, and its report: JSON, or ?format=csv for the report as a spreadsheet-safe CSV."""
+    token = authenticated("bulk")
+    unknown = set(request.args) - {"format"}
+    if unknown:
+        raise messages.validation([messages.field_error(name, messages.unknown_field(name, ["format"]))
+                                   for name in sorted(unknown)])
+    form = request.args.get("format", "json")
+    if form not in ("json", "csv"):
+        raise messages.invalid_query("format", messages.BULK_QUERY["format"])
+    with db.read() as session:
+        batch = batches.find(session, token, batch_id)
+    described = batches.describe(batch)
+    if form == "csv":
+        text = batches.report_csv(batch, described["report"] or [])
+        return Response(text, 200, {"Content-Disposition": f'attachment; filename="{batch["id"]}-report.csv"'},
+                        mimetype="text/csv")
+    return jsonify(described)
+
+
+def _bulk_args(args) -> dict:
+    unknown = set(args) - set(BULK_ARGS)
+    if unknown:
+        raise messages.validation([messages.field_error(name, messages.unknown_field(name, list(BULK_ARGS)))
+                                   for name in sorted(unknown)])
+    if any(len(args.getlist(name)) > 1 for name in args):
+        name = next(name for name in args if len(args.getlist(name)) > 1)
+        raise messages.invalid_query(name, messages.BULK_QUERY.get(name, messages.BULK_QUERY_ONCE.format(name=name)))
+    operation = args.get("op", "deposit")
+    if operation not in money.PATHS:
+        raise messages.invalid_query("op", messages.BULK_QUERY["op"])
+    skip = args.get("skip_invalid", "false")
+    if skip not in ("true", "false"):
+        raise messages.invalid_query("skip_invalid", messages.BULK_QUERY["skip_invalid"])
+    batch_id = args.get("batch_id") or None
+    return {"op": operation, "dry_run": validation.dry_run(args), "skip_invalid": skip == "true", "batch_id": batch_id}

@@ -7,7 +7,7 @@ from flask import Flask, current_app, g
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from . import admin, api, clock, config, db, health, logs, messages, migrate, proxies, sandbox, validation
+from . import admin, api, batches, clock, config, db, health, logs, messages, migrate, proxies, sandbox, validation
 from .ratelimits import RateLimits
 from .upstream import Upstream
 
@@ -58,7 +58,8 @@ def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flas
     app.after_request(headers)
     for blueprint in (api.bp, admin.bp, health.bp):
         app.register_blueprint(blueprint)
-    if serving:  # the CLI commands stay quiet
+    if serving:  # the CLI commands stay quiet, and only a serving process runs bulk batches (batches.py)
+        batches.start(app)
         logs.startup(settings, str(app.extensions["relay.engine"].url), os.environ.get("RELAY_SERVER_WORKERS"),
                      os.environ.get("RELAY_SERVER_THREADS"))
     return app

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import click
 from flask import current_app
 
-from . import caps, claims, dates, db, ledger, messages, migrate, money, tokens
+from . import batches, caps, claims, dates, db, ledger, messages, migrate, money, tokens
 from .models import utcnow
 
 DEMO_LABEL = "Sandbox demo"
@@ -57,6 +57,7 @@ def run(host, port):
     migrate.upgrade(_database_url())
     settings = current_app.config["RELAY"]
     server = make_server(host, port, current_app._get_current_object(), threaded=True)
+    batches.start(current_app._get_current_object())  # this process serves, so it runs bulk batches too
     url = f"http://{host}:{server.server_port}"
     from . import logs
     logs.startup(settings, _database_url(), 1, "one per request")
@@ -171,8 +172,10 @@ def dev_stack(as_json, host, database_url, exit_with_stdin):
     if exit_with_stdin:
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True, name="stdin-watch").start()
     threading.Thread(target=server.serve_forever, daemon=True, name="relay").start()
+    batches.start(app)  # the stack serves, so it runs bulk batches too
     stop.wait()
     server.shutdown()
+    batches.stop(app, timeout=10)
     upstream.stop()
     app.extensions["relay.engine"].dispose()
     if workdir:
@@ -212,7 +215,7 @@ def scope_options(func):
     options = [
         click.option("--label", help="What this token is for, e.g. 'Zap: Stripe renewals'."),
         click.option("--notes", help="Free text for operators."),
-        click.option("--ops", help="Allowed operations: deposit,charge,balance,ledger (default: deposit)."),
+        click.option("--ops", help="Allowed operations: deposit,charge,balance,ledger,bulk (default: deposit)."),
         click.option("--max-amount", help="Largest amount per call; none removes it."),
         click.option("--daily-cap", help="Largest total per UTC day; none removes it."),
         click.option("--monthly-cap", help="Largest total per calendar month (UTC); none removes it."),
@@ -667,7 +670,7 @@ def idempotency_group():
 @click.option("--json", "as_json", is_flag=True)
 @with_appcontext
 def idempotency_purge(older_than_days, as_json):
-    """Forget finished events older than the retention period.
+    """Forget finished events (and finished bulk batches) older than the retention period.
 
     Keys in flight, open or ambiguous, and keys holding a cap reservation, are never removed. The same fields sent
     after that are a new call (with a new upstream key), credited again and recorded as such.
@@ -675,10 +678,11 @@ def idempotency_purge(older_than_days, as_json):
     days = older_than_days if older_than_days is not None else current_app.config["RELAY"]["RELAY_IDEMPOTENCY_RETENTION_DAYS"]
     with db.write() as connection:
         removed = claims.purge(connection, utcnow() - timedelta(days=days))
+        batches_removed = batches.purge(connection, utcnow() - timedelta(days=days))
     if as_json:
-        click.echo(json.dumps({"removed": removed, "older_than_days": days}))
+        click.echo(json.dumps({"removed": removed, "older_than_days": days, "bulk_batches_removed": batches_removed}))
         return
-    click.echo(f"Removed {removed} idempotency keys older than {days} days.")
+    click.echo(f"Removed {removed} idempotency keys older than {days} days, and {batches_removed} finished bulk batches.")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ SETTINGS = [
     Setting("RELAY_INFLIGHT_WAIT", 2.0, float, "Seconds a duplicate waits for the same key in flight before 409."),
     Setting("RELAY_LOCK_TIMEOUT", 30.0, float, "Lease in seconds of a call on its key; a claim left by a dead process is taken over after it. Must be at least `RELAY_UPSTREAM_BUDGET` + `RELAY_RECORD_BUDGET` + 5."),
     Setting("RELAY_RECORD_BUDGET", 5.0, float, "Seconds the relay keeps retrying to record Paywalls' answer when its database fails."),
+    Setting("RELAY_BULK_CONCURRENCY", 8, int, "Rows of one bulk batch (`POST /v1/relay/bulk`) sent to Paywalls at once, per relay process running it (1-64)."),
+    Setting("RELAY_BULK_LEASE", 60.0, float, "Lease in seconds of a relay process on the bulk batch it runs, renewed every few seconds; a batch left by a dead process is resumed by another after it."),
     Setting("RELAY_IDEMPOTENCY_RETENTION_DAYS", 30, int, "Days idempotency keys and answers are kept."),
     Setting("RELAY_AUTH_FAILURE_LIMIT", "20/minute", str, "Failed authentications allowed per client address."),
     Setting("RELAY_TRUST_PROXY", 0, int, "How many proxies in front set X-Forwarded-For (Heroku, Render: 1); honoured only from `FORWARDED_ALLOW_IPS`."),
@@ -92,6 +94,10 @@ def _checked(config: dict) -> dict:
         proxies.allow_list(config["FORWARDED_ALLOW_IPS"])
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if not 1 <= config["RELAY_BULK_CONCURRENCY"] <= 64:
+        raise ConfigError("RELAY_BULK_CONCURRENCY must be between 1 and 64")
+    if config["RELAY_BULK_LEASE"] < 2:
+        raise ConfigError("RELAY_BULK_LEASE must be at least 2 seconds: the runner renews it every lease/4 seconds")
     if config["RELAY_UPSTREAM_BUDGET"] <= 0 or config["RELAY_RECORD_BUDGET"] < 0:
         raise ConfigError("RELAY_UPSTREAM_BUDGET must be positive and RELAY_RECORD_BUDGET not negative")
     if config["SANDBOX"]:

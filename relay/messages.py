@@ -94,8 +94,8 @@ _LIMIT = ("must be a positive decimal with at most 6 decimal places, below 1,000
 SETTING_HINTS = {
     "label": "label must be 1-200 characters of text, not only blanks, e.g. 'Zap: Stripe renewals'.",
     "notes": "notes must be text of at most 2000 characters, or null.",
-    "operations": "operations must be a non-empty list of distinct operations from deposit, charge, balance and "
-                  "ledger, e.g. [\"deposit\"].",
+    "operations": "operations must be a non-empty list of distinct operations from deposit, charge, balance, "
+                  "ledger and bulk, e.g. [\"deposit\"].",
     "max_amount": "max_amount " + _LIMIT,
     "daily_cap": "daily_cap " + _LIMIT,
     "monthly_cap": "monthly_cap " + _LIMIT,
@@ -237,6 +237,64 @@ def rate_limited(retry_after: int, what: str) -> Problem:
     }[what]
     return Problem(429, "rate-limited", "Too many requests", f"{detail} Retry after {retry_after} seconds.",
                    {"Retry-After": str(retry_after)})
+
+
+# --- bulk: a file of deposits or charges over HTTP (batches.py) --------------------------------------
+
+def bulk_media_type(got: str) -> Problem:
+    return Problem(415, "unsupported-media-type", "Send a CSV file or a JSON array",
+                   f"The body was sent as {got or 'no content type'}; send the file as text/csv (columns user, amount, "
+                   "and optionally reason, reference and metadata.<key>) or application/json (an array of objects "
+                   "with the same fields).")
+
+
+def bulk_too_many_rows(count: int, limit: int) -> Problem:
+    return Problem(413, "body-too-large", "Too many rows for one batch",
+                   f"The file has {count:,} rows; one batch takes at most {limit:,}. Nothing was queued. Split the "
+                   "file and send each part as its own batch (each part gets its own batch id).")
+
+
+def bulk_invalid_rows(errors: list[dict]) -> Problem:
+    lines = ", ".join(f"{e['line']} ({e['field']})" for e in errors[:20]) + (", ..." if len(errors) > 20 else "")
+    return Problem(422, "validation", "Some rows are invalid",
+                   f"Nothing was queued or sent to Paywalls. Fix these lines (as an editor numbers them, the header "
+                   f"is line 1): {lines}. Or send ?skip_invalid=true to run only the valid rows.", errors=errors)
+
+
+def bulk_row_error(line: int, field: str, message: str) -> dict:
+    """A row's problem: the file's line, the field, and what to fix."""
+    return {**field_error(field, message), "line": line, "pointer": f"/lines/{line}" + ("/" + field if field else "")}
+
+
+def bulk_batch_reused(batch_id: str) -> Problem:
+    return Problem(422, "idempotency-key-reused", "This batch id was used for another file",
+                   f"batch_id {batch_id} already names a batch of this token with different rows. Its rows' "
+                   "idempotency keys derive from it, so it cannot name a second file: leave batch_id out (the "
+                   "file's content then names the batch) or choose a new one. Nothing was queued.")
+
+
+def bulk_not_found() -> Problem:
+    return not_found("This batch (of this token)")
+
+
+BULK_QUERY = {
+    "op": "op must be deposit or charge: what every row of the file does.",
+    "skip_invalid": "skip_invalid must be true or false.",
+    "format": "format must be json or csv.",
+}
+BULK_QUERY_ONCE = "{name} may be given once."
+BULK_TOKEN_GONE = "The token that sent this batch was revoked, disabled or expired, or lost the {operation} operation, " \
+                  "before the batch finished: the rows not yet sent were not sent."
+BULK_FAILED = ("The relay hit an unexpected error running this batch; it is logged with the batch id. Send the same "
+               "file again to resume it: rows already credited are not credited twice.")
+def bulk_refused_on_resume(problems: list[str]) -> str:
+    shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+    return (f"The rest of the batch was not sent: under the token's current settings {len(problems)} problem(s) "
+            f"refuse it ({shown}). Rows already credited stay credited. Fix the token or the file and send it again "
+            "(?skip_invalid=true runs the valid rows).")
+
+
+BULK_LEASE_LOST = "Another relay process took over this batch (this one stopped renewing its lease in time)."
 
 
 # --- idempotency -------------------------------------------------------------------------------

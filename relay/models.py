@@ -149,3 +149,35 @@ Index("ix_ledger_token_applied", LedgerEntry.token_id, LedgerEntry.created_at,
 Index("ix_ledger_outcome_id", LedgerEntry.outcome, LedgerEntry.id)
 Index("ix_ledger_created", LedgerEntry.created_at)
 Index("ix_ledger_user", LedgerEntry.user)
+
+
+class BulkBatch(Base):
+    """A file of deposits or charges sent to POST /v1/relay/bulk, run in the background by batches.py: its content,
+    who runs it (a lease, renewed while it runs, so a dead process's batch is resumed), its progress and report."""
+
+    __tablename__ = "bulk_batches"
+    __table_args__ = (UniqueConstraint("token_id", "operation", "batch_key", name="uq_bulk_batches_token_key"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # blk_ + random: what GET /v1/relay/bulk/<id> names
+    token_id: Mapped[str] = mapped_column(String(16))
+    operation: Mapped[str] = mapped_column(String(16))  # deposit | charge
+    # The batch identity the rows' idempotency keys derive from (bulk.py): file:<content hash>, or the caller's own.
+    batch_key: Mapped[str] = mapped_column(String(120))
+    content: Mapped[str] = mapped_column(Text)  # the file as sent (CSV or a JSON array), read again by the runner
+    skip_invalid: Mapped[bool] = mapped_column(Boolean, default=False)
+    total_rows: Mapped[int] = mapped_column(Integer)
+    # queued -> running -> done; running again (resumed) when its lease runs out; queued again when re-sent.
+    state: Mapped[str] = mapped_column(String(16))
+    # The fencing token: every claim takes the next lease, and only its holder may write progress or the report.
+    lease: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(80))
+    lease_until: Mapped[datetime | None]
+    progress: Mapped[dict | None] = mapped_column(JSON)  # counts by outcome, rows done, rows/s
+    report: Mapped[str | None] = mapped_column(Text)  # JSON list: one entry per input line, once it ran
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+Index("ix_bulk_batches_state", BulkBatch.state, BulkBatch.lease_until)

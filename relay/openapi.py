@@ -9,7 +9,7 @@ from .validation import load_schema
 
 SCHEMA_FILES = ["common.json", "deposit-request.json", "charge-request.json", "deposit-response.json",
                 "balance-response.json", "charge-response.json", "me-response.json", "deposits-response.json",
-                "dry-run-response.json", "problem.json", "token-settings.json", "token.json", "tokens-response.json"]
+                "dry-run-response.json", "bulk-request.json", "bulk-batch.json", "bulk-plan.json", "problem.json", "token-settings.json", "token.json", "tokens-response.json"]
 
 
 def _component(name: str) -> str:
@@ -147,6 +147,46 @@ def _admin_paths() -> dict:
     }
 
 
+BULK_PARAMETERS = [
+    {"name": "op", "in": "query", "description": "What every row does: deposit (the default) or charge. The token needs "
+     "the bulk operation and this one.", "schema": {"enum": ["deposit", "charge"]}},
+    {**DRY_RUN_PARAMETER, "description": "true: check every row and the file's total against the token's caps, and say "
+     "what the batch would do (200, bulk_plan), queueing and sending nothing. false or absent: queue the batch."},
+    {"name": "skip_invalid", "in": "query", "description": "true: queue the valid rows of a file with invalid lines "
+     "(they are reported as invalid). false or absent: a file with an invalid line is refused whole (422).",
+     "schema": {"enum": ["true", "false"]}},
+    {"name": "batch_id", "in": "query", "description": "Names the batch in every row's idempotency key. Absent: the "
+     "file's content names it, so the same file sent twice is one batch.",
+     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,100}$"}}]
+BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "description": "The id the POST answered.",
+            "schema": {"type": "string"}}
+
+
+def _bulk_paths() -> dict:
+    token = [{"relayToken": []}]
+    return {
+        "/v1/relay/bulk": {"post": {
+            "summary": "Queue a CSV file or JSON array of up to 10,000 deposits or charges; 202 with the batch id at once",
+            "security": token, "parameters": BULK_PARAMETERS,
+            "requestBody": {"required": True, "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"$ref": "#/components/schemas/bulk_request"}}}},
+            "responses": {"202": _json("bulk_batch", "Queued (or already queued): the batch and where to follow it"),
+                          "200": _json("bulk_plan", "?dry_run=true: what the batch would do"),
+                          **PROBLEMS, "413": _problem("Body too large, or more than 10,000 rows"),
+                          "415": _problem("Not CSV or JSON"),
+                          "422": _problem("Invalid lines (errors[] names each line and field), or a batch_id reused"),
+                          "503": _problem("The relay's database is unavailable")}}},
+        "/v1/relay/bulk/{batch_id}": {"get": {
+            "summary": "A batch's progress and, once it ran, its report (?format=csv: the report as CSV)",
+            "security": token, "parameters": [BATCH_ID, {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
+            "responses": {"200": {"description": "The batch", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/bulk_batch"}},
+                "text/csv": {"schema": {"type": "string"}}}},
+                **PROBLEMS, "404": _problem("No such batch of this token")}}},
+    }
+
+
 @cache
 def document(decimals: int = 2) -> dict:
     components = {}
@@ -188,6 +228,7 @@ def document(decimals: int = 2) -> dict:
                     {"name": "cursor", "in": "query", "description": "The next_cursor of the previous page.",
                      "schema": {"anyOf": [{"type": "string", "pattern": "^led_[1-9][0-9]*$"}, {"const": ""}]}}],
                 "responses": {"200": _json("deposits_response"), **PROBLEMS}}},
+            **_bulk_paths(),
             **_admin_paths(),
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
             "/readyz": {"get": {"summary": "Readiness", "responses": {"200": {"description": "Ready"},

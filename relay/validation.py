@@ -126,28 +126,30 @@ def _depth(value) -> int:
     return deepest
 
 
-def read_body() -> bytes:
-    """The request body, at most MAX_BODY_BYTES, whatever its framing, or a 413 Problem.
+def read_body(limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, at most `limit` bytes (MAX_BODY_BYTES; a bulk upload has its own), whatever its framing, or a 413 Problem.
 
     With a Content-Length, Werkzeug refuses an oversized body before reading it. Without one (chunked, or any
     body the server terminates), Werkzeug's guarded stream stops at the limit and hands over what it read, so a
     longer body would arrive cut at 16 KiB (400, or valid JSON padded with whitespace accepted). Here one byte
     past the limit is read from the server's own terminated stream, and its presence is the 413."""
     environ = request.environ
+    if limit != MAX_BODY_BYTES:
+        request.max_content_length = limit  # this request only (Flask 3.1); the app's limit stays for every other
     if request.content_length is not None or "wsgi.input_terminated" not in environ:
         try:
             return request.get_data(cache=True)
         except RequestEntityTooLarge:
-            raise messages.body_too_large(MAX_BODY_BYTES) from None
+            raise messages.body_too_large(limit) from None
     stream, chunks, size = environ["wsgi.input"], [], 0
-    while size <= MAX_BODY_BYTES:
-        chunk = stream.read(MAX_BODY_BYTES + 1 - size)
+    while size <= limit:
+        chunk = stream.read(limit + 1 - size)
         if not chunk:
             break
         chunks.append(chunk)
         size += len(chunk)
-    if size > MAX_BODY_BYTES:
-        raise messages.body_too_large(MAX_BODY_BYTES)
+    if size > limit:
+        raise messages.body_too_large(limit)
     return b"".join(chunks)
 
 

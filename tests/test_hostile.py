@@ -98,7 +98,8 @@ def test_the_schemathesis_suite_covers_every_documented_operation(client):
             ("GET", "/v1/relay/me"), ("GET", "/v1/relay/deposits"), ("POST", "/v1/admin/tokens"),
             ("GET", "/v1/admin/tokens"), ("GET", "/v1/admin/tokens/{token_id}"),
             ("PATCH", "/v1/admin/tokens/{token_id}"), ("POST", "/v1/admin/tokens/{token_id}/revoke"),
-            ("POST", "/v1/admin/tokens/{token_id}/rotate")} <= operations
+            ("POST", "/v1/admin/tokens/{token_id}/rotate"), ("POST", "/v1/relay/bulk"),
+            ("GET", "/v1/relay/bulk/{batch_id}")} <= operations
 
 
 # --- Hypothesis: amounts --------------------------------------------------------------------------------
