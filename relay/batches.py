@@ -286,14 +286,14 @@ class Runner:
             self.running_stop = None
         if lost.is_set():
             if current_token(batch["token_id"], operation) is None:
-                self._finish(held, latest["progress"], report_rows(report) if report else None,
+                self._finish(held, latest["progress"], report.row_dicts() if report else None,
                              messages.BULK_TOKEN_GONE.format(operation=operation))
             else:
                 log.error("bulk batch taken over by another runner",
                           extra={"fields": {"message": messages.BULK_LEASE_LOST, "batch_id": held.batch_id}})
             return
         if refused is not None:
-            self._finish(held, latest["progress"], report_rows(report) if report else None, refused)
+            self._finish(held, latest["progress"], report.row_dicts() if report else None, refused)
             return
         if report.stopped and (self.stopping.is_set() or changed.is_set()):
             # Queued again at once: the next claim (this runner's, or another's) reads the token anew, plans the rest
@@ -301,7 +301,7 @@ class Runner:
             with db.write() as connection:
                 hand_back(connection, held)
             return
-        self._finish(held, summary_of(report), report_rows(report), None)
+        self._finish(held, summary_of(report), report.row_dicts(), None)
 
     def _finish(self, held: Held, progress: dict, report, error: str | None):
         with db.write() as connection:
@@ -354,10 +354,6 @@ def summary_of(report) -> dict:
     done = sum(counts.values())
     return {"done": done, "counts": counts,
             "rows_per_second": round(done / report.seconds, 1) if report.seconds > 0 else None}
-
-
-def report_rows(report) -> list[dict]:
-    return [{name: getattr(row, name) for name in bulk.REPORT_COLUMNS} for row in report.rows]
 
 
 def report_csv(batch: dict, rows: list[dict]) -> str:

@@ -14,7 +14,7 @@ API (the CLI `paywalls-relay bulk` and the HTTP endpoint build on it; all inside
     report = run(token, op, rows, problems, batch, concurrency=8, on_progress=None, stop_event=None,
                  skip_invalid=False)            # raises Refused(plan) before the first call when plan says no
     report.rows -> [ReportRow(line, user, amount, outcome, idempotency_key, balance_after, error)]
-    report.counts, report.ok, report.write_csv(stream), report.pauses, report.as_dict(); plan.as_dict()
+    report.counts, report.ok, report.write_csv(stream), report.pauses, report.as_dict(); batches.plan_json(plan) renders a plan
 
 Keys (schemas/idempotency.md has the rules):
 - The EVENT key of a row comes from its fields under the token's dedupe rule, exactly as an HTTP call with the
@@ -297,13 +297,6 @@ class Plan:
     refusal: messages.Problem | None  # a cap the file's total exceeds: the run refuses before the first call
     remaining: dict | None    # what would remain of the caps after the run
 
-    def as_dict(self) -> dict:
-        """The plan as JSON for the HTTP endpoint (a dry run's answer, or why a batch was refused)."""
-        return {"dry_run": True, "op": self.op, "batch_id": self.batch_id, "rows": len(self.rows),
-                "problems": self.problems, "totals": self.totals, "total": self.total, "to_send": self.to_send,
-                "to_replay": self.to_replay, "in_flight": self.in_flight, "remaining": self.remaining,
-                "refusal": self.refusal.body() if self.refusal is not None else None}
-
     @property
     def invalid_lines(self) -> set:
         return {p["line"] for p in self.problems}
@@ -430,7 +423,10 @@ class Report:
         """The report as JSON for the HTTP endpoint: counts, pauses and one entry per input line."""
         return {"op": self.op, "batch_id": self.batch_id, "counts": self.counts, "ok": self.ok,
                 "stopped": self.stopped, "seconds": round(self.seconds, 3), "rate_limited_pauses": len(self.pauses),
-                "rows": [{name: getattr(row, name) for name in REPORT_COLUMNS} for row in self.rows]}
+                "rows": self.row_dicts()}
+
+    def row_dicts(self) -> list[dict]:
+        return [{name: getattr(row, name) for name in REPORT_COLUMNS} for row in self.rows]
 
     def unknown(self) -> list:
         return [row for row in self.rows if row.outcome == "ambiguous"]

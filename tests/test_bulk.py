@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from conftest import SANDBOX_KEY, base_settings, create_token, credits, deposit, relay_env, wait_for
-from relay import bulk, migrate
+from relay import batches, bulk, migrate
 from relay.app import create_app
 from relay.sandbox import Server
 
@@ -376,7 +376,7 @@ def test_dedupe_on_is_the_tokens_and_the_command_says_so(operator_env, tmp_path)
 
 def test_the_plan_and_the_report_as_json(app, sandbox):
     token_id, _ = create_token(app)
-    plan = plan_of(app, token_id, MIGRATION).as_dict()
+    plan = batches.plan_json(plan_of(app, token_id, MIGRATION))
     assert (plan["to_send"], plan["total"], plan["problems"], plan["refusal"]) == (3, "19.5", [], None)
     report = go(app, token_id, MIGRATION).as_dict()
     assert report["counts"]["credited"] == 3 and report["ok"] and report["rows"][1] == {
