@@ -273,13 +273,19 @@ def gunicorn_relay(settings: dict, workers: int = 1, threads: int = 8, log_path=
         wait_until_up(url)
         yield url, process
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
         if log_path:
             log.close()
+
+
+def stop_process(process):
+    """SIGTERM, then SIGKILL if it has not exited within 10 s; reaped either way (no zombie between tests)."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 # --- the dev stack: one command starts the sandbox and a relay, for every suite (issue 14) ----------------------
@@ -328,12 +334,7 @@ def dev_stack_process(*args, env=None):
         wait_until_up(stack.relay_url)
         yield stack
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.fixture(scope="session")
