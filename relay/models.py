@@ -2,7 +2,7 @@
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 BigInt = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrement needs INTEGER
@@ -181,3 +181,123 @@ class BulkBatch(Base):
 
 
 Index("ix_bulk_batches_state", BulkBatch.state, BulkBatch.lease_until)
+
+
+class Event(Base):
+    """A Paywalls event, received on POST /v1/webhooks/paywalls (source "paywalls"), or one the relay made from its
+    own ledger (source "relay"). Stored once per id: a delivery seen again is acknowledged and not fanned out again.
+    The fan-out (hooks.py) turns each event into one delivery per matching hook, then sets fanned_out."""
+
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)  # Paywalls' event id, or evt_relay_<...>
+    type: Mapped[str] = mapped_column(String(100))  # paywall.balance.deposit.created, ...
+    source: Mapped[str] = mapped_column(String(16))  # paywalls | relay
+    user: Mapped[str | None] = mapped_column(String(128))  # data.externalUserId, else data.user
+    payload: Mapped[str] = mapped_column(Text)  # the event object as JSON: what a hook target receives
+    token_id: Mapped[str | None] = mapped_column(String(16))  # the token whose call made it (relay events only)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)  # the event's createdAt
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    fanned_out: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+Index("ix_events_received", Event.received_at, Event.id)
+Index("ix_events_pending_fanout", Event.received_at,
+      postgresql_where=text("NOT fanned_out"), sqlite_where=text("NOT fanned_out"))
+
+
+class WebhookSubscription(Base):
+    """A subscription the relay registered with Paywalls (`paywalls-relay webhooks subscribe`): Paywalls shows its
+    whsec_ secret once, and the relay keeps it, encrypted, to verify what Paywalls sends."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)  # Paywalls' subscription id
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list] = mapped_column(JSON)
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    secret_suffix: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deactivated_at: Mapped[datetime | None]
+
+
+class Hook(Base):
+    """A REST-hook subscription (POST /v1/relay/hooks): where to POST which events, made by a token with the
+    `events` operation. Zapier's performSubscribe and n8n's trigger create one per Zap or workflow."""
+
+    __tablename__ = "hooks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # hook_ + random
+    token_id: Mapped[str] = mapped_column(String(16))
+    target_url: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[list] = mapped_column(JSON)  # names, or ["*"]
+    filter_user: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None]
+    deleted_reason: Mapped[str | None] = mapped_column(String(32))  # unsubscribed | gone (the target said 410)
+
+
+Index("ix_hooks_token", Hook.token_id)
+
+
+class Delivery(Base):
+    """One event to one hook's target, at least once: claimed by a worker with a lease (FOR UPDATE SKIP LOCKED on
+    PostgreSQL), retried with backoff until delivered or given up."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("hook_id", "event_id", name="uq_deliveries_hook_event"),)
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    hook_id: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed | cancelled
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(80))
+    lease_until: Mapped[datetime | None]
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+
+Index("ix_deliveries_due", Delivery.state, Delivery.next_attempt_at)
+
+
+class DeliveryAttempt(Base):
+    """The delivery log: every POST to a target, kept per hook (GET /v1/relay/hooks/<id>/deliveries)."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(BigInteger)
+    hook_id: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(100))
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[int | None] = mapped_column(Integer)  # the target's HTTP status; None when it never answered
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+
+
+Index("ix_delivery_attempts_hook", DeliveryAttempt.hook_id, DeliveryAttempt.id)
+
+
+class AuditEntry(Base):
+    """An admin action on a token, from the console, the CLI or the admin API: when, what changed, from where.
+    Never a secret: changes hold setting names and values, not token secrets or the admin key."""
+
+    __tablename__ = "admin_audit"
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    via: Mapped[str] = mapped_column(String(16))  # console | cli | admin_api
+    origin: Mapped[str | None] = mapped_column(String(200))  # the remote address, or the CLI's user@host
+    action: Mapped[str] = mapped_column(String(32))  # token.created | token.updated | token.rotated | token.revoked ...
+    token_id: Mapped[str | None] = mapped_column(String(16))
+    changes: Mapped[dict | None] = mapped_column(JSON)
+
+
+Index("ix_admin_audit_at", AuditEntry.at)
+Index("ix_admin_audit_token", AuditEntry.token_id, AuditEntry.id)
