@@ -44,6 +44,9 @@ SETTINGS = [
     Setting("RELAY_RECORD_BUDGET", 5.0, float, "Seconds the relay keeps retrying to record Paywalls' answer when its database fails."),
     Setting("RELAY_BULK_CONCURRENCY", 8, int, "Rows of one bulk batch (`POST /v1/relay/bulk`) sent to Paywalls at once, per relay process running it (1-64)."),
     Setting("RELAY_BULK_LEASE", 60.0, float, "Lease in seconds of a relay process on the bulk batch it runs, renewed every few seconds; a batch left by a dead process is resumed by another after it."),
+    Setting("RELAY_HOOKS_TIMEOUT", 10.0, float, "Seconds one POST of an event to a hook target may take in all (connect, send, answer); longer counts as a failed attempt, retried later."),
+    Setting("RELAY_HOOKS_CONCURRENCY", 4, int, "Events POSTed to hook targets at once, per relay process (1-64)."),
+    Setting("RELAY_HOOKS_LEASE", 30.0, float, "Lease in seconds of a relay process on a delivery it is sending; a delivery left by a dead process is sent again by another after it. Must be at least `RELAY_HOOKS_TIMEOUT` + 5."),
     Setting("RELAY_IDEMPOTENCY_RETENTION_DAYS", 30, int, "Days idempotency keys and answers are kept."),
     Setting("RELAY_AUTH_FAILURE_LIMIT", "20/minute", str, "Failed authentications allowed per client address."),
     Setting("RELAY_TRUST_PROXY", 0, int, "How many proxies in front set X-Forwarded-For (Heroku, Render: 1); honoured only from `FORWARDED_ALLOW_IPS`."),
@@ -98,6 +101,15 @@ def _checked(config: dict) -> dict:
         raise ConfigError("RELAY_BULK_CONCURRENCY must be between 1 and 64")
     if config["RELAY_BULK_LEASE"] < 2:
         raise ConfigError("RELAY_BULK_LEASE must be at least 2 seconds: the runner renews it every lease/4 seconds")
+    if not 1 <= config["RELAY_HOOKS_CONCURRENCY"] <= 64:
+        raise ConfigError("RELAY_HOOKS_CONCURRENCY must be between 1 and 64")
+    if config["RELAY_HOOKS_TIMEOUT"] <= 0:
+        raise ConfigError("RELAY_HOOKS_TIMEOUT must be positive")
+    if config["RELAY_HOOKS_LEASE"] < config["RELAY_HOOKS_TIMEOUT"] + LEASE_MARGIN:
+        raise ConfigError(
+            f"RELAY_HOOKS_LEASE={config['RELAY_HOOKS_LEASE']:g} is too short: another process could send a delivery "
+            f"again while the first is still sending it. It must be at least RELAY_HOOKS_TIMEOUT + {LEASE_MARGIN:g} s "
+            f"= {config['RELAY_HOOKS_TIMEOUT'] + LEASE_MARGIN:g} s.")
     if config["RELAY_UPSTREAM_BUDGET"] <= 0 or config["RELAY_RECORD_BUDGET"] < 0:
         raise ConfigError("RELAY_UPSTREAM_BUDGET must be positive and RELAY_RECORD_BUDGET not negative")
     if config["SANDBOX"]:
