@@ -95,7 +95,7 @@ SETTING_HINTS = {
     "label": "label must be 1-200 characters of text, not only blanks, e.g. 'Zap: Stripe renewals'.",
     "notes": "notes must be text of at most 2000 characters, or null.",
     "operations": "operations must be a non-empty list of distinct operations from deposit, charge, balance, "
-                  "ledger and bulk, e.g. [\"deposit\"].",
+                  "ledger, bulk, events and topup, e.g. [\"deposit\"].",
     "max_amount": "max_amount " + _LIMIT,
     "daily_cap": "daily_cap " + _LIMIT,
     "monthly_cap": "monthly_cap " + _LIMIT,
@@ -517,3 +517,11 @@ def bulk_same_event(first_line: int, dedupe_on: list[str]) -> str:
 def bulk_has_problems(count: int) -> str:
     return (f"{count} line(s) have problems; nothing was sent. Fix them (run with --dry-run to list them), or run "
             "with --skip-invalid to send the valid rows and report the others as invalid.")
+
+
+# --- events (webhooks in, relay-made events, GET /v1/relay/events) ------------------------------------------------
+
+def invalid_event(errors: list[dict]) -> Problem:
+    fields = ", ".join(e["field"] for e in errors)
+    return Problem(422, "validation", "Not a usable event",
+                   f"Nothing was stored. Fix these fields: {fields}.", errors=errors)
