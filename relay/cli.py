@@ -218,7 +218,7 @@ def scope_options(func):
     options = [
         click.option("--label", help="What this token is for, e.g. 'Zap: Stripe renewals'."),
         click.option("--notes", help="Free text for operators."),
-        click.option("--ops", help="Allowed operations: deposit,charge,balance,ledger,bulk (default: deposit)."),
+        click.option("--ops", help="Allowed operations: deposit,charge,balance,ledger,bulk,events,topup (default: deposit)."),
         click.option("--max-amount", help="Largest amount per call; none removes it."),
         click.option("--daily-cap", help="Largest total per UTC day; none removes it."),
         click.option("--monthly-cap", help="Largest total per calendar month (UTC); none removes it."),

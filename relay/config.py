@@ -52,6 +52,9 @@ SETTINGS = [
     Setting("RELAY_TRUST_PROXY", 0, int, "How many proxies in front set X-Forwarded-For (Heroku, Render: 1); honoured only from `FORWARDED_ALLOW_IPS`."),
     Setting("FORWARDED_ALLOW_IPS", "127.0.0.1,::1", str, "Proxy addresses or networks whose X-Forwarded-* headers are believed, by gunicorn and the relay alike (Heroku, Render: `*`). See \"Behind a proxy\"."),
     Setting("RELAY_LOG_LEVEL", "INFO", str, "Log level of the JSON request log."),
+    Setting("PAYWALLS_WEBHOOK_SECRET", None, str, "The `whsec_...` secret of a Paywalls webhook subscription made in Paywalls' dashboard, to verify what Paywalls posts to `POST /v1/webhooks/paywalls`. Subscriptions made with `paywalls-relay webhooks subscribe` need none (their secret is stored, encrypted). Neither: that path answers 404."),
+    Setting("RELAY_EVENTS_FROM_RELAY", "auto", str, "Events the relay makes from its own ledger: `on` (all), `off` (none), or `auto`: `relay.*` always, and `paywall.*` (deposit created, charge completed or failed, depleted) only while no Paywalls webhooks are configured, since Paywalls then sends those for every deposit, the relay's included."),
+    Setting("RELAY_SECRET_KEY", None, str, "Key that encrypts the webhook secrets the relay stores (`webhooks subscribe`). Unset: derived from `PAYWALLS_API_KEY` (rotating that key then needs `webhooks subscribe` again)."),
     Setting("RELAY_METRICS_TOKEN", None, str, "Bearer token `/metrics` requires. Unset: `/metrics` is open (keep it off the public internet)."),
 ]
 
@@ -112,6 +115,8 @@ def _checked(config: dict) -> dict:
             f"= {config['RELAY_HOOKS_TIMEOUT'] + LEASE_MARGIN:g} s.")
     if config["RELAY_UPSTREAM_BUDGET"] <= 0 or config["RELAY_RECORD_BUDGET"] < 0:
         raise ConfigError("RELAY_UPSTREAM_BUDGET must be positive and RELAY_RECORD_BUDGET not negative")
+    if config["RELAY_EVENTS_FROM_RELAY"] not in ("auto", "on", "off"):
+        raise ConfigError("RELAY_EVENTS_FROM_RELAY must be auto, on or off")
     if config["SANDBOX"]:
         # The embedded sandbox gets a key of its own, so the upstream path is exercised as in production.
         config["PAYWALLS_API_KEY"] = "sk-sandbox-" + secrets.token_urlsafe(16)

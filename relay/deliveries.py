@@ -33,7 +33,7 @@ from types import SimpleNamespace
 from prometheus_client import Counter
 from sqlalchemy import and_, func, or_, select, update
 
-from . import __version__, clock, db, hooks, messages, targets, tokens
+from . import __version__, clock, db, events, hooks, messages, targets, tokens
 from .models import Delivery, DeliveryAttempt, Event, Hook, Token, as_utc
 
 log = logging.getLogger("relay.deliveries")
@@ -264,7 +264,8 @@ class Worker:
         self.settings = app.config["RELAY"]
         self.concurrency = self.settings["RELAY_HOOKS_CONCURRENCY"]
         self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.wake = threading.Event()
+        # events.store() sets it when an event is stored in this process; a sender finishing sets it too.
+        self.wake = events.wake
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self._in_flight = 0
@@ -365,11 +366,9 @@ def start(app) -> Worker:
         return worker
 
 
-def wake(app=None):
-    """An event was stored: the workers of this process need not wait for their next poll."""
-    for worker in ([app.extensions.get("relay.hooks_worker")] if app is not None else list(_workers)):
-        if worker is not None:
-            worker.wake.set()
+def wake():
+    """An event was stored (and committed): the workers of this process need not wait for their next poll."""
+    events.wake.set()
 
 
 def stop(app, timeout: float | None = None):

@@ -95,7 +95,7 @@ SETTING_HINTS = {
     "label": "label must be 1-200 characters of text, not only blanks, e.g. 'Zap: Stripe renewals'.",
     "notes": "notes must be text of at most 2000 characters, or null.",
     "operations": "operations must be a non-empty list of distinct operations from deposit, charge, balance, "
-                  "ledger and bulk, e.g. [\"deposit\"].",
+                  "ledger, bulk, events and topup, e.g. [\"deposit\"].",
     "max_amount": "max_amount " + _LIMIT,
     "daily_cap": "daily_cap " + _LIMIT,
     "monthly_cap": "monthly_cap " + _LIMIT,
@@ -565,3 +565,11 @@ DELIVERY_HOOK_GONE = "the target answered 410 Gone: the hook was deleted and its
 DELIVERY_TOKEN_UNUSABLE = "not sent: the hook's token was revoked, disabled or expired, or lost the events operation"
 DELIVERY_USER_NOT_ALLOWED = "not sent: the hook's token may no longer see this event's user (its user pattern changed)"
 DELIVERY_GAVE_UP = "gave up: no 2xx answer within 24 hours of the event"
+
+
+# --- events (webhooks in, relay-made events, GET /v1/relay/events) ------------------------------------------------
+
+def invalid_event(errors: list[dict]) -> Problem:
+    fields = ", ".join(e["field"] for e in errors)
+    return Problem(422, "validation", "Not a usable event",
+                   f"Nothing was stored. Fix these fields: {fields}.", errors=errors)

@@ -31,13 +31,7 @@ def schema(name: str) -> Draft202012Validator:
 
 def events_token(app, operations=("events",), **spec) -> tuple[str, str]:
     """A token with the `events` operation (and whatever else the test names)."""
-    if "events" in tokens.OPERATIONS:
-        return create_token(app, operations=list(operations), **spec)
-    others = [op for op in operations if op != "events"] or ["deposit"]  # until branch i16-events is merged
-    token_id, text = create_token(app, operations=others, **spec)
-    with app.app_context(), db.transaction() as session:
-        session.execute(update(Token).where(Token.id == token_id).values(operations=[*others, "events"]))
-    return token_id, text
+    return create_token(app, operations=list(operations), **spec)
 
 
 def store_event(app, event_type=DEPOSIT, user="acme:u1", event_id=None, source="paywalls", received_at=None) -> dict:
@@ -399,7 +393,7 @@ def test_an_event_reaches_the_receiver_exactly_once_after_a_500(app, client, wor
         hook = subscribe(client, token, receiver.url + "/zap?secret=xyz", event_types=[DEPOSIT]).get_json()
         worker()
         event = store_event(app)
-        deliveries.wake(None)
+        deliveries.wake()
         wait_for(lambda: rows(app, Delivery) and rows(app, Delivery)[0].state == "delivered", 20)
         assert [item["status"] for item in receiver.received] == [500, 200]
         assert receiver.accepted() == [event]  # the body is the stored event object, as Zapier's perform returns it
