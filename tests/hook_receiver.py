@@ -7,9 +7,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Receiver:
-    def __init__(self, statuses=(200,), delay: float = 0.0):
+    def __init__(self, statuses=(200,), delay: float = 0.0, hold_first: bool = False):
         self.statuses = list(statuses)
         self.delay = delay
+        # hold_first: the first POST gets no answer until release() (a relay can be killed while it waits)
+        self.gate = threading.Event() if hold_first else None
         self.location: str | None = None  # sent with every answer when set (a redirect)
         self.received: list[dict] = []
         self.lock = threading.Lock()
@@ -25,6 +27,8 @@ class Receiver:
                     receiver.received.append({"path": self.path, "headers": dict(self.headers), "body": body,
                                               "status": status})
                 receiver.arrived.set()
+                if receiver.gate is not None and len(receiver.received) == 1:
+                    receiver.gate.wait(60)
                 if receiver.delay:
                     threading.Event().wait(receiver.delay)
                 self.send_response(status)
@@ -47,7 +51,12 @@ class Receiver:
         self.thread.start()
         return self
 
+    def release(self):
+        if self.gate is not None:
+            self.gate.set()
+
     def __exit__(self, *exc):
+        self.release()
         self.server.shutdown()
         self.server.server_close()
 
