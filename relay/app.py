@@ -7,7 +7,7 @@ from flask import Flask, current_app, g
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from . import admin, api, batches, clock, config, db, health, logs, messages, migrate, proxies, sandbox, validation
+from . import admin, api, batches, clock, config, db, health, logs, messages, migrate, proxies, sandbox, validation, webhooks
 from .ratelimits import RateLimits
 from .upstream import Upstream
 
@@ -56,7 +56,7 @@ def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flas
     logs.init_app(app)
     register_errors(app)
     app.after_request(headers)
-    for blueprint in (api.bp, admin.bp, health.bp):
+    for blueprint in (api.bp, admin.bp, health.bp, webhooks.bp):
         app.register_blueprint(blueprint)
     if serving:  # the CLI commands stay quiet, and only a serving process runs bulk batches (batches.py)
         batches.start(app)
