@@ -8,7 +8,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from . import admin, api, batches, clock, config, db, deliveries, health, hooks, logs, messages, migrate, proxies, sandbox, \
-    validation
+    validation, webhooks
 from .ratelimits import RateLimits
 from .upstream import Upstream
 
@@ -57,7 +57,7 @@ def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flas
     logs.init_app(app)
     register_errors(app)
     app.after_request(headers)
-    for blueprint in (api.bp, hooks.bp, admin.bp, health.bp):
+    for blueprint in (api.bp, hooks.bp, admin.bp, health.bp, webhooks.bp):
         app.register_blueprint(blueprint)
     if serving:  # the CLI commands stay quiet; only a serving process runs bulk batches and delivers events
         batches.start(app)

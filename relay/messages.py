@@ -573,3 +573,25 @@ def invalid_event(errors: list[dict]) -> Problem:
     fields = ", ".join(e["field"] for e in errors)
     return Problem(422, "validation", "Not a usable event",
                    f"Nothing was stored. Fix these fields: {fields}.", errors=errors)
+
+
+def webhooks_off() -> Problem:
+    return Problem(404, "not-found", "Webhook intake is off",
+                   "This relay has no Paywalls webhook secret, so it accepts no webhooks. Set PAYWALLS_WEBHOOK_SECRET to "
+                   "the whsec_... secret of your Paywalls subscription, or register one with `paywalls-relay webhooks "
+                   "subscribe --url https://<this relay>/v1/webhooks/paywalls`.")
+
+
+WEBHOOK_REFUSED = {
+    "signature_missing": "It has no X-Paywalls-Signature header.",
+    "signature": "Its X-Paywalls-Signature does not match the body under any configured webhook secret. Check that "
+                 "PAYWALLS_WEBHOOK_SECRET is the whsec_... secret of this subscription, whole, prefix included.",
+    "timestamp_missing": "It has no X-Paywalls-Timestamp header.",
+    "timestamp": "Its X-Paywalls-Timestamp is more than 5 minutes from the relay's clock (a replayed delivery, or a "
+                 "clock out of sync: check NTP on the relay's machine).",
+}
+
+
+def webhook_refused(reason: str) -> Problem:
+    return Problem(401, "webhook-refused", "Webhook delivery refused",
+                   f"{WEBHOOK_REFUSED[reason]} Nothing was stored.", reason=reason)
