@@ -517,3 +517,63 @@ def test_the_target_query_string_never_reaches_the_log(app, client, relay_log, w
     text = relay_log.text + "".join(str(getattr(r, "fields", "")) for r in relay_log.records)
     assert "hook delivery" in text
     assert "qu3rysecret" not in text and "s3cretpath" not in text
+
+
+# --- end to end: a signed Paywalls event, and the relay's own events, to a real receiver ----------------------------
+
+WEBHOOK_SECRET = "whsec_" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def intake_app(make_app, database_url):
+    return make_app(database_url, PAYWALLS_WEBHOOK_SECRET=WEBHOOK_SECRET)
+
+
+def post_signed(client, event: dict, secret=WEBHOOK_SECRET):
+    from relay import webhooks
+    raw = json.dumps({"delivery": {"id": "dlv_" + uuid.uuid4().hex, "attempt": 1}, "event": event}).encode()
+    return client.post("/v1/webhooks/paywalls", data=raw, headers={
+        "Content-Type": "application/json", "X-Paywalls-Signature": webhooks.sign(secret, raw),
+        "X-Paywalls-Timestamp": str(int(datetime.now(timezone.utc).timestamp())),
+        "X-Paywalls-Event": f"{event['type']}@1"})
+
+
+def paywalls_event(event_type=DEPLETED, user="acme:u7") -> dict:
+    return {"id": "evt_" + uuid.uuid4().hex, "paywallId": "pw_1", "type": event_type, "version": "1",
+            "createdAt": datetime.now(timezone.utc).isoformat(), "status": "pending", "attempts": 1,
+            "data": {"externalUserId": user, "walletUserId": "w_1", "balance": "0"}}
+
+
+def test_a_signed_paywalls_event_reaches_the_receiver_once_after_a_500_and_a_duplicate(intake_app, worker):
+    app, client = intake_app, intake_app.test_client()
+    _, token = events_token(app)
+    with Receiver(statuses=[500, 200]) as receiver:
+        subscribe(client, token, receiver.url + "/zap", event_types=[DEPLETED], filter={"user": "acme:u7"})
+        worker(app)
+        event = paywalls_event()
+        assert post_signed(client, event).status_code == 202
+        assert post_signed(client, event).status_code == 200  # Paywalls delivered it twice: stored and fanned out once
+        wait_for(lambda: rows(app, Delivery) and rows(app, Delivery)[0].state == "delivered", 20)
+        assert post_signed(client, event).status_code == 200  # and again after it was delivered
+        assert receiver.accepted() == [event] and len(receiver.received) == 2
+        assert len(rows(app, Delivery)) == 1
+        # A forged one (wrong secret) is refused and never reaches anyone.
+        assert post_signed(client, paywalls_event(), secret="whsec_wrong").status_code == 401
+        with app.app_context(), db.read_connection() as connection:
+            assert deliveries.pending_work(connection, clock.now()) == (False, None)
+        assert len(receiver.received) == 2
+
+
+def test_a_deposit_through_the_relay_reaches_a_deposit_hook(make_app, database_url, sandbox, worker):
+    app = make_app(database_url, RELAY_EVENTS_FROM_RELAY="on")
+    client = app.test_client()
+    _, token = events_token(app, operations=("events", "deposit"))
+    with Receiver() as receiver:
+        subscribe(client, token, receiver.url + "/n8n", event_types=[DEPOSIT])
+        worker(app)
+        answer = client.post("/v1/user/balance/deposit", json={"user": "acme:u9", "amount": "5"}, headers=auth(token))
+        assert answer.status_code == 200
+        wait_for(lambda: len(receiver.accepted()) == 1, 20)
+        (event,) = receiver.accepted()
+        assert (event["type"], event["source"], event["data"]["externalUserId"], event["data"]["amount"]) == \
+            (DEPOSIT, "relay", "acme:u9", "5")
