@@ -577,3 +577,23 @@ def test_a_deposit_through_the_relay_reaches_a_deposit_hook(make_app, database_u
         (event,) = receiver.accepted()
         assert (event["type"], event["source"], event["data"]["externalUserId"], event["data"]["amount"]) == \
             (DEPOSIT, "relay", "acme:u9", "5")
+
+
+def test_odd_bytes_in_an_event_id_or_type_cannot_break_the_headers(app, client):
+    _, token = events_token(app)
+    with Receiver() as receiver:
+        subscribe(client, token, receiver.url + "/h")
+        event = store_event(app, event_type="paywall.balance.deposit.created\r\nX-Injected: 1", event_id="evt_é\n1")
+        fan_out(app)
+        assert run_due(app) == ["delivered"]
+        (item,) = receiver.received
+        assert "X-Injected" not in item["headers"]
+        assert item["headers"]["X-Relay-Event-Id"] == "evt_%C3%A9%0A1"
+        assert json.loads(item["body"]) == event  # the body carries them exactly
+
+
+@pytest.mark.parametrize("event_types", [None, 7, {"*": 1}, [None], [["*"]]])
+def test_event_types_of_the_wrong_shape_are_a_422_not_a_500(app, client, event_types):
+    _, token = events_token(app)
+    answer = subscribe(client, token, "https://hooks.example.com/a", event_types=event_types)
+    assert answer.status_code == 422 and answer.get_json()["errors"][0]["field"].startswith("event_types")
