@@ -210,3 +210,39 @@ def from_ledger(connection, settings: dict, token, operation: str, outcome: str,
                  "version": "1", "createdAt": iso_z(now), "source": "relay", "data": data}
         stored = store(connection, event, "relay", token_id=token.id, now=now) or stored
     return stored
+
+
+# --- reading recent events (GET /v1/relay/events) -------------------------------------------------------------------
+
+TYPE_FILTER = re.compile(r"\*|[a-z0-9_]+(?:\.[a-z0-9_]+)*(?:\.\*)?", re.IGNORECASE)
+SCAN_LIMIT = 2000  # rows read at most to find `limit` events a user-limited token may see
+
+
+def _type_clause(types: list[str]):
+    from sqlalchemy import or_
+    if not types or "*" in types:
+        return None
+    exact = [name for name in types if not name.endswith(".*")]
+    families = [name[:-1] for name in types if name.endswith(".*")]  # "paywall.balance." (no LIKE wildcards left)
+    clauses = ([Event.type.in_(exact)] if exact else []) + [Event.type.startswith(prefix, autoescape=True)
+                                                             for prefix in families]
+    return or_(*clauses)
+
+
+def recent(session, types: list[str], limit: int, allowed, limited: bool) -> list[dict]:
+    """The newest events first (by when the relay received or made them), as their stored event objects. `limited`:
+    the reader's token has a user pattern, so only events with a user that `allowed(user)` are returned."""
+    query = select(Event.payload, Event.user).order_by(Event.received_at.desc(), Event.id.desc())
+    clause = _type_clause(types)
+    if clause is not None:
+        query = query.where(clause)
+    if limited:
+        query = query.where(Event.user.is_not(None))
+    found = []
+    for row in session.execute(query.limit(SCAN_LIMIT if limited else limit)):
+        if limited and not allowed(row.user):
+            continue
+        found.append(json.loads(row.payload))
+        if len(found) == limit:
+            break
+    return found
