@@ -370,3 +370,24 @@ def test_bad_queries_name_the_field(app, query, field):
     answer = app.test_client().get("/v1/relay/events" + query, headers=auth(text))
     assert answer.status_code == 422
     assert [e["field"] for e in answer.get_json()["errors"]] == [field]
+
+
+def test_every_event_the_relay_makes_or_stores_validates_against_schemas_event_json(relay_app, sandbox):
+    from jsonschema import Draft202012Validator
+
+    from relay.validation import load_schema
+    validator = Draft202012Validator(load_schema("event.json"))
+    _, text = create_token(relay_app)
+    client = relay_app.test_client()
+    charge(client, text, amount="3")
+    deposit(client, text)
+    charge(client, text, amount="2")
+    fault(sandbox, kind="respond", status=200, body="{\"odd\": true}", apply=True, endpoint="charge")
+    charge(client, text)
+    fault(sandbox, kind="respond", status=200, body=json.dumps({"success": True, "balanceFormatted": "0"}),
+          endpoint="charge")
+    charge(client, text)
+    made = relay_events(relay_app)
+    assert len({e["type"] for e in made}) == 5
+    for event in made + [EVENT]:
+        validator.validate(event)
