@@ -260,6 +260,15 @@ def pending_work(connection, now: datetime) -> tuple[bool, datetime | None]:
     return unfanned is not None, None if due is None else as_utc(due)
 
 
+def purge(connection, older_than: datetime) -> int:
+    """Forget finished deliveries (delivered, failed, cancelled) made before `older_than`, and their delivery log:
+    `idempotency purge`, with the same retention. Pending ones are never touched. The number of deliveries removed."""
+    finished = select(DELIVERIES.c.id).where(DELIVERIES.c.state != "pending", DELIVERIES.c.created_at < older_than)
+    connection.execute(ATTEMPTS.delete().where(ATTEMPTS.c.delivery_id.in_(finished)))
+    return connection.execute(DELIVERIES.delete().where(DELIVERIES.c.state != "pending",
+                                                        DELIVERIES.c.created_at < older_than)).rowcount
+
+
 # --- the worker ----------------------------------------------------------------------------------------------------
 
 class Worker:

@@ -704,3 +704,20 @@ def test_a_name_whose_first_address_refuses_is_tried_at_its_next_checked_address
         resolver = lambda host, port: [ipaddress.ip_address("127.0.0.2"), ipaddress.ip_address("127.0.0.1")]  # noqa
         assert targets.post(target, b"{}", {}, production=False, budget=5, resolver=resolver).status == 200
         assert receiver.received[0]["headers"]["Host"] == f"receiver.test:{port}"
+
+
+def test_purge_forgets_finished_deliveries_and_their_log_but_never_pending_ones(app, client):
+    _, token = events_token(app)
+    with Receiver(statuses=[200, 500]) as receiver:
+        subscribe(client, token, receiver.url + "/h")
+        store_event(app)
+        fan_out(app)
+        assert run_due(app) == ["delivered"]
+        store_event(app)
+        fan_out(app)
+        assert run_due(app) == ["pending"]
+    with app.app_context(), db.write() as connection:
+        assert deliveries.purge(connection, clock.now() - timedelta(days=1)) == 0  # not old enough
+        assert deliveries.purge(connection, clock.now() + timedelta(seconds=1)) == 1
+    assert [d.state for d in rows(app, Delivery)] == ["pending"]
+    assert [a.delivery_id for a in rows(app, DeliveryAttempt)] == [rows(app, Delivery)[0].id]
