@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import click
 from flask import current_app
 
-from . import batches, caps, claims, dates, db, ledger, messages, migrate, money, tokens
+from . import batches, caps, claims, dates, db, events, ledger, messages, migrate, money, tokens
 from .models import utcnow
 
 DEMO_LABEL = "Sandbox demo"
@@ -710,10 +710,13 @@ def idempotency_purge(older_than_days, as_json):
     with db.write() as connection:
         removed = claims.purge(connection, utcnow() - timedelta(days=days))
         batches_removed = batches.purge(connection, utcnow() - timedelta(days=days))
+        events_removed = events.purge(connection, utcnow() - timedelta(days=days))
     if as_json:
-        click.echo(json.dumps({"removed": removed, "older_than_days": days, "bulk_batches_removed": batches_removed}))
+        click.echo(json.dumps({"removed": removed, "older_than_days": days, "bulk_batches_removed": batches_removed,
+                               "events_removed": events_removed}))
         return
-    click.echo(f"Removed {removed} idempotency keys older than {days} days, and {batches_removed} finished bulk batches.")
+    click.echo(f"Removed {removed} idempotency keys older than {days} days, {batches_removed} finished bulk batches "
+               f"and {events_removed} fanned-out events.")
 
 
 # --- webhooks: Paywalls' events into the relay ------------------------------------------------------------------------

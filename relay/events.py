@@ -246,3 +246,11 @@ def recent(session, types: list[str], limit: int, allowed, limited: bool) -> lis
         if len(found) == limit:
             break
     return found
+
+
+def purge(connection, before: datetime) -> int:
+    """Forget events received before `before` that were fanned out (`paywalls-relay idempotency purge`, after the
+    retention period): their deliveries ended long ago (retries stop after 24 hours). One not fanned out yet stays."""
+    from sqlalchemy import delete
+    result = connection.execute(delete(Event).where(Event.fanned_out.is_(True), Event.received_at < before))
+    return result.rowcount

@@ -144,8 +144,12 @@ def intake():
     if not secrets_:
         raise messages.webhooks_off()
     signature = request.headers.get(SIGNATURE_HEADER)
-    if not any(verify(secret, raw, signature) for secret in secrets_):
-        raise messages.webhook_refused("signature" if signature else "signature_missing")
+    # Refused signatures count against the sender's failed-authentication limit, as wrong tokens do; a valid one
+    # always passes (Paywalls delivers from addresses it shares with everyone else it delivers for).
+    limits = current_app.extensions["relay.ratelimits"]
+    with limits.guarding_auth(request.remote_addr or "-", valid_always_pass=True):
+        if not any(verify(secret, raw, signature) for secret in secrets_):
+            raise messages.webhook_refused("signature" if signature else "signature_missing")
     now = clock.now()
     stamp = request.headers.get(TIMESTAMP_HEADER)
     if not fresh(parse_timestamp(stamp), now):

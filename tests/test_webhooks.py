@@ -305,3 +305,12 @@ def test_subscribe_says_what_paywalls_answered_when_it_refuses(operator_env, san
 def test_unsubscribe_of_an_unknown_id(operator_env, sandbox):
     refused = cli_run("webhooks", "unsubscribe", "wh_nope", ok=False)
     assert refused.exit_code == 1 and "webhooks list" in refused.output
+
+
+def test_refused_signatures_are_throttled_per_address_and_a_valid_one_still_passes(make_app, database_url):
+    app = make_app(database_url, PAYWALLS_WEBHOOK_SECRET=SECRET, RELAY_AUTH_FAILURE_LIMIT="3/minute")
+    client = app.test_client()
+    statuses = [post(client, {**EVENT, "id": f"evt_bad_{n}"}, secret="whsec_guess").status_code for n in range(5)]
+    assert statuses[:3] == [401, 401, 401] and statuses[3:] == [429, 429]
+    assert post(client, EVENT).status_code == 202
+    assert [row.id for row in stored(app)] == ["evt_in_1"]
