@@ -77,6 +77,10 @@ def parse_timestamp(text: str | None) -> datetime | None:
         return None
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Python reads them, no receiver could
+
+
 def fresh(moment: datetime | None, now: datetime) -> bool:
     return moment is not None and abs(now - moment) <= TOLERANCE
 
@@ -155,8 +159,8 @@ def intake():
     if not fresh(parse_timestamp(stamp), now):
         raise messages.webhook_refused("timestamp" if stamp else "timestamp_missing")
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise messages.malformed_body("The webhook body is not valid JSON.") from None
     event = events.normalize(body)
     with db.write() as connection:

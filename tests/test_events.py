@@ -31,6 +31,9 @@ def test_normalize_keeps_what_paywalls_adds():
     ({"id": " evt_1", "type": "x"}, ["id"]),
     ({"id": "e" * 101, "type": "x"}, ["id"]),
     ({"id": "evt_1", "type": "x", "data": [1]}, ["data"]),
+    ({"id": "evt_1\r\nX-Injected: 1", "type": "x"}, ["id"]),
+    ({"id": "evt_é", "type": "paywall.balance\n"}, ["id", "type"]),
+    ({"id": "evt 1", "type": "x"}, ["id"]),
     ({}, ["id", "type"]),
 ])
 def test_normalize_refuses_an_event_without_usable_id_or_type_naming_the_field(body, fields):

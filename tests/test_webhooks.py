@@ -184,7 +184,9 @@ def test_a_body_changed_after_signing_is_refused(intake_app):
 
 
 @pytest.mark.parametrize("raw, status", [(b"{not json", 400), (b"[]", 422), (b'{"type": "x"}', 422),
-                                         (b'{"delivery": {}, "event": {"id": "e"}}', 422), (b"\xff\xfe", 400)])
+                                         (b'{"delivery": {}, "event": {"id": "e"}}', 422), (b"\xff\xfe", 400),
+                                         (b'{"id": "e", "type": "t", "data": {"amount": NaN}}', 400),
+                                         (b"[" * 5000 + b"]" * 5000, 400), (b"", 400)])
 def test_a_signed_body_that_is_no_event_is_refused_naming_the_field(intake_app, raw, status):
     answer = post(intake_app.test_client(), None, raw=raw)
     assert answer.status_code == status
