@@ -10,6 +10,7 @@ import json
 import re
 import threading
 import time
+import weakref
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
@@ -124,7 +125,7 @@ class _Configured:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.answers = {}  # engine id -> (monotonic time, answer)
+        self.answers = weakref.WeakKeyDictionary()  # engine -> (monotonic time, answer); gone with its engine
 
     def __call__(self, settings: dict, connection) -> bool:
         """`connection`: the caller's own (SQLite admits one writer: a second connection would wait on it)."""
@@ -132,14 +133,14 @@ class _Configured:
             return True
         now = time.monotonic()
         with self.lock:
-            cached = self.answers.get(id(connection.engine))
+            cached = self.answers.get(connection.engine)
         if cached and now - cached[0] < CONFIGURED_TTL:
             return cached[1]
         from .models import WebhookSubscription
         query = select(WebhookSubscription.id).where(WebhookSubscription.deactivated_at.is_(None)).limit(1)
         answer = connection.execute(query).first() is not None
         with self.lock:
-            self.answers[id(connection.engine)] = (now, answer)
+            self.answers[connection.engine] = (now, answer)
         return answer
 
     def forget(self):

@@ -285,6 +285,12 @@ def test_subscribe_list_and_unsubscribe_against_the_sandbox(operator_env, sandbo
     assert post(client, {**EVENT, "id": "evt_after"}, secret=secret).status_code == 404  # no secret left at all
     listed = json.loads(cli_run("webhooks", "list", "--json").output)
     assert [(s["active"], s["paywalls_active"]) for s in listed["subscriptions"]] == [(False, False)]
+    # Subscribing again makes a new subscription (not a replay of the deactivated one), with a new secret.
+    again = json.loads(cli_run("webhooks", "subscribe", "--url", intake, "--json").output)
+    assert again["id"] != remote["id"] and sandbox.state.subscriptions[again["id"]]["secret"] != secret
+    assert again["events"] == ["paywall.balance.*"]
+    assert post(client, {**EVENT, "id": "evt_again"}, secret=sandbox.state.subscriptions[again["id"]]["secret"]
+                ).status_code == 202
 
 
 def test_subscribe_refuses_plain_http_for_a_live_relay_and_odd_events(operator_env, sandbox):
