@@ -114,6 +114,7 @@ FROM_LEDGER = {
     "ambiguous": "relay.operation.ambiguous",
 }
 DEPLETED = "paywall.balance.depleted"
+RELAY_PREFIX = "evt_relay_"  # the ids of the relay's own events: evt_relay_<ledger id>[_depleted]
 MODES = ("auto", "on", "off")
 CONFIGURED_TTL = 30.0  # seconds the answer to "are Paywalls webhooks configured?" is reused, per process
 _INSUFFICIENT = re.compile(r"insufficient|top.?up|not enough", re.IGNORECASE)
@@ -213,7 +214,7 @@ def from_ledger(connection, settings: dict, token, operation: str, outcome: str,
         data["upstreamStatus"] = entry.get("upstream_status")
     stored = False
     for index, event_type in enumerate(made):
-        event = {"id": f"evt_relay_{ledger_id}" + ("" if index == 0 else "_depleted"), "type": event_type,
+        event = {"id": f"{RELAY_PREFIX}{ledger_id}" + ("" if index == 0 else "_depleted"), "type": event_type,
                  "version": "1", "createdAt": iso_z(now), "source": "relay", "data": data}
         stored = store(connection, event, "relay", token_id=token.id, now=now, happened=now) or stored
     return stored

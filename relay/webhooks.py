@@ -164,6 +164,9 @@ def intake():
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise messages.malformed_body("The webhook body is not valid JSON.") from None
     event = events.normalize(body)
+    if event["id"].startswith(events.RELAY_PREFIX):
+        # The relay's own ids: taken from outside, one would silence the relay's own event of that id.
+        raise messages.invalid_event([messages.field_error("id", messages.RESERVED_EVENT_ID)])
     with db.write() as connection:
         new = events.store(connection, event, "paywalls", now=now)
     if new:

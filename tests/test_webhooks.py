@@ -322,3 +322,23 @@ def test_refused_signatures_are_throttled_per_address_and_a_valid_one_still_pass
     assert statuses[:3] == [401, 401, 401] and statuses[3:] == [429, 429]
     assert post(client, EVENT).status_code == 202
     assert [row.id for row in stored(app)] == ["evt_in_1"]
+
+
+def test_the_relays_own_event_ids_cannot_come_from_outside(intake_app):
+    answer = post(intake_app.test_client(), {**EVENT, "id": "evt_relay_1"})
+    assert answer.status_code == 422 and answer.get_json()["errors"][0]["field"] == "id"
+    assert stored(intake_app) == []
+
+
+def test_a_database_failure_while_storing_is_a_503_paywalls_retries(intake_app, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    def down(*args, **kwargs):
+        raise OperationalError("INSERT INTO events", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(events, "store", down)
+    answer = post(intake_app.test_client(), EVENT)
+    assert answer.status_code == 503 and answer.get_json()["type"].endswith(":unavailable")
+    monkeypatch.undo()
+    assert stored(intake_app) == []
+    assert post(intake_app.test_client(), EVENT).status_code == 202  # Paywalls' retry is taken
