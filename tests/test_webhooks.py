@@ -342,3 +342,18 @@ def test_a_database_failure_while_storing_is_a_503_paywalls_retries(intake_app, 
     monkeypatch.undo()
     assert stored(intake_app) == []
     assert post(intake_app.test_client(), EVENT).status_code == 202  # Paywalls' retry is taken
+
+
+def test_the_same_event_delivered_concurrently_is_stored_once(intake_app):
+    from concurrent.futures import ThreadPoolExecutor
+    barrier = __import__("threading").Barrier(6)
+
+    def deliver(_):
+        client = intake_app.test_client()
+        barrier.wait()
+        return post(client, {"delivery": {"id": "dlv"}, "event": EVENT}).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(deliver, range(6)))
+    assert statuses == [200] * 5 + [202]
+    assert len(stored(intake_app)) == 1
