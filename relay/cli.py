@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import click
 from flask import current_app
 
-from . import batches, caps, claims, dates, db, deliveries, ledger, messages, migrate, money, tokens
+from . import batches, caps, claims, dates, db, deliveries, events, ledger, messages, migrate, money, tokens
 from .models import utcnow
 
 DEMO_LABEL = "Sandbox demo"
@@ -714,12 +714,14 @@ def idempotency_purge(older_than_days, as_json):
         removed = claims.purge(connection, utcnow() - timedelta(days=days))
         batches_removed = batches.purge(connection, utcnow() - timedelta(days=days))
         deliveries_removed = deliveries.purge(connection, utcnow() - timedelta(days=days))
+        events_removed = events.purge(connection, utcnow() - timedelta(days=days))
     if as_json:
         click.echo(json.dumps({"removed": removed, "older_than_days": days, "bulk_batches_removed": batches_removed,
-                               "hook_deliveries_removed": deliveries_removed}))
+                               "hook_deliveries_removed": deliveries_removed, "events_removed": events_removed}))
         return
-    click.echo(f"Removed {removed} idempotency keys older than {days} days, {batches_removed} finished bulk batches "
-               f"and {deliveries_removed} finished hook deliveries (with their delivery log).")
+    click.echo(f"Removed {removed} idempotency keys older than {days} days, {batches_removed} finished bulk batches, "
+               f"{deliveries_removed} finished hook deliveries (with their delivery log) and {events_removed} "
+               "fanned-out events.")
 
 
 # --- webhooks: Paywalls' events into the relay ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 import re
 import threading
 import time
+import weakref
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
@@ -29,8 +30,12 @@ MAX_USER = 128  # the events.user column; Paywalls recommends user ids under 128
 wake = threading.Event()
 
 
+# Printable ASCII without blanks: an id and a type travel on in HTTP headers (X-Relay-Event-Id, -Type) to hook targets.
+_TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
+
+
 def _text(value, limit: int) -> str | None:
-    return value if isinstance(value, str) and 0 < len(value) <= limit and value.strip() == value else None
+    return value if isinstance(value, str) and len(value) <= limit and _TOKEN_TEXT.fullmatch(value) else None
 
 
 def normalize(body) -> dict:
@@ -45,11 +50,11 @@ def normalize(body) -> dict:
     prefix = "event." if wrapped else ""
     errors = []
     if _text(event.get("id"), MAX_ID) is None:
-        errors.append(field_error(prefix + "id", f"{prefix}id must be the event id, text of 1-{MAX_ID} characters "
-                                                 "without surrounding blanks, e.g. evt_123."))
+        errors.append(field_error(prefix + "id", f"{prefix}id must be the event id, 1-{MAX_ID} printable ASCII "
+                                                 "characters without blanks, e.g. evt_123."))
     if _text(event.get("type"), MAX_TYPE) is None:
-        errors.append(field_error(prefix + "type", f"{prefix}type must be the event type, text of 1-{MAX_TYPE} "
-                                                   "characters, e.g. paywall.balance.deposit.created."))
+        errors.append(field_error(prefix + "type", f"{prefix}type must be the event type, 1-{MAX_TYPE} printable "
+                                                   "ASCII characters, e.g. paywall.balance.deposit.created."))
     if "data" in event and not isinstance(event["data"], dict):
         errors.append(field_error(prefix + "data", f"{prefix}data must be a JSON object (or left out)."))
     if errors:
@@ -77,10 +82,12 @@ def created_at(event: dict, default: datetime) -> datetime:
         return default
 
 
-def store(connection, event: dict, source: str, token_id: str | None = None, now: datetime | None = None) -> bool:
+def store(connection, event: dict, source: str, token_id: str | None = None, now: datetime | None = None,
+          happened: datetime | None = None) -> bool:
     """Insert the event once per id, in the caller's transaction (a Session or a Core Connection): True if it is
     new, False if that id was stored before (a duplicate delivery: acknowledged, never fanned out twice).
-    The event must come from normalize() or the relay itself: it has an id and a type."""
+    The event must come from normalize() or the relay itself: it has an id and a type. `happened`: its createdAt
+    as a datetime, when the caller has it (the relay's own events), instead of reading it back from the text."""
     from . import db  # db imports Flask's app context helpers; events stays importable without them
 
     now = now or utcnow()
@@ -89,7 +96,7 @@ def store(connection, event: dict, source: str, token_id: str | None = None, now
               # A user id too long for the column cannot be any relay token's user: the event is kept, unfiltered.
               "user": user if user is not None and len(user) <= MAX_USER else None,
               "payload": json.dumps(event, separators=(",", ":"), ensure_ascii=False),
-              "token_id": token_id, "created_at": created_at(event, now), "received_at": now, "fanned_out": False}
+              "token_id": token_id, "created_at": happened or created_at(event, now), "received_at": now, "fanned_out": False}
     inserted = db.insert_ignore_returning(connection, Event, values) is not None
     if inserted:
         wake.set()
@@ -107,6 +114,7 @@ FROM_LEDGER = {
     "ambiguous": "relay.operation.ambiguous",
 }
 DEPLETED = "paywall.balance.depleted"
+RELAY_PREFIX = "evt_relay_"  # the ids of the relay's own events: evt_relay_<ledger id>[_depleted]
 MODES = ("auto", "on", "off")
 CONFIGURED_TTL = 30.0  # seconds the answer to "are Paywalls webhooks configured?" is reused, per process
 _INSUFFICIENT = re.compile(r"insufficient|top.?up|not enough", re.IGNORECASE)
@@ -118,7 +126,7 @@ class _Configured:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.answers = {}  # engine id -> (monotonic time, answer)
+        self.answers = weakref.WeakKeyDictionary()  # engine -> (monotonic time, answer); gone with its engine
 
     def __call__(self, settings: dict, connection) -> bool:
         """`connection`: the caller's own (SQLite admits one writer: a second connection would wait on it)."""
@@ -126,14 +134,14 @@ class _Configured:
             return True
         now = time.monotonic()
         with self.lock:
-            cached = self.answers.get(id(connection.engine))
+            cached = self.answers.get(connection.engine)
         if cached and now - cached[0] < CONFIGURED_TTL:
             return cached[1]
         from .models import WebhookSubscription
         query = select(WebhookSubscription.id).where(WebhookSubscription.deactivated_at.is_(None)).limit(1)
         answer = connection.execute(query).first() is not None
         with self.lock:
-            self.answers[id(connection.engine)] = (now, answer)
+            self.answers[connection.engine] = (now, answer)
         return answer
 
     def forget(self):
@@ -206,9 +214,9 @@ def from_ledger(connection, settings: dict, token, operation: str, outcome: str,
         data["upstreamStatus"] = entry.get("upstream_status")
     stored = False
     for index, event_type in enumerate(made):
-        event = {"id": f"evt_relay_{ledger_id}" + ("" if index == 0 else "_depleted"), "type": event_type,
+        event = {"id": f"{RELAY_PREFIX}{ledger_id}" + ("" if index == 0 else "_depleted"), "type": event_type,
                  "version": "1", "createdAt": iso_z(now), "source": "relay", "data": data}
-        stored = store(connection, event, "relay", token_id=token.id, now=now) or stored
+        stored = store(connection, event, "relay", token_id=token.id, now=now, happened=now) or stored
     return stored
 
 
@@ -246,3 +254,11 @@ def recent(session, types: list[str], limit: int, allowed, limited: bool) -> lis
         if len(found) == limit:
             break
     return found
+
+
+def purge(connection, before: datetime) -> int:
+    """Forget events received before `before` that were fanned out (`paywalls-relay idempotency purge`, after the
+    retention period): their deliveries ended long ago (retries stop after 24 hours). One not fanned out yet stays."""
+    from sqlalchemy import delete
+    result = connection.execute(delete(Event).where(Event.fanned_out.is_(True), Event.received_at < before))
+    return result.rowcount

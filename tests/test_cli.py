@@ -183,7 +183,8 @@ def test_every_command_that_reports_speaks_json(env):
     assert json.loads(run("tokens", "revoke", token_id, "--json").output)["status"] == "revoked"
     assert json.loads(run("idempotency", "purge", "--json").output) == {"removed": 0, "older_than_days": 30,
                                                                          "bulk_batches_removed": 0,
-                                                                         "hook_deliveries_removed": 0}
+                                                                         "hook_deliveries_removed": 0,
+                                                                         "events_removed": 0}
     assert json.loads(run("db", "upgrade", "--json").output) == {"revision": migrate.head()}
 
 

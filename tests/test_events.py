@@ -31,6 +31,9 @@ def test_normalize_keeps_what_paywalls_adds():
     ({"id": " evt_1", "type": "x"}, ["id"]),
     ({"id": "e" * 101, "type": "x"}, ["id"]),
     ({"id": "evt_1", "type": "x", "data": [1]}, ["data"]),
+    ({"id": "evt_1\r\nX-Injected: 1", "type": "x"}, ["id"]),
+    ({"id": "evt_é", "type": "paywall.balance\n"}, ["id", "type"]),
+    ({"id": "evt 1", "type": "x"}, ["id"]),
     ({}, ["id", "type"]),
 ])
 def test_normalize_refuses_an_event_without_usable_id_or_type_naming_the_field(body, fields):
@@ -391,3 +394,18 @@ def test_every_event_the_relay_makes_or_stores_validates_against_schemas_event_j
     assert len({e["type"] for e in made}) == 5
     for event in made + [EVENT]:
         validator.validate(event)
+
+
+def test_purge_forgets_old_fanned_out_events_only(app):
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import update
+    old = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with app.app_context():
+        with db.write() as connection:
+            for event_id, when in (("old_done", old), ("old_pending", old), ("new_done", old + timedelta(days=60))):
+                events.store(connection, {"id": event_id, "type": "t"}, "paywalls", now=when)
+            connection.execute(update(Event).where(Event.id.in_(["old_done", "new_done"])).values(fanned_out=True))
+        with db.write() as connection:
+            assert events.purge(connection, old + timedelta(days=30)) == 1
+    assert sorted(row.id for row in stored(app)) == ["new_done", "old_pending"]

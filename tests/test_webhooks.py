@@ -184,7 +184,9 @@ def test_a_body_changed_after_signing_is_refused(intake_app):
 
 
 @pytest.mark.parametrize("raw, status", [(b"{not json", 400), (b"[]", 422), (b'{"type": "x"}', 422),
-                                         (b'{"delivery": {}, "event": {"id": "e"}}', 422), (b"\xff\xfe", 400)])
+                                         (b'{"delivery": {}, "event": {"id": "e"}}', 422), (b"\xff\xfe", 400),
+                                         (b'{"id": "e", "type": "t", "data": {"amount": NaN}}', 400),
+                                         (b"[" * 5000 + b"]" * 5000, 400), (b"", 400)])
 def test_a_signed_body_that_is_no_event_is_refused_naming_the_field(intake_app, raw, status):
     answer = post(intake_app.test_client(), None, raw=raw)
     assert answer.status_code == status
@@ -283,6 +285,12 @@ def test_subscribe_list_and_unsubscribe_against_the_sandbox(operator_env, sandbo
     assert post(client, {**EVENT, "id": "evt_after"}, secret=secret).status_code == 404  # no secret left at all
     listed = json.loads(cli_run("webhooks", "list", "--json").output)
     assert [(s["active"], s["paywalls_active"]) for s in listed["subscriptions"]] == [(False, False)]
+    # Subscribing again makes a new subscription (not a replay of the deactivated one), with a new secret.
+    again = json.loads(cli_run("webhooks", "subscribe", "--url", intake, "--json").output)
+    assert again["id"] != remote["id"] and sandbox.state.subscriptions[again["id"]]["secret"] != secret
+    assert again["events"] == ["paywall.balance.*"]
+    assert post(client, {**EVENT, "id": "evt_again"}, secret=sandbox.state.subscriptions[again["id"]]["secret"]
+                ).status_code == 202
 
 
 def test_subscribe_refuses_plain_http_for_a_live_relay_and_odd_events(operator_env, sandbox):
@@ -305,3 +313,47 @@ def test_subscribe_says_what_paywalls_answered_when_it_refuses(operator_env, san
 def test_unsubscribe_of_an_unknown_id(operator_env, sandbox):
     refused = cli_run("webhooks", "unsubscribe", "wh_nope", ok=False)
     assert refused.exit_code == 1 and "webhooks list" in refused.output
+
+
+def test_refused_signatures_are_throttled_per_address_and_a_valid_one_still_passes(make_app, database_url):
+    app = make_app(database_url, PAYWALLS_WEBHOOK_SECRET=SECRET, RELAY_AUTH_FAILURE_LIMIT="3/minute")
+    client = app.test_client()
+    statuses = [post(client, {**EVENT, "id": f"evt_bad_{n}"}, secret="whsec_guess").status_code for n in range(5)]
+    assert statuses[:3] == [401, 401, 401] and statuses[3:] == [429, 429]
+    assert post(client, EVENT).status_code == 202
+    assert [row.id for row in stored(app)] == ["evt_in_1"]
+
+
+def test_the_relays_own_event_ids_cannot_come_from_outside(intake_app):
+    answer = post(intake_app.test_client(), {**EVENT, "id": "evt_relay_1"})
+    assert answer.status_code == 422 and answer.get_json()["errors"][0]["field"] == "id"
+    assert stored(intake_app) == []
+
+
+def test_a_database_failure_while_storing_is_a_503_paywalls_retries(intake_app, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    def down(*args, **kwargs):
+        raise OperationalError("INSERT INTO events", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(events, "store", down)
+    answer = post(intake_app.test_client(), EVENT)
+    assert answer.status_code == 503 and answer.get_json()["type"].endswith(":unavailable")
+    monkeypatch.undo()
+    assert stored(intake_app) == []
+    assert post(intake_app.test_client(), EVENT).status_code == 202  # Paywalls' retry is taken
+
+
+def test_the_same_event_delivered_concurrently_is_stored_once(intake_app):
+    from concurrent.futures import ThreadPoolExecutor
+    barrier = __import__("threading").Barrier(6)
+
+    def deliver(_):
+        client = intake_app.test_client()
+        barrier.wait()
+        return post(client, {"delivery": {"id": "dlv"}, "event": EVENT}).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(deliver, range(6)))
+    assert statuses == [200] * 5 + [202]
+    assert len(stored(intake_app)) == 1
