@@ -740,3 +740,17 @@ def test_https_connects_to_the_checked_address_and_verifies_the_certificate_for_
         else:  # the address answers, but its certificate is not for the name the hook gave: nothing is sent
             assert answer.status is None and answer.error.startswith("TLS failed")
             assert receiver.received == []
+
+
+def test_the_idle_poll_reads_events_through_the_partial_index(app):
+    """Every worker looks for events not fanned out about once a second; the events table grows with every deposit,
+    so that read must use ix_events_pending_fanout, never scan the table."""
+    with app.app_context(), db.read_connection() as connection:
+        statement = deliveries.unfanned(1).compile(connection, compile_kwargs={"literal_binds": True})
+        if connection.dialect.name == "postgresql":
+            with connection.begin():
+                connection.exec_driver_sql("SET LOCAL enable_seqscan = off")  # any usable index is taken
+                plan = " ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {statement}"))
+        else:
+            plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}"))
+    assert "ix_events_pending_fanout" in plan, plan
