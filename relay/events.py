@@ -115,7 +115,6 @@ FROM_LEDGER = {
 }
 DEPLETED = "paywall.balance.depleted"
 RELAY_PREFIX = "evt_relay_"  # the ids of the relay's own events: evt_relay_<ledger id>[_depleted]
-MODES = ("auto", "on", "off")
 CONFIGURED_TTL = 30.0  # seconds the answer to "are Paywalls webhooks configured?" is reused, per process
 _INSUFFICIENT = re.compile(r"insufficient|top.?up|not enough", re.IGNORECASE)
 
