@@ -115,7 +115,6 @@ FROM_LEDGER = {
 }
 DEPLETED = "paywall.balance.depleted"
 RELAY_PREFIX = "evt_relay_"  # the ids of the relay's own events: evt_relay_<ledger id>[_depleted]
-MODES = ("auto", "on", "off")
 CONFIGURED_TTL = 30.0  # seconds the answer to "are Paywalls webhooks configured?" is reused, per process
 _INSUFFICIENT = re.compile(r"insufficient|top.?up|not enough", re.IGNORECASE)
 
@@ -223,6 +222,7 @@ def from_ledger(connection, settings: dict, token, operation: str, outcome: str,
 # --- reading recent events (GET /v1/relay/events) -------------------------------------------------------------------
 
 TYPE_FILTER = re.compile(r"\*|[a-z0-9_]+(?:\.[a-z0-9_]+)*(?:\.\*)?", re.IGNORECASE)
+MAX_TYPE_FILTERS = 50
 SCAN_LIMIT = 2000  # rows read at most to find `limit` events a user-limited token may see
 
 
