@@ -62,7 +62,9 @@ def on_exit(server):
 
 def worker_exit(server, worker):
     """A worker stopping (a deploy, a restart): its bulk runner finishes the rows in flight and queues its batch again,
-    so another worker resumes it at once instead of after RELAY_BULK_LEASE."""
-    from relay import batches
+    so another worker resumes it at once instead of after RELAY_BULK_LEASE; its hooks worker claims no more
+    deliveries and lets the POSTs in flight finish (each within RELAY_HOOKS_TIMEOUT)."""
+    from relay import batches, deliveries
 
     batches.stop_all(timeout=graceful_timeout - 5)
+    deliveries.stop_all(timeout=10)

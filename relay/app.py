@@ -7,7 +7,8 @@ from flask import Flask, current_app, g
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from . import admin, api, batches, clock, config, db, health, logs, messages, migrate, proxies, sandbox, validation
+from . import admin, api, batches, clock, config, db, deliveries, health, hooks, logs, messages, migrate, proxies, sandbox, \
+    validation, webhooks
 from .ratelimits import RateLimits
 from .upstream import Upstream
 
@@ -56,10 +57,11 @@ def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flas
     logs.init_app(app)
     register_errors(app)
     app.after_request(headers)
-    for blueprint in (api.bp, admin.bp, health.bp):
+    for blueprint in (api.bp, hooks.bp, admin.bp, health.bp, webhooks.bp):
         app.register_blueprint(blueprint)
-    if serving:  # the CLI commands stay quiet, and only a serving process runs bulk batches (batches.py)
+    if serving:  # the CLI commands stay quiet; only a serving process runs bulk batches and delivers events
         batches.start(app)
+        deliveries.start(app)
         logs.startup(settings, str(app.extensions["relay.engine"].url), os.environ.get("RELAY_SERVER_WORKERS"),
                      os.environ.get("RELAY_SERVER_THREADS"))
     return app

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import click
 from flask import current_app
 
-from . import batches, caps, claims, dates, db, ledger, messages, migrate, money, tokens
+from . import batches, caps, claims, dates, db, deliveries, ledger, messages, migrate, money, tokens
 from .models import utcnow
 
 DEMO_LABEL = "Sandbox demo"
@@ -58,6 +58,7 @@ def run(host, port):
     settings = current_app.config["RELAY"]
     server = make_server(host, port, current_app._get_current_object(), threaded=True)
     batches.start(current_app._get_current_object())  # this process serves, so it runs bulk batches too
+    deliveries.start(current_app._get_current_object())  # and delivers events to REST hooks
     url = f"http://{host}:{server.server_port}"
     from . import logs
     logs.startup(settings, _database_url(), 1, "one per request")
@@ -173,9 +174,11 @@ def dev_stack(as_json, host, database_url, exit_with_stdin):
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True, name="stdin-watch").start()
     threading.Thread(target=server.serve_forever, daemon=True, name="relay").start()
     batches.start(app)  # the stack serves, so it runs bulk batches too
+    deliveries.start(app)  # and delivers events to REST hooks
     stop.wait()
     server.shutdown()
     batches.stop(app, timeout=10)
+    deliveries.stop(app, timeout=10)
     upstream.stop()
     app.extensions["relay.engine"].dispose()
     if workdir:
@@ -215,7 +218,7 @@ def scope_options(func):
     options = [
         click.option("--label", help="What this token is for, e.g. 'Zap: Stripe renewals'."),
         click.option("--notes", help="Free text for operators."),
-        click.option("--ops", help="Allowed operations: deposit,charge,balance,ledger,bulk (default: deposit)."),
+        click.option("--ops", help="Allowed operations: deposit,charge,balance,ledger,bulk,events,topup (default: deposit)."),
         click.option("--max-amount", help="Largest amount per call; none removes it."),
         click.option("--daily-cap", help="Largest total per UTC day; none removes it."),
         click.option("--monthly-cap", help="Largest total per calendar month (UTC); none removes it."),

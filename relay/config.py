@@ -44,11 +44,17 @@ SETTINGS = [
     Setting("RELAY_RECORD_BUDGET", 5.0, float, "Seconds the relay keeps retrying to record Paywalls' answer when its database fails."),
     Setting("RELAY_BULK_CONCURRENCY", 8, int, "Rows of one bulk batch (`POST /v1/relay/bulk`) sent to Paywalls at once, per relay process running it (1-64)."),
     Setting("RELAY_BULK_LEASE", 60.0, float, "Lease in seconds of a relay process on the bulk batch it runs, renewed every few seconds; a batch left by a dead process is resumed by another after it."),
+    Setting("RELAY_HOOKS_TIMEOUT", 10.0, float, "Seconds one POST of an event to a hook target may take in all (connect, send, answer); longer counts as a failed attempt, retried later."),
+    Setting("RELAY_HOOKS_CONCURRENCY", 4, int, "Events POSTed to hook targets at once, per relay process (1-64)."),
+    Setting("RELAY_HOOKS_LEASE", 30.0, float, "Lease in seconds of a relay process on a delivery it is sending; a delivery left by a dead process is sent again by another after it. Must be at least `RELAY_HOOKS_TIMEOUT` + 5."),
     Setting("RELAY_IDEMPOTENCY_RETENTION_DAYS", 30, int, "Days idempotency keys and answers are kept."),
     Setting("RELAY_AUTH_FAILURE_LIMIT", "20/minute", str, "Failed authentications allowed per client address."),
     Setting("RELAY_TRUST_PROXY", 0, int, "How many proxies in front set X-Forwarded-For (Heroku, Render: 1); honoured only from `FORWARDED_ALLOW_IPS`."),
     Setting("FORWARDED_ALLOW_IPS", "127.0.0.1,::1", str, "Proxy addresses or networks whose X-Forwarded-* headers are believed, by gunicorn and the relay alike (Heroku, Render: `*`). See \"Behind a proxy\"."),
     Setting("RELAY_LOG_LEVEL", "INFO", str, "Log level of the JSON request log."),
+    Setting("PAYWALLS_WEBHOOK_SECRET", None, str, "The `whsec_...` secret of a Paywalls webhook subscription made in Paywalls' dashboard, to verify what Paywalls posts to `POST /v1/webhooks/paywalls`. Subscriptions made with `paywalls-relay webhooks subscribe` need none (their secret is stored, encrypted). Neither: that path answers 404."),
+    Setting("RELAY_EVENTS_FROM_RELAY", "auto", str, "Events the relay makes from its own ledger: `on` (all), `off` (none), or `auto`: `relay.*` always, and `paywall.*` (deposit created, charge completed or failed, depleted) only while no Paywalls webhooks are configured, since Paywalls then sends those for every deposit, the relay's included."),
+    Setting("RELAY_SECRET_KEY", None, str, "Key that encrypts the webhook secrets the relay stores (`webhooks subscribe`). Unset: derived from `PAYWALLS_API_KEY` (rotating that key then needs `webhooks subscribe` again)."),
     Setting("RELAY_METRICS_TOKEN", None, str, "Bearer token `/metrics` requires. Unset: `/metrics` is open (keep it off the public internet)."),
 ]
 
@@ -98,8 +104,19 @@ def _checked(config: dict) -> dict:
         raise ConfigError("RELAY_BULK_CONCURRENCY must be between 1 and 64")
     if config["RELAY_BULK_LEASE"] < 2:
         raise ConfigError("RELAY_BULK_LEASE must be at least 2 seconds: the runner renews it every lease/4 seconds")
+    if not 1 <= config["RELAY_HOOKS_CONCURRENCY"] <= 64:
+        raise ConfigError("RELAY_HOOKS_CONCURRENCY must be between 1 and 64")
+    if config["RELAY_HOOKS_TIMEOUT"] <= 0:
+        raise ConfigError("RELAY_HOOKS_TIMEOUT must be positive")
+    if config["RELAY_HOOKS_LEASE"] < config["RELAY_HOOKS_TIMEOUT"] + LEASE_MARGIN:
+        raise ConfigError(
+            f"RELAY_HOOKS_LEASE={config['RELAY_HOOKS_LEASE']:g} is too short: another process could send a delivery "
+            f"again while the first is still sending it. It must be at least RELAY_HOOKS_TIMEOUT + {LEASE_MARGIN:g} s "
+            f"= {config['RELAY_HOOKS_TIMEOUT'] + LEASE_MARGIN:g} s.")
     if config["RELAY_UPSTREAM_BUDGET"] <= 0 or config["RELAY_RECORD_BUDGET"] < 0:
         raise ConfigError("RELAY_UPSTREAM_BUDGET must be positive and RELAY_RECORD_BUDGET not negative")
+    if config["RELAY_EVENTS_FROM_RELAY"] not in ("auto", "on", "off"):
+        raise ConfigError("RELAY_EVENTS_FROM_RELAY must be auto, on or off")
     if config["SANDBOX"]:
         # The embedded sandbox gets a key of its own, so the upstream path is exercised as in production.
         config["PAYWALLS_API_KEY"] = "sk-sandbox-" + secrets.token_urlsafe(16)

@@ -30,7 +30,8 @@ _INSERT = insert(LedgerEntry.__table__)  # built once; a Core insert skips the O
 _TOKEN = select(Token.__table__.c.id, Token.__table__.c.label).where(Token.__table__.c.id == bindparam("tid"))
 
 
-def record(session, token, operation: str, outcome: str, created_at=None, **fields):
+def record(session, token, operation: str, outcome: str, created_at=None, **fields) -> int:
+    """Write one ledger row; its id (relay-made events are named after it, events.py)."""
     created_at = created_at or utcnow()
     values = {"created_at": created_at, "recorded_at": fields.pop("recorded_at", None) or created_at,
               "token_id": token.id, "token_label": token.label, "operation": operation, "outcome": outcome, **fields}
@@ -38,8 +39,9 @@ def record(session, token, operation: str, outcome: str, created_at=None, **fiel
         values["metadata"] = values.pop("metadata_")
     if values.get("amount") is not None:
         values["amount_micros"] = amounts.to_micros(values["amount"])  # summed as usage (caps.usage)
-    session.execute(_INSERT, values)
+    result = session.execute(_INSERT, values)
     metrics.OUTCOMES.labels(operation, outcome).inc()
+    return result.inserted_primary_key[0]
 
 
 def token_for(connection, token_id: str):

@@ -95,7 +95,7 @@ SETTING_HINTS = {
     "label": "label must be 1-200 characters of text, not only blanks, e.g. 'Zap: Stripe renewals'.",
     "notes": "notes must be text of at most 2000 characters, or null.",
     "operations": "operations must be a non-empty list of distinct operations from deposit, charge, balance, "
-                  "ledger and bulk, e.g. [\"deposit\"].",
+                  "ledger, bulk, events and topup, e.g. [\"deposit\"].",
     "max_amount": "max_amount " + _LIMIT,
     "daily_cap": "daily_cap " + _LIMIT,
     "monthly_cap": "monthly_cap " + _LIMIT,
@@ -517,3 +517,81 @@ def bulk_same_event(first_line: int, dedupe_on: list[str]) -> str:
 def bulk_has_problems(count: int) -> str:
     return (f"{count} line(s) have problems; nothing was sent. Fix them (run with --dry-run to list them), or run "
             "with --skip-invalid to send the valid rows and report the others as invalid.")
+
+
+# --- REST hooks: POST/GET/DELETE /v1/relay/hooks (relay/hooks.py) and their deliveries (relay/deliveries.py) -------
+
+FIELD_MESSAGES.update({
+    ("target_url", "required"): "target_url is required: the URL the relay POSTs each event to, e.g. the Zap's "
+                                "bundle.targetUrl or the n8n trigger's webhook URL.",
+    ("target_url", "*"): "target_url must be an https:// URL of at most 2048 characters (http:// too on a "
+                         "development relay).",
+    ("event_types", "*"): "event_types must be a non-empty list of up to 30 distinct event types, such as "
+                          "[\"paywall.balance.depleted\"], a family such as \"paywall.balance.*\", or [\"*\"] alone "
+                          "for every event.",
+    ("filter", "*"): "filter must be an object such as {\"user\": \"acme:user_123\"}: user is the one user whose "
+                     "events this hook receives (letters, digits and _ - . : only), or null for every user.",
+})
+HOOK_STAR_ALONE = "event_types: \"*\" means every event and must be the only item: [\"*\"]."
+HOOK_UNKNOWN_QUERY = "{name} is not a parameter of this call (parameters: {known})."
+HOOK_LIMIT_QUERY = "limit must be a whole number from 1 to 100."
+HOOK_CURSOR = "cursor must be the next_cursor value of the previous page; leave it out to start from the newest attempt."
+
+
+def hook_target_refused(why: str) -> Problem:
+    return validation([field_error("target_url", why)])
+
+
+def too_many_hooks(limit: int) -> Problem:
+    return validation([field_error("target_url",
+                                   f"This token already has {limit} active hooks, the most one token may have. Delete "
+                                   "the ones no workflow uses (GET /v1/relay/hooks lists them, DELETE "
+                                   "/v1/relay/hooks/<id> removes one), or use a token per workflow.")])
+
+
+def hook_user_not_allowed(user: str) -> Problem:
+    return Problem(403, "forbidden", "User not allowed for this token",
+                   f"This token may not subscribe to the events of user '{user}': it is limited to users matching its "
+                   "user pattern. Check filter.user, or ask for a token that covers this user.", limit="user_pattern")
+
+
+def hook_not_found() -> Problem:
+    return not_found("This hook (of this token)")
+
+
+# A delivery's last_error when it stops without an answer to show (the delivery log, GET .../deliveries).
+DELIVERY_HOOK_DELETED = "not sent: the hook was deleted"
+DELIVERY_HOOK_GONE = "the target answered 410 Gone: the hook was deleted and its pending deliveries cancelled"
+DELIVERY_TOKEN_UNUSABLE = "not sent: the hook's token was revoked, disabled or expired, or lost the events operation"
+DELIVERY_USER_NOT_ALLOWED = "not sent: the hook's token may no longer see this event's user (its user pattern changed)"
+DELIVERY_GAVE_UP = "gave up: no 2xx answer within 24 hours of the event"
+
+
+# --- events (webhooks in, relay-made events, GET /v1/relay/events) ------------------------------------------------
+
+def invalid_event(errors: list[dict]) -> Problem:
+    fields = ", ".join(e["field"] for e in errors)
+    return Problem(422, "validation", "Not a usable event",
+                   f"Nothing was stored. Fix these fields: {fields}.", errors=errors)
+
+
+def webhooks_off() -> Problem:
+    return Problem(404, "not-found", "Webhook intake is off",
+                   "This relay has no Paywalls webhook secret, so it accepts no webhooks. Set PAYWALLS_WEBHOOK_SECRET to "
+                   "the whsec_... secret of your Paywalls subscription, or register one with `paywalls-relay webhooks "
+                   "subscribe --url https://<this relay>/v1/webhooks/paywalls`.")
+
+
+WEBHOOK_REFUSED = {
+    "signature_missing": "It has no X-Paywalls-Signature header.",
+    "signature": "Its X-Paywalls-Signature does not match the body under any configured webhook secret. Check that "
+                 "PAYWALLS_WEBHOOK_SECRET is the whsec_... secret of this subscription, whole, prefix included.",
+    "timestamp_missing": "It has no X-Paywalls-Timestamp header.",
+    "timestamp": "Its X-Paywalls-Timestamp is more than 5 minutes from the relay's clock (a replayed delivery, or a "
+                 "clock out of sync: check NTP on the relay's machine).",
+}
+
+
+def webhook_refused(reason: str) -> Problem:
+    return Problem(401, "webhook-refused", "Webhook delivery refused",
+                   f"{WEBHOOK_REFUSED[reason]} Nothing was stored.", reason=reason)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from flask import current_app
 from sqlalchemy.exc import DBAPIError
 
-from . import amounts, caps, claims, clock, db, keys, ledger, messages, metrics, tokens
+from . import amounts, caps, claims, clock, db, events, keys, ledger, messages, metrics, tokens
 from .claims import Claim, Replay
 
 log = logging.getLogger("relay.money")
@@ -236,14 +236,20 @@ def record(token, op: str, body: dict, claimed: Claim, outcome, client_key: str 
                                    status=status if transition.state == "done" else None,
                                    body=text if transition.state == "done" else None, now=now)
                 # The money counts when it was reserved (caps.py), and the ledger dates it then.
-                ledger.record(connection, token, op, ledger_outcome, created_at=claimed.reserved_at,
-                              recorded_at=now, **entry)
+                ledger_id = ledger.record(connection, token, op, ledger_outcome, created_at=claimed.reserved_at,
+                                          recorded_at=now, **entry)
+                # Its event (a credit, a charge, a decline, an ambiguous call) in the same transaction: there is
+                # one exactly when the row is.
+                made = events.from_ledger(connection, settings(), token, op, ledger_outcome, ledger_id, entry,
+                                          outcome.body, now)
                 # The token's usage rows last: every call on the token needs them, so they stay locked only
                 # until COMMIT.
                 if transition.reservation == "settle":
                     caps.settle(connection, claimed.reserved_token_id, claimed.reserved_micros, claimed.reserved_periods)
                 elif transition.reservation == "release":
                     caps.release(connection, claimed.reserved_token_id, claimed.reserved_micros, claimed.reserved_periods)
+            if made:
+                events.wake.set()  # committed now: the delivery worker can see it
             return status, text
         except claims.LeaseLost:
             # A newer claim owns the event (this attempt outlived its lease): its outcome is the one recorded.

@@ -31,7 +31,7 @@ ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ID_LENGTH, SECRET_LENGTH, CHECKSUM_LENGTH = 12, 32, 6  # 32 base62 chars = 190 bits of secret
 TOKEN_LENGTH = len(PREFIX) + ID_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH
 TOKEN_RE = re.compile(rf"^{PREFIX}[0-9A-Za-z]{{{ID_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH}}}$")
-OPERATIONS = ("deposit", "charge", "balance", "ledger", "bulk")
+OPERATIONS = ("deposit", "charge", "balance", "ledger", "bulk", "events", "topup")
 MAX_PATTERN_LENGTH = 200
 DURATION_RE = re.compile(r"^([1-9][0-9]{0,5})([smhd])$")
 DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

@@ -1,0 +1,233 @@
+"""Webhooks in: the one signature rule (verify), the timestamp window, and POST /v1/webhooks/paywalls."""
+
+import hashlib
+import hmac
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from conftest import manual_clock
+from relay import db, events, webhooks
+from relay.models import Event
+
+# RFC 4231, test case 2: an HMAC-SHA256 vector computed by someone else.
+RFC_KEY, RFC_DATA = "Jefe", b"what do ya want for nothing?"
+RFC_MAC = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+
+
+def test_verify_matches_the_rfc_4231_vector():
+    assert webhooks.sign(RFC_KEY, RFC_DATA) == RFC_MAC
+    assert webhooks.verify(RFC_KEY, RFC_DATA, RFC_MAC)
+
+
+def test_the_whsec_prefix_is_part_of_the_key():
+    secret, body = "whsec_Zm9vYmFy", b'{"id":"evt_1"}'
+    with_prefix = hmac.new(b"whsec_Zm9vYmFy", body, hashlib.sha256).hexdigest()
+    without_prefix = hmac.new(b"Zm9vYmFy", body, hashlib.sha256).hexdigest()
+    assert webhooks.verify(secret, body, with_prefix)
+    assert not webhooks.verify(secret, body, without_prefix)
+
+
+def test_a_unicode_secret_is_keyed_by_its_utf8_bytes():
+    secret, body = "clé-✓-秘密", b"{}"
+    utf8 = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    utf16 = hmac.new(secret.encode("utf-16-le"), body, hashlib.sha256).hexdigest()
+    assert webhooks.verify(secret, body, utf8)
+    assert not webhooks.verify(secret, body, utf16)
+
+
+def test_an_empty_body_has_a_signature_too():
+    assert webhooks.verify("whsec_x", b"", hmac.new(b"whsec_x", b"", hashlib.sha256).hexdigest())
+    assert not webhooks.verify("whsec_x", b" ", hmac.new(b"whsec_x", b"", hashlib.sha256).hexdigest())
+
+
+def test_hex_case_and_a_sha256_prefix_do_not_matter():
+    assert webhooks.verify(RFC_KEY, RFC_DATA, RFC_MAC.upper())
+    assert webhooks.verify(RFC_KEY, RFC_DATA, "sha256=" + RFC_MAC)
+    assert webhooks.verify(RFC_KEY, RFC_DATA, f" {RFC_MAC} ")
+
+
+@pytest.mark.parametrize("signature", [
+    None, "", RFC_MAC[:-1], RFC_MAC[:32], RFC_MAC + "0", RFC_MAC[:-1] + "g", "sha1=" + RFC_MAC,
+    RFC_MAC[:-1] + ("4" if RFC_MAC[-1] != "4" else "5"), "é" * 64, "\x00" * 64, "0" * 64,
+])
+def test_a_wrong_truncated_or_odd_signature_fails(signature):
+    assert not webhooks.verify(RFC_KEY, RFC_DATA, signature)
+
+
+def test_a_body_changed_by_one_byte_fails():
+    assert not webhooks.verify(RFC_KEY, RFC_DATA + b" ", RFC_MAC)
+
+
+def test_no_secret_verifies_nothing():
+    assert not webhooks.verify("", b"", hmac.new(b"", b"", hashlib.sha256).hexdigest())
+    assert not webhooks.verify(None, b"", hmac.new(b"", b"", hashlib.sha256).hexdigest())
+
+
+NOW = datetime(2026, 11, 30, 12, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("text, fresh", [
+    ("2026-11-30T12:00:00Z", True), ("2026-11-30T11:55:01Z", True), ("2026-11-30T11:54:59Z", False),
+    ("2026-11-30T12:04:59.5+00:00", True), ("2026-11-30T12:05:01Z", False), ("2026-11-30T13:00:00+01:00", True),
+    (str(int(NOW.timestamp())), True), (str(int(NOW.timestamp()) - 301), False), (str(int(NOW.timestamp()) + 299), True),
+    (str(int(NOW.timestamp() * 1000)), True), (f"{NOW.timestamp():.3f}", True),
+    (None, False), ("", False), ("yesterday", False), ("99999999999999999999", False), ("-5", False),
+    ("2026-13-45T00:00:00Z", False),
+])
+def test_the_timestamp_window_is_five_minutes_each_way(text, fresh):
+    assert webhooks.fresh(webhooks.parse_timestamp(text), NOW) is fresh
+
+
+# --- stored secrets -------------------------------------------------------------------------------------------
+
+def test_a_sealed_secret_is_not_the_secret_and_opens_only_with_the_key():
+    settings = {"PAYWALLS_API_KEY": "sk-paywalls-1", "RELAY_SECRET_KEY": None}
+    sealed = webhooks.seal(settings, "whsec_topsecretvalue")
+    assert "topsecret" not in sealed and "whsec_" not in sealed
+    assert webhooks.unseal(settings, sealed) == "whsec_topsecretvalue"
+    assert webhooks.unseal({"PAYWALLS_API_KEY": "sk-paywalls-2"}, sealed) is None
+    # Setting RELAY_SECRET_KEY later: what was sealed before still opens; new seals use the new key.
+    moved = {"PAYWALLS_API_KEY": "sk-paywalls-1", "RELAY_SECRET_KEY": "relay-key"}
+    assert webhooks.unseal(moved, sealed) == "whsec_topsecretvalue"
+    assert webhooks.unseal({"RELAY_SECRET_KEY": "relay-key"}, webhooks.seal(moved, "whsec_b")) == "whsec_b"
+    assert webhooks.unseal(settings, "not a fernet token") is None
+
+
+# --- the intake -------------------------------------------------------------------------------------------------
+
+SECRET = "whsec_intake_" + "k" * 24
+EVENT = {"id": "evt_in_1", "type": "paywall.balance.deposit.created", "version": "1",
+         "createdAt": "2026-11-30T12:00:00Z",
+         "data": {"walletUserId": "w_1", "externalUserId": "acme:u1", "amount": "5", "currency": "USD"}}
+
+
+@pytest.fixture
+def intake_app(make_app, database_url):
+    events.webhooks_configured.forget()
+    return make_app(database_url, PAYWALLS_WEBHOOK_SECRET=SECRET)
+
+
+def post(client, body, secret=SECRET, timestamp=None, signature=None, raw=None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json",
+               "X-Paywalls-Event": "paywall.balance.deposit.created@1",
+               "X-Paywalls-Timestamp": timestamp if timestamp is not None else
+               datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}
+    sig = signature if signature is not None else webhooks.sign(secret, data)
+    if sig != "":
+        headers["X-Paywalls-Signature"] = sig
+    if headers["X-Paywalls-Timestamp"] == "":
+        del headers["X-Paywalls-Timestamp"]
+    return client.post("/v1/webhooks/paywalls", data=data, headers=headers)
+
+
+def stored(app):
+    with app.app_context(), db.read() as session:
+        return list(session.scalars(select(Event).order_by(Event.received_at)))
+
+
+def test_a_signed_wrapped_delivery_is_stored_once_and_a_duplicate_acknowledged(intake_app):
+    client = intake_app.test_client()
+    events.wake.clear()
+    first = post(client, {"delivery": {"id": "dlv_1", "attempt": 1}, "event": EVENT})
+    assert first.status_code == 202
+    assert first.get_json() == {"received": True, "id": "evt_in_1", "type": EVENT["type"], "duplicate": False}
+    assert events.wake.is_set()
+    again = post(client, {"delivery": {"id": "dlv_2", "attempt": 2}, "event": EVENT})
+    assert again.status_code == 200 and again.get_json()["duplicate"] is True
+    [row] = stored(intake_app)
+    assert (row.source, row.user, row.fanned_out) == ("paywalls", "acme:u1", False)
+    assert json.loads(row.payload) == EVENT
+
+
+def test_a_bare_event_is_taken_too(intake_app):
+    answer = post(intake_app.test_client(), {**EVENT, "id": "evt_bare"})
+    assert answer.status_code == 202
+    assert [row.id for row in stored(intake_app)] == ["evt_bare"]
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    ({"signature": ""}, "signature_missing"),
+    ({"secret": "whsec_other"}, "signature"),
+    ({"secret": SECRET.removeprefix("whsec_")}, "signature"),
+    ({"signature": "0" * 64}, "signature"),
+    ({"timestamp": ""}, "timestamp_missing"),
+    ({"timestamp": "2020-01-01T00:00:00Z"}, "timestamp"),
+    ({"timestamp": "not a time"}, "timestamp"),
+])
+def test_a_bad_signature_or_timestamp_gets_401_and_stores_nothing(intake_app, kwargs, reason):
+    answer = post(intake_app.test_client(), EVENT, **kwargs)
+    assert answer.status_code == 401
+    body = answer.get_json()
+    assert body["type"] == "urn:paywalls-relay:problem:webhook-refused" and body["reason"] == reason
+    assert SECRET not in answer.get_data(as_text=True)
+    assert stored(intake_app) == []
+
+
+def test_a_stale_timestamp_by_the_relays_clock(intake_app):
+    clock = manual_clock(intake_app, NOW)
+    client = intake_app.test_client()
+    assert post(client, EVENT, timestamp=(NOW - timedelta(minutes=5, seconds=1)).isoformat()).status_code == 401
+    assert post(client, EVENT, timestamp=(NOW + timedelta(minutes=6)).isoformat()).status_code == 401
+    assert post(client, EVENT, timestamp=str(int(NOW.timestamp()) - 10)).status_code == 202
+    clock.advance(600)
+    assert stored(intake_app)[0].received_at.replace(tzinfo=timezone.utc) == NOW
+
+
+def test_a_body_changed_after_signing_is_refused(intake_app):
+    data = json.dumps(EVENT).encode()
+    answer = post(intake_app.test_client(), None, raw=data.replace(b"5", b"500"), signature=webhooks.sign(SECRET, data))
+    assert answer.status_code == 401 and stored(intake_app) == []
+
+
+@pytest.mark.parametrize("raw, status", [(b"{not json", 400), (b"[]", 422), (b'{"type": "x"}', 422),
+                                         (b'{"delivery": {}, "event": {"id": "e"}}', 422), (b"\xff\xfe", 400)])
+def test_a_signed_body_that_is_no_event_is_refused_naming_the_field(intake_app, raw, status):
+    answer = post(intake_app.test_client(), None, raw=raw)
+    assert answer.status_code == status
+    assert stored(intake_app) == []
+
+
+def test_intake_is_off_without_any_secret(make_app, database_url):
+    app = make_app(database_url)
+    answer = post(app.test_client(), EVENT)
+    assert answer.status_code == 404
+    assert "PAYWALLS_WEBHOOK_SECRET" in answer.get_json()["detail"]
+    assert stored(app) == []
+
+
+def test_a_stored_subscription_secret_verifies_and_is_never_stored_plain(make_app, database_url):
+    from relay.models import WebhookSubscription
+    app = make_app(database_url)
+    settings = app.config["RELAY"]
+    with app.app_context(), db.transaction() as session:
+        session.add(WebhookSubscription(id="sub_a", url="https://r.example/v1/webhooks/paywalls", events=["*"],
+                                        secret_encrypted=webhooks.seal(settings, "whsec_stored_one"),
+                                        secret_suffix="_one"))
+        session.add(WebhookSubscription(id="sub_old", url="https://r.example/v1/webhooks/paywalls", events=["*"],
+                                        secret_encrypted=webhooks.seal(settings, "whsec_deactivated"),
+                                        secret_suffix="ated", deactivated_at=NOW))
+    client = app.test_client()
+    assert post(client, EVENT, secret="whsec_stored_one").status_code == 202
+    assert post(client, {**EVENT, "id": "evt_2"}, secret="whsec_deactivated").status_code == 401
+    with app.app_context(), db.read() as session:
+        columns = session.execute(select(WebhookSubscription.__table__)).all()
+    assert "whsec_stored_one" not in repr(columns) and "stored_one" not in repr(columns)
+
+
+def test_a_secret_that_no_longer_opens_is_skipped_and_logged_without_it(make_app, database_url, relay_log):
+    from relay.models import WebhookSubscription
+    app = make_app(database_url, PAYWALLS_WEBHOOK_SECRET=SECRET)
+    sealed = webhooks.seal({"PAYWALLS_API_KEY": "sk-an-old-key"}, "whsec_lost_secret")
+    with app.app_context(), db.transaction() as session:
+        session.add(WebhookSubscription(id="sub_lost", url="https://r.example/x", events=["*"],
+                                        secret_encrypted=sealed, secret_suffix="cret"))
+    client = app.test_client()
+    assert post(client, EVENT).status_code == 202  # the env secret still works
+    assert post(client, {**EVENT, "id": "evt_x"}, secret="whsec_lost_secret").status_code == 401
+    logged = [json.dumps(record.fields) for record in relay_log.records if hasattr(record, "fields")]
+    assert any("sub_lost" in line for line in logged)
+    assert not any("lost_secret" in line for line in logged) and "lost_secret" not in relay_log.text
