@@ -141,7 +141,9 @@ test('checkExists: true for the hook with this URL and settings; adopts it when 
 	const ctx = context({ params: { event: 'balanceDepleted', user: '' }, respond: () => ok({ data: hooks }) });
 	assert.equal(await methods().checkExists.call(ctx), true);
 	assert.equal(ctx.staticData.hookId, 'hk_mine');
-	assert.deepEqual(ctx.requests.map((r) => `${r.method} ${r.url}`), ['GET http://relay.test/v1/relay/hooks']);
+	assert.deepEqual(ctx.requests.map((r) => `${r.method} ${r.url}`), [
+		`GET http://relay.test/v1/relay/hooks?target_url=${encodeURIComponent(WEBHOOK)}`,
+	]);
 });
 
 test('checkExists: a hook for this URL with other settings is deleted, then false (n8n creates anew)', async () => {
@@ -153,7 +155,7 @@ test('checkExists: a hook for this URL with other settings is deleted, then fals
 	});
 	assert.equal(await methods().checkExists.call(ctx), false);
 	assert.deepEqual(ctx.requests.map((r) => `${r.method} ${r.url}`), [
-		'GET http://relay.test/v1/relay/hooks',
+		`GET http://relay.test/v1/relay/hooks?target_url=${encodeURIComponent(WEBHOOK)}`,
 		'DELETE http://relay.test/v1/relay/hooks/hk_old',
 	]);
 	assert.equal(ctx.staticData.hookId, undefined);

@@ -98,7 +98,7 @@ export class PaywallsRelayTrigger implements INodeType {
 				let found = false;
 				// Any other hook aiming at this webhook URL is left over from earlier settings (another
 				// Event or User): delete it, so the workflow never runs for events it no longer asks for.
-				for (const hook of await listHooks(caller(this))) {
+				for (const hook of await listHooks(caller(this), url)) {
 					if (hook.target_url !== url) continue;
 					if (!found && events.sameHook(hook, name, url, user)) {
 						found = true;

@@ -113,9 +113,10 @@ export async function hookCall(
 	throw toNodeApiError(ctx.getNode(), info);
 }
 
-/** GET /v1/relay/hooks: the token's hooks ({data: [...]}, or a bare list). */
-export async function listHooks(ctx: RelayCaller): Promise<Hook[]> {
-	const page = (await hookCall(ctx, 'GET', events.hookPath())) as IDataObject | unknown[];
+/** GET /v1/relay/hooks?target_url=...: the token's hooks aiming at this URL ({data: [...]}). */
+export async function listHooks(ctx: RelayCaller, targetUrl: string): Promise<Hook[]> {
+	const path = `${events.hookPath()}?target_url=${encodeURIComponent(targetUrl)}`;
+	const page = (await hookCall(ctx, 'GET', path)) as IDataObject | unknown[];
 	const list = Array.isArray(page) ? page : Array.isArray(page.data) ? page.data : null;
 	if (list === null) {
 		const info = describeAnswer(200, '', {}, { url: events.hookPath() });
