@@ -1,0 +1,308 @@
+// End-to-end test of PaywallsRelayTrigger in a real n8n 2.41.1 (`n8n start`, not `n8n execute`:
+// a trigger only runs in an active, published workflow). The packed node is installed as a user
+// installs it (npm install in ~/.n8n/nodes); a workflow "Paywalls Relay Trigger (Deposit Created)
+// -> HTTP Request to a receiver started here" is imported and published; when n8n starts it
+// activates the workflow, and the trigger registers n8n's webhook URL with the relay of
+// `paywalls-relay dev-stack --json` (POST /v1/relay/hooks). A deposit into the sandbox stack
+// then makes a deposit event (the relay's own, or the sandbox's signed webhook when dev-stack
+// wires one), the relay POSTs it to n8n, the workflow executes, and its HTTP Request node brings
+// the item to the receiver.
+//
+// Needs: the built package (npm run build), the relay's virtualenv (make venv, or
+// PAYWALLS_RELAY_BIN), and install-n8n.sh's cache (installed on first use, reused after).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const PKG = path.resolve(HERE, '..');
+const REPO = path.resolve(PKG, '..');
+const TRIGGER_TYPE = 'n8n-nodes-paywalls-relay.paywallsRelayTrigger';
+const CRED = { id: 'pwrE2eTrigCred01', name: 'Relay e2e (events)' };
+const WF_ID = 'pwrE2eWfTrigger1';
+const WEBHOOK_ID = crypto.randomUUID();
+const USER = 'e2e:n8n_trigger';
+const OTHER_USER = 'e2e:n8n_someone_else';
+
+const children = [];
+let tmp;
+let stack;
+let token;
+let n8n; // { node, bin, env, url, proc }
+let receiver; // { server, url, received }
+
+function freePort() {
+	return new Promise((resolve, reject) => {
+		const server = net.createServer();
+		server.unref();
+		server.on('error', reject);
+		server.listen(0, '127.0.0.1', () => {
+			const { port } = server.address();
+			server.close(() => resolve(port));
+		});
+	});
+}
+
+function tail(file, lines = 60) {
+	try {
+		return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
+	} catch {
+		return '(no log)';
+	}
+}
+
+function relayBin() {
+	if (process.env.PAYWALLS_RELAY_BIN) return process.env.PAYWALLS_RELAY_BIN;
+	const bin = path.join(REPO, '.venv', 'bin', 'paywalls-relay');
+	if (!fs.existsSync(bin)) execFileSync('make', ['-C', REPO, 'venv'], { stdio: ['ignore', 'inherit', 'inherit'] });
+	return bin;
+}
+
+/** `paywalls-relay dev-stack --json`; resolves with its one JSON line. */
+async function startDevStack() {
+	const log = path.join(tmp, 'dev-stack.log');
+	const fd = fs.openSync(log, 'a');
+	const child = spawn(relayBin(), ['dev-stack', '--json', '--exit-with-stdin'], {
+		cwd: tmp,
+		env: { ...process.env, RELAY_LOG_LEVEL: 'WARNING' },
+		stdio: ['pipe', 'pipe', fd],
+	});
+	fs.closeSync(fd);
+	children.push(child);
+	const line = await new Promise((resolve, reject) => {
+		let buffer = '';
+		const timer = setTimeout(() => reject(new Error(`dev-stack printed nothing in 60 s:\n${tail(log)}`)), 60_000);
+		child.stdout.on('data', (chunk) => {
+			buffer += chunk;
+			const end = buffer.indexOf('\n');
+			if (end >= 0) {
+				clearTimeout(timer);
+				resolve(buffer.slice(0, end));
+			}
+		});
+		child.on('exit', (code) => {
+			clearTimeout(timer);
+			reject(new Error(`dev-stack exited ${code}:\n${tail(log)}`));
+		});
+	});
+	return JSON.parse(line);
+}
+
+async function json(url, init) {
+	const res = await fetch(url, init);
+	const text = await res.text();
+	assert.ok(res.ok, `${init?.method ?? 'GET'} ${url} -> ${res.status}: ${text}`);
+	return text ? JSON.parse(text) : null;
+}
+
+const relay = (pathname, init = {}) =>
+	json(`${stack.relay_url}${pathname}`, {
+		...init,
+		headers: { Authorization: `Bearer ${token.token}`, 'Content-Type': 'application/json', ...(init.headers ?? {}) },
+	});
+
+async function until(what, probe, seconds = 60) {
+	const deadline = Date.now() + seconds * 1000;
+	for (;;) {
+		const value = await probe();
+		if (value) return value;
+		if (Date.now() > deadline) {
+			throw new Error(`${what} did not happen within ${seconds} s.\n--- n8n log ---\n${tail(n8n.log)}\n--- dev-stack log ---\n${tail(path.join(tmp, 'dev-stack.log'))}`);
+		}
+		if (n8n.proc.exitCode !== null) throw new Error(`n8n exited ${n8n.proc.exitCode}:\n${tail(n8n.log)}`);
+		await new Promise((r) => setTimeout(r, 250));
+	}
+}
+
+function n8nCli(args) {
+	const res = spawnSync(n8n.node, [n8n.bin, ...args], { env: n8n.env, cwd: tmp, encoding: 'utf8', timeout: 240_000 });
+	if (res.error) throw res.error;
+	return { status: res.status, out: `${res.stdout}\n${res.stderr}` };
+}
+
+/** A receiver for the workflow's HTTP Request node: records each JSON body it gets. */
+function startReceiver() {
+	const received = [];
+	const server = http.createServer((req, res) => {
+		const chunks = [];
+		req.on('data', (c) => chunks.push(c));
+		req.on('end', () => {
+			try {
+				received.push(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+			} catch {
+				received.push({ unparsable: Buffer.concat(chunks).toString('utf8') });
+			}
+			res.writeHead(200, { 'Content-Type': 'application/json' });
+			res.end('{}');
+		});
+	});
+	return new Promise((resolve) => {
+		server.listen(0, '127.0.0.1', () => resolve({ server, received, url: `http://127.0.0.1:${server.address().port}/got` }));
+	});
+}
+
+function triggerWorkflow(receiverUrl) {
+	return {
+		id: WF_ID,
+		name: 'e2e: Paywalls Relay Trigger -> receiver',
+		active: false,
+		nodes: [
+			{
+				id: 'trigger',
+				name: 'Deposit Created',
+				type: TRIGGER_TYPE,
+				typeVersion: 1,
+				position: [0, 0],
+				webhookId: WEBHOOK_ID,
+				credentials: { paywallsRelayApi: CRED },
+				parameters: { event: 'depositCreated', user: USER },
+			},
+			{
+				id: 'send',
+				name: 'Send',
+				type: 'n8n-nodes-base.httpRequest',
+				typeVersion: 4.2,
+				position: [300, 0],
+				parameters: {
+					method: 'POST',
+					url: receiverUrl,
+					sendBody: true,
+					specifyBody: 'json',
+					jsonBody: '={{ JSON.stringify($json) }}',
+					options: {},
+				},
+			},
+		],
+		connections: { 'Deposit Created': { main: [[{ node: 'Send', type: 'main', index: 0 }]] } },
+		settings: { executionOrder: 'v1' },
+	};
+}
+
+/** A deposit into the sandbox stack through the relay, as any client makes it. */
+async function depositTo(user, amount, reference) {
+	return await relay('/v1/user/balance/deposit', {
+		method: 'POST',
+		headers: { 'Idempotency-Key': `e2e-n8n-trigger-${reference}` },
+		body: JSON.stringify({ user, amount, metadata: { reference } }),
+	});
+}
+
+before(async () => {
+	assert.ok(fs.existsSync(path.join(PKG, 'dist/nodes/PaywallsRelayTrigger/PaywallsRelayTrigger.node.js')), 'run "npm run build" first');
+	const install = spawnSync('bash', [path.join(HERE, 'install-n8n.sh')], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+	assert.equal(install.status, 0, 'install-n8n.sh failed');
+	const cache = install.stdout.trim().split('\n').pop();
+	tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pwr-n8n-trigger-'));
+
+	stack = await startDevStack();
+	token = await json(`${stack.relay_url}/v1/admin/tokens`, {
+		method: 'POST',
+		headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${stack.admin_key}` },
+		body: JSON.stringify({ label: 'n8n trigger test', operations: ['deposit', 'events'] }),
+	});
+	receiver = await startReceiver();
+
+	// The package as a user installs it.
+	const home = path.join(tmp, 'n8n-home');
+	const nodesDir = path.join(home, '.n8n', 'nodes');
+	fs.mkdirSync(nodesDir, { recursive: true });
+	const packed = execFileSync('npm', ['pack', '--silent', '--pack-destination', tmp], { cwd: PKG, encoding: 'utf8' }).trim().split('\n').pop();
+	execFileSync('npm', ['install', '--ignore-scripts', '--legacy-peer-deps', '--no-audit', '--no-fund', '--offline', path.join(tmp, packed)], {
+		cwd: nodesDir,
+		stdio: ['ignore', 'ignore', 'inherit'],
+	});
+
+	const port = await freePort();
+	n8n = {
+		node: path.join(cache, 'node', 'bin', 'node'),
+		bin: path.join(cache, 'app', 'node_modules', 'n8n', 'bin', 'n8n'),
+		url: `http://127.0.0.1:${port}/`,
+		log: path.join(tmp, 'n8n.log'),
+		env: {
+			PATH: `${path.join(cache, 'node', 'bin')}:${process.env.PATH}`,
+			HOME: home,
+			TMPDIR: tmp,
+			N8N_USER_FOLDER: home,
+			N8N_ENCRYPTION_KEY: 'paywalls-relay-e2e-only',
+			N8N_PORT: String(port),
+			N8N_LISTEN_ADDRESS: '127.0.0.1',
+			// The URL n8n gives the trigger for its webhook, which the relay then POSTs to.
+			WEBHOOK_URL: `http://127.0.0.1:${port}/`,
+			N8N_RUNNERS_BROKER_PORT: String(await freePort()),
+			N8N_DIAGNOSTICS_ENABLED: 'false',
+			N8N_VERSION_NOTIFICATIONS_ENABLED: 'false',
+			N8N_TEMPLATES_ENABLED: 'false',
+			N8N_PERSONALIZATION_ENABLED: 'false',
+			N8N_SECURE_COOKIE: 'false',
+			N8N_LOG_LEVEL: 'info',
+			N8N_LOG_OUTPUT: 'console',
+		},
+	};
+
+	fs.writeFileSync(
+		path.join(tmp, 'credentials.json'),
+		JSON.stringify([{ ...CRED, type: 'paywallsRelayApi', data: { baseUrl: stack.relay_url, token: token.token } }]),
+	);
+	fs.writeFileSync(path.join(tmp, 'workflow.json'), JSON.stringify(triggerWorkflow(receiver.url)));
+	let res = n8nCli(['import:credentials', `--input=${path.join(tmp, 'credentials.json')}`]);
+	assert.equal(res.status, 0, `import:credentials failed:\n${res.out}`);
+	res = n8nCli(['import:workflow', `--input=${path.join(tmp, 'workflow.json')}`]);
+	assert.equal(res.status, 0, `import:workflow failed:\n${res.out}`);
+	res = n8nCli(['publish:workflow', `--id=${WF_ID}`]);
+	assert.equal(res.status, 0, `publish:workflow failed:\n${res.out}`);
+
+	const fd = fs.openSync(n8n.log, 'a');
+	n8n.proc = spawn(n8n.node, [n8n.bin, 'start'], { env: n8n.env, cwd: tmp, stdio: ['ignore', fd, fd] });
+	fs.closeSync(fd);
+	children.push(n8n.proc);
+}, { timeout: 900_000 });
+
+after(async () => {
+	for (const child of children.reverse()) {
+		if (child.exitCode !== null || child.signalCode !== null) continue;
+		const exited = new Promise((r) => child.once('exit', r));
+		child.stdin?.end();
+		child.kill('SIGTERM');
+		const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+		await exited;
+		clearTimeout(timer);
+	}
+	receiver?.server.close();
+	if (tmp && !process.env.KEEP_E2E_TMP) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('an active workflow with the trigger registers its webhook with the relay and runs on a deposit event', { timeout: 300_000 }, async () => {
+	const target = `${n8n.url}webhook/${WEBHOOK_ID}/webhook`;
+	// Activation: n8n called the trigger's checkExists and create.
+	const hook = await until('the trigger subscribing on activation', async () => {
+		const { data } = await relay(`/v1/relay/hooks?target_url=${encodeURIComponent(target)}`);
+		return data.length ? data : null;
+	}, 180);
+	assert.equal(hook.length, 1, 'one hook for the workflow');
+	assert.deepEqual(hook[0].event_types, ['paywall.balance.deposit.created']);
+	assert.deepEqual(hook[0].filter, { user: USER });
+
+	// Another user's deposit first: the hook's filter keeps it from the workflow.
+	await depositTo(OTHER_USER, '1', 'other_1');
+	const credited = await depositTo(USER, '4', 'trig_1');
+	assert.equal(credited.balanceFormatted, '4.00');
+
+	const [item] = await until('the workflow execution reaching the receiver', async () => (receiver.received.length ? receiver.received : null));
+	assert.equal(item.type, 'paywall.balance.deposit.created');
+	assert.equal(item.user, USER);
+	assert.equal(item.data.externalUserId, USER);
+	assert.equal(item.data.amount, '4');
+	assert.match(item.id, /^evt_/);
+	// The relay's delivery log shows the one delivery, answered 2xx by n8n.
+	const log = await relay(`/v1/relay/hooks/${hook[0].id}/deliveries`);
+	const delivered = log.data.filter((a) => a.event_id === item.id);
+	assert.ok(delivered.some((a) => a.status >= 200 && a.status < 300), JSON.stringify(log.data));
+	assert.ok(receiver.received.every((r) => r.user === USER), 'no execution for the other user');
+});
