@@ -6,7 +6,7 @@ from datetime import datetime
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from . import batches, bulk, caps, clock, dates, db, keys, ledger, messages, money, tokens, validation
+from . import batches, bulk, caps, clock, dates, db, events, keys, ledger, messages, money, tokens, validation
 
 bp = Blueprint("api", __name__)
 JSON = "application/json"
@@ -246,3 +246,51 @@ def _bulk_args(args) -> dict:
         raise messages.invalid_query("skip_invalid", messages.BULK_QUERY["skip_invalid"])
     batch_id = args.get("batch_id") or None
     return {"op": operation, "dry_run": validation.dry_run(args), "skip_invalid": skip == "true", "batch_id": batch_id}
+
+
+# --- events and top-up links (issue 16) ------------------------------------------------------------------------
+
+@bp.get("/v1/user/balance/topup")
+def topup():
+    """A link the user opens to top up their balance (Paywalls' GET /user/balance/topup), for the flow "balance
+    depleted -> email the user a top-up link". Paywalls' answer is passed through as it is."""
+    token = authenticated("topup")
+    query = validation.query("balance-query.json", request.args)
+    tokens.authorize_user(token, query["user"])
+    outcome = current_app.extensions["relay.upstream"].call("GET", "/user/balance/topup", params={"user": query["user"]})
+    body = outcome.body if outcome.kind == "ok" else None
+    with db.transaction() as session:
+        ledger.record(session, token, "topup", "read" if body else "failed", created_at=clock.now(),
+                      user=query["user"], upstream_status=outcome.status, latency_ms=outcome.latency_ms,
+                      request_id=g.request_id)
+    if body is not None:
+        return Response(json.dumps(body), outcome.status, mimetype=JSON)
+    if outcome.kind == "rejected":
+        raise messages.upstream_rejected(outcome.status, outcome.message)
+    if outcome.kind == "redirected":
+        raise messages.upstream_misdirected(outcome.status)
+    raise messages.upstream_unavailable(outcome.message)
+
+
+EVENTS_ARGS = ("type", "limit")
+
+
+@bp.get("/v1/relay/events")
+def recent_events():
+    """The newest stored events, for Zapier's performList and samples: ?type= (repeatable, or comma-separated;
+    `paywall.balance.*` matches a family), ?limit= (1-100, default 10). A token with a user pattern sees only the
+    events of users it matches, never an event without a user."""
+    token = authenticated("events")
+    unknown = set(request.args) - set(EVENTS_ARGS)
+    if unknown:
+        raise messages.validation([messages.field_error(name, messages.unknown_field(name, list(EVENTS_ARGS)))
+                                   for name in sorted(unknown)])
+    types = [part.strip() for value in request.args.getlist("type") for part in value.split(",") if part.strip()]
+    for name in types:
+        if not events.TYPE_FILTER.fullmatch(name):
+            raise messages.invalid_query("type", messages.EVENT_TYPE_FILTER.format(value=name[:120]))
+    limit = _limit(request.args.get("limit") or "10")
+    with db.read() as session:
+        found = events.recent(session, types, limit, lambda user: tokens.user_allowed(token, user),
+                              limited=bool(token.user_pattern))
+    return jsonify(data=found)

@@ -1,4 +1,4 @@
-"""The `paywalls-relay` command: run, sandbox, db, tokens, ledger, idempotency, bulk."""
+"""The `paywalls-relay` command: run, sandbox, db, tokens, ledger, idempotency, bulk, webhooks."""
 
 import functools
 import json
@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import click
 from flask import current_app
 
-from . import batches, caps, claims, dates, db, deliveries, ledger, messages, migrate, money, tokens
+from . import batches, caps, claims, dates, db, deliveries, events, ledger, messages, migrate, money, tokens
 from .models import utcnow
 
 DEMO_LABEL = "Sandbox demo"
@@ -67,10 +67,29 @@ def run(host, port):
         click.secho("SANDBOX MODE: no PAYWALLS_API_KEY, so calls go to the embedded simulated upstream. "
                     "No real balance changes.", fg="yellow", bold=True)
         _print_demo(url, _demo_token())
+        if _wire_sandbox_webhooks(settings, url):
+            click.echo(f"Sandbox webhooks: signed events go to {url}/v1/webhooks/paywalls (instant triggers work "
+                       "with no Paywalls account).")
     else:
         click.echo(f"Upstream: {settings['PAYWALLS_BASE_URL']}")
     sys.stdout.flush()
     server.serve_forever()
+
+
+def _wire_sandbox_webhooks(settings: dict, relay_url: str) -> bool:
+    """Point the embedded sandbox's webhooks at this relay's intake, signed with a secret drawn for this start, as a
+    Paywalls subscription would be. Not when a secret is configured already (it is someone else's), nor when the
+    sandbox belongs to another process (RELAY_SANDBOX_URL)."""
+    import os
+    import secrets
+
+    from . import sandbox, webhooks
+    if settings.get("PAYWALLS_WEBHOOK_SECRET") or os.environ.get("RELAY_SANDBOX_URL"):
+        return False
+    secret = "whsec_" + secrets.token_urlsafe(24)
+    settings["PAYWALLS_WEBHOOK_SECRET"] = secret
+    sandbox.embedded().send_webhooks_to(relay_url + webhooks.PATH, secret)
+    return True
 
 
 def _demo_token() -> str:
@@ -98,11 +117,18 @@ def _print_demo(url: str, token: str):
               help="Every Paywalls call waits this long first, like an internet round trip.")
 @click.option("--jitter-ms", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Plus a random wait from 0 to this, drawn per call.")
-def sandbox_command(host, port, api_key, latency_ms, jitter_ms):
+@click.option("--webhook-url", default=None, help="Also deliver every event, signed, to this URL (e.g. a relay's "
+              "http://127.0.0.1:8000/v1/webhooks/paywalls), besides the subscriptions made through the API.")
+@click.option("--webhook-secret", default=None, envvar="SANDBOX_WEBHOOK_SECRET",
+              help="The secret that signs deliveries to --webhook-url (or SANDBOX_WEBHOOK_SECRET).")
+def sandbox_command(host, port, api_key, latency_ms, jitter_ms, webhook_url, webhook_secret):
     """Serve the simulated Paywalls upstream alone (for the Zapier/n8n tests and benchmarks)."""
     from .sandbox import Server
 
-    server = Server(host, port, api_key, latency_ms=latency_ms, jitter_ms=jitter_ms)
+    if webhook_url and not webhook_secret:
+        raise click.BadParameter("a delivery needs a secret to be signed with", param_hint="--webhook-secret")
+    server = Server(host, port, api_key, latency_ms=latency_ms, jitter_ms=jitter_ms, webhook_url=webhook_url,
+                    webhook_secret=webhook_secret)
     latency = f" (each call waits {latency_ms:g} ms + 0-{jitter_ms:g} ms)" if latency_ms or jitter_ms else ""
     click.echo(f"Sandbox upstream listening on {server.url}{latency}")
     sys.stdout.flush()
@@ -142,10 +168,11 @@ def dev_stack(as_json, host, database_url, exit_with_stdin):
     os.environ.pop("RELAY_SANDBOX_URL", None)
     upstream = sandbox.embedded(host)
     admin_key = "adm_" + secrets.token_urlsafe(32)
+    webhook_secret = "whsec_" + secrets.token_urlsafe(24)  # the sandbox signs its events for the relay's intake
     try:
         migrate.upgrade(database_url)
         app = create_app({"DATABASE_URL": database_url, "PAYWALLS_API_KEY": None, "RELAY_ENV": "development",
-                          "RELAY_ADMIN_KEY": admin_key})
+                          "RELAY_ADMIN_KEY": admin_key, "PAYWALLS_WEBHOOK_SECRET": webhook_secret})
     except (ConfigError, migrate.SchemaNotCurrent) as error:
         raise click.ClickException(str(error)) from None
     except Exception as error:  # an unknown scheme, an unreachable server: say so, not a traceback
@@ -159,6 +186,10 @@ def dev_stack(as_json, host, database_url, exit_with_stdin):
              "sandbox_control": upstream.control_secret,
              "database_url": database_url,
              "pid": os.getpid()}
+    from . import webhooks
+    stack["webhook_intake_url"] = stack["relay_url"] + webhooks.PATH
+    stack["webhook_secret"] = webhook_secret
+    upstream.send_webhooks_to(stack["webhook_intake_url"], webhook_secret)
     if as_json:
         click.echo(json.dumps(stack))
     else:
@@ -682,10 +713,117 @@ def idempotency_purge(older_than_days, as_json):
     with db.write() as connection:
         removed = claims.purge(connection, utcnow() - timedelta(days=days))
         batches_removed = batches.purge(connection, utcnow() - timedelta(days=days))
+        events_removed = events.purge(connection, utcnow() - timedelta(days=days))
     if as_json:
-        click.echo(json.dumps({"removed": removed, "older_than_days": days, "bulk_batches_removed": batches_removed}))
+        click.echo(json.dumps({"removed": removed, "older_than_days": days, "bulk_batches_removed": batches_removed,
+                               "events_removed": events_removed}))
         return
-    click.echo(f"Removed {removed} idempotency keys older than {days} days, and {batches_removed} finished bulk batches.")
+    click.echo(f"Removed {removed} idempotency keys older than {days} days, {batches_removed} finished bulk batches "
+               f"and {events_removed} fanned-out events.")
+
+
+# --- webhooks: Paywalls' events into the relay ------------------------------------------------------------------------
+
+@main.group("webhooks")
+def webhooks_group():
+    """Paywalls webhook subscriptions that deliver to this relay (POST /v1/webhooks/paywalls)."""
+
+
+def _event_types(text: str | None) -> list[str]:
+    from . import webhooks
+    names = [part.strip() for part in (text or "").split(",") if part.strip()] or list(webhooks.DEFAULT_EVENTS)
+    if len(names) > webhooks.MAX_EVENTS or ("*" in names and len(names) > 1):
+        raise click.BadParameter("give at most 50 event names or patterns, or * alone", param_hint="--events")
+    return names
+
+
+@webhooks_group.command("subscribe")
+@click.option("--url", required=True, help="This relay's intake as Paywalls reaches it: "
+              "https://relay.example.com/v1/webhooks/paywalls")
+@click.option("--events", "event_types", default=None,
+              help="Comma-separated event names or patterns (default: paywall.balance.*); * for every event.")
+@click.option("--description", default=None, help="Shown in Paywalls' dashboard (up to 512 characters).")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def webhooks_subscribe(url, event_types, description, as_json):
+    """Register this relay with Paywalls' webhooks. The whsec_ secret Paywalls returns is stored encrypted and never
+    shown; the relay verifies every delivery with it."""
+    from urllib.parse import urlsplit
+
+    from . import webhooks
+    parts = urlsplit(url)
+    settings = current_app.config["RELAY"]
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise click.BadParameter("must be the relay's full URL, e.g. https://relay.example.com/v1/webhooks/paywalls",
+                                 param_hint="--url")
+    if parts.scheme != "https" and not settings["SANDBOX"]:
+        raise click.BadParameter("Paywalls delivers only to https:// URLs", param_hint="--url")
+    if description is not None and len(description) > 512:
+        raise click.BadParameter("is longer than 512 characters", param_hint="--description")
+    names = _event_types(event_types)
+    try:
+        with db.transaction() as session:
+            described = webhooks.subscribe(session, settings, url, names, description, utcnow())
+    except webhooks.RegistrationError as error:
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(described))
+        return
+    click.echo(f"Registered Paywalls webhook subscription {described['id']}: {', '.join(described['events'])} "
+               f"-> {described['url']}")
+    click.echo(f"Its secret (ending {described['secret']}) is stored encrypted; deliveries signed with it are accepted.")
+    if not parts.path.rstrip("/").endswith(webhooks.PATH):
+        click.secho(f"Note: the relay takes deliveries at {webhooks.PATH}; check the URL's path.", fg="yellow")
+    if settings["RELAY_EVENTS_FROM_RELAY"] == "auto":
+        click.echo("Paywalls now sends deposit, charge and depleted events for every source, so the relay stops "
+                   "making its own paywall.* events (RELAY_EVENTS_FROM_RELAY=auto); relay.* events continue.")
+
+
+@webhooks_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def webhooks_list(as_json):
+    """The subscriptions this relay registered (secrets shown only by their last 4 characters), and whether Paywalls
+    still has them active."""
+    from . import webhooks
+    with db.read() as session:
+        ours, others, problem = webhooks.list_subscriptions(session)
+    if as_json:
+        click.echo(json.dumps({"subscriptions": ours, "elsewhere": others, "paywalls_error": problem}))
+        return
+    if not ours:
+        click.echo("No subscriptions registered by this relay. `paywalls-relay webhooks subscribe --url "
+                   "https://<relay>/v1/webhooks/paywalls` makes one.")
+    else:
+        click.echo(table([[item["id"], "active" if item["active"] else "deactivated",
+                           {True: "active", False: "inactive", None: "?"}[item.get("paywalls_active")]
+                           if "paywalls_active" in item else "?", item["secret"], ",".join(item["events"] or []),
+                           item["url"]] for item in ours],
+                         ["ID", "HERE", "AT PAYWALLS", "SECRET", "EVENTS", "URL"]))
+    if others:
+        click.echo(f"\nAt Paywalls but not registered by this relay ({len(others)}): "
+                   + ", ".join(f"{o['id']} -> {o['url']}" for o in others))
+    if problem:
+        click.echo(f"\n{problem}", err=True)
+
+
+@webhooks_group.command("unsubscribe")
+@click.argument("subscription_id")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def webhooks_unsubscribe(subscription_id, as_json):
+    """Deactivate a subscription at Paywalls and stop accepting deliveries signed with its secret."""
+    from . import webhooks
+    try:
+        with db.transaction() as session:
+            described = webhooks.unsubscribe(session, subscription_id, utcnow())
+    except webhooks.RegistrationError as error:
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(described))
+        return
+    gone = " (Paywalls no longer knew it)" if described["paywalls_answer"] == 404 else ""
+    click.echo(f"Unsubscribed {described['id']}{gone}: its deliveries are no longer accepted.")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,12 @@ MAX_USER = 128  # the events.user column; Paywalls recommends user ids under 128
 wake = threading.Event()
 
 
+# Printable ASCII without blanks: an id and a type travel on in HTTP headers (X-Relay-Event-Id, -Type) to hook targets.
+_TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
+
+
 def _text(value, limit: int) -> str | None:
-    return value if isinstance(value, str) and 0 < len(value) <= limit and value.strip() == value else None
+    return value if isinstance(value, str) and len(value) <= limit and _TOKEN_TEXT.fullmatch(value) else None
 
 
 def normalize(body) -> dict:
@@ -45,11 +49,11 @@ def normalize(body) -> dict:
     prefix = "event." if wrapped else ""
     errors = []
     if _text(event.get("id"), MAX_ID) is None:
-        errors.append(field_error(prefix + "id", f"{prefix}id must be the event id, text of 1-{MAX_ID} characters "
-                                                 "without surrounding blanks, e.g. evt_123."))
+        errors.append(field_error(prefix + "id", f"{prefix}id must be the event id, 1-{MAX_ID} printable ASCII "
+                                                 "characters without blanks, e.g. evt_123."))
     if _text(event.get("type"), MAX_TYPE) is None:
-        errors.append(field_error(prefix + "type", f"{prefix}type must be the event type, text of 1-{MAX_TYPE} "
-                                                   "characters, e.g. paywall.balance.deposit.created."))
+        errors.append(field_error(prefix + "type", f"{prefix}type must be the event type, 1-{MAX_TYPE} printable "
+                                                   "ASCII characters, e.g. paywall.balance.deposit.created."))
     if "data" in event and not isinstance(event["data"], dict):
         errors.append(field_error(prefix + "data", f"{prefix}data must be a JSON object (or left out)."))
     if errors:
@@ -77,10 +81,12 @@ def created_at(event: dict, default: datetime) -> datetime:
         return default
 
 
-def store(connection, event: dict, source: str, token_id: str | None = None, now: datetime | None = None) -> bool:
+def store(connection, event: dict, source: str, token_id: str | None = None, now: datetime | None = None,
+          happened: datetime | None = None) -> bool:
     """Insert the event once per id, in the caller's transaction (a Session or a Core Connection): True if it is
     new, False if that id was stored before (a duplicate delivery: acknowledged, never fanned out twice).
-    The event must come from normalize() or the relay itself: it has an id and a type."""
+    The event must come from normalize() or the relay itself: it has an id and a type. `happened`: its createdAt
+    as a datetime, when the caller has it (the relay's own events), instead of reading it back from the text."""
     from . import db  # db imports Flask's app context helpers; events stays importable without them
 
     now = now or utcnow()
@@ -89,7 +95,7 @@ def store(connection, event: dict, source: str, token_id: str | None = None, now
               # A user id too long for the column cannot be any relay token's user: the event is kept, unfiltered.
               "user": user if user is not None and len(user) <= MAX_USER else None,
               "payload": json.dumps(event, separators=(",", ":"), ensure_ascii=False),
-              "token_id": token_id, "created_at": created_at(event, now), "received_at": now, "fanned_out": False}
+              "token_id": token_id, "created_at": happened or created_at(event, now), "received_at": now, "fanned_out": False}
     inserted = db.insert_ignore_returning(connection, Event, values) is not None
     if inserted:
         wake.set()
@@ -208,5 +214,49 @@ def from_ledger(connection, settings: dict, token, operation: str, outcome: str,
     for index, event_type in enumerate(made):
         event = {"id": f"evt_relay_{ledger_id}" + ("" if index == 0 else "_depleted"), "type": event_type,
                  "version": "1", "createdAt": iso_z(now), "source": "relay", "data": data}
-        stored = store(connection, event, "relay", token_id=token.id, now=now) or stored
+        stored = store(connection, event, "relay", token_id=token.id, now=now, happened=now) or stored
     return stored
+
+
+# --- reading recent events (GET /v1/relay/events) -------------------------------------------------------------------
+
+TYPE_FILTER = re.compile(r"\*|[a-z0-9_]+(?:\.[a-z0-9_]+)*(?:\.\*)?", re.IGNORECASE)
+SCAN_LIMIT = 2000  # rows read at most to find `limit` events a user-limited token may see
+
+
+def _type_clause(types: list[str]):
+    from sqlalchemy import or_
+    if not types or "*" in types:
+        return None
+    exact = [name for name in types if not name.endswith(".*")]
+    families = [name[:-1] for name in types if name.endswith(".*")]  # "paywall.balance." (no LIKE wildcards left)
+    clauses = ([Event.type.in_(exact)] if exact else []) + [Event.type.startswith(prefix, autoescape=True)
+                                                             for prefix in families]
+    return or_(*clauses)
+
+
+def recent(session, types: list[str], limit: int, allowed, limited: bool) -> list[dict]:
+    """The newest events first (by when the relay received or made them), as their stored event objects. `limited`:
+    the reader's token has a user pattern, so only events with a user that `allowed(user)` are returned."""
+    query = select(Event.payload, Event.user).order_by(Event.received_at.desc(), Event.id.desc())
+    clause = _type_clause(types)
+    if clause is not None:
+        query = query.where(clause)
+    if limited:
+        query = query.where(Event.user.is_not(None))
+    found = []
+    for row in session.execute(query.limit(SCAN_LIMIT if limited else limit)):
+        if limited and not allowed(row.user):
+            continue
+        found.append(json.loads(row.payload))
+        if len(found) == limit:
+            break
+    return found
+
+
+def purge(connection, before: datetime) -> int:
+    """Forget events received before `before` that were fanned out (`paywalls-relay idempotency purge`, after the
+    retention period): their deliveries ended long ago (retries stop after 24 hours). One not fanned out yet stays."""
+    from sqlalchemy import delete
+    result = connection.execute(delete(Event).where(Event.fanned_out.is_(True), Event.received_at < before))
+    return result.rowcount

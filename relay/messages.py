@@ -595,3 +595,7 @@ WEBHOOK_REFUSED = {
 def webhook_refused(reason: str) -> Problem:
     return Problem(401, "webhook-refused", "Webhook delivery refused",
                    f"{WEBHOOK_REFUSED[reason]} Nothing was stored.", reason=reason)
+
+
+EVENT_TYPE_FILTER = ("type '{value}' is not an event type: use names such as paywall.balance.deposit.created, a family "
+                     "such as paywall.balance.*, or * for every type (repeat type=, or separate with commas).")

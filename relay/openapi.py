@@ -9,7 +9,7 @@ from .validation import load_schema
 
 SCHEMA_FILES = ["common.json", "deposit-request.json", "charge-request.json", "deposit-response.json",
                 "balance-response.json", "charge-response.json", "me-response.json", "deposits-response.json",
-                "dry-run-response.json", "bulk-request.json", "bulk-batch.json", "bulk-plan.json", "problem.json", "token-settings.json", "token.json", "tokens-response.json"]
+                "dry-run-response.json", "bulk-request.json", "bulk-batch.json", "bulk-plan.json", "problem.json", "token-settings.json", "token.json", "tokens-response.json", "event.json"]
 
 
 def _component(name: str) -> str:
@@ -187,6 +187,50 @@ def _bulk_paths() -> dict:
     }
 
 
+def _events_paths() -> dict:
+    token = [{"relayToken": []}]
+    user_param = {"name": "user", "in": "query", "required": True, "schema": {"$ref": "#/components/schemas/user"}}
+    return {
+        "/v1/relay/events": {"get": {
+            "summary": "The newest stored events (token operation events): for samples and Zapier's performList",
+            "security": token, "parameters": [
+                {"name": "type", "in": "query", "explode": True, "description": "Event types: repeat it, or separate "
+                 "with commas; a family such as paywall.balance.* or * for all. Absent: every type.",
+                 "schema": {"type": "array", "items": {"type": "string", "maxLength": 100}}},
+                {"name": "limit", "in": "query", "description": "1-100; default 10.",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
+            "responses": {"200": {"description": "Newest first; a token with a user pattern sees only its users' events",
+                                  "content": {"application/json": {"schema": {
+                                      "type": "object", "required": ["data"], "properties": {"data": {
+                                          "type": "array", "items": {"$ref": "#/components/schemas/event"}}}}}}},
+                          **PROBLEMS}}},
+        "/v1/user/balance/topup": {"get": {
+            "summary": "A link the user opens to top up (Paywalls' GET /user/balance/topup, passed through; "
+                       "token operation topup)",
+            "security": token, "parameters": [user_param],
+            "responses": {"200": {"description": "Paywalls' answer, as it is", "content": {
+                "application/json": {"schema": {"type": "object"}}}}, **PROBLEMS}}},
+        "/v1/webhooks/paywalls": {"post": {
+            "summary": "Paywalls' webhook deliveries (signed with the subscription's whsec_ secret); not for clients",
+            "parameters": [
+                {"name": "X-Paywalls-Signature", "in": "header", "required": True,
+                 "description": "Hex HMAC-SHA256 of the raw body, keyed with the secret's UTF-8 bytes (whsec_ included).",
+                 "schema": {"type": "string"}},
+                {"name": "X-Paywalls-Timestamp", "in": "header", "required": True,
+                 "description": "ISO 8601 or unix seconds; refused when more than 5 minutes off.",
+                 "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"anyOf": [
+                {"$ref": "#/components/schemas/event"},
+                {"type": "object", "required": ["event"], "properties": {
+                    "delivery": {"type": "object"}, "event": {"$ref": "#/components/schemas/event"}}}]}}}},
+            "responses": {"202": {"description": "Stored; fanned out to REST hooks in the background"},
+                          "200": {"description": "An event id seen before: acknowledged, not fanned out again"},
+                          "400": _problem("Not JSON"), "401": _problem("Signature or timestamp refused; nothing stored"),
+                          "404": _problem("Intake off: no webhook secret configured"),
+                          "422": _problem("No usable event id or type")}}},
+    }
+
+
 @cache
 def document(decimals: int = 2) -> dict:
     components = {}
@@ -229,6 +273,7 @@ def document(decimals: int = 2) -> dict:
                      "schema": {"anyOf": [{"type": "string", "pattern": "^led_[1-9][0-9]*$"}, {"const": ""}]}}],
                 "responses": {"200": _json("deposits_response"), **PROBLEMS}}},
             **_bulk_paths(),
+            **_events_paths(),
             **_admin_paths(),
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
             "/readyz": {"get": {"summary": "Readiness", "responses": {"200": {"description": "Ready"},

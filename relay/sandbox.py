@@ -1,5 +1,7 @@
 """A simulated Paywalls upstream: the three balance endpoints, Idempotency-Key handling, and
-fault injection that tests drive through /_sandbox/*.
+fault injection that tests drive through /_sandbox/*. It also acts as Paywalls' webhooks: subscriptions
+(/v1/webhooks/subscriptions, a whsec_ secret shown once) and signed deliveries of the balance events
+(sandbox_webhooks.py) to every active subscription and to a statically configured URL.
 
 It runs embedded (sandbox mode: no PAYWALLS_API_KEY) or standalone (`paywalls-relay sandbox`).
 State lives in memory, so one sandbox is one process.
@@ -16,11 +18,12 @@ import threading
 import time
 from collections import defaultdict
 from decimal import Decimal
+from urllib.parse import quote
 
 from flask import Flask, Response, abort, jsonify, request
 from werkzeug.serving import make_server
 
-from . import amounts
+from . import amounts, sandbox_webhooks
 
 # status: answer `status` before doing anything; rate_limit: 429 with Retry-After; latency: wait `seconds` first;
 # drop_after_credit: apply it, then drop the connection; respond: answer `status` with the raw `body` (and
@@ -28,6 +31,7 @@ from . import amounts
 # the answer one byte every `interval` seconds.
 FAULT_KINDS = {"status", "rate_limit", "latency", "drop_after_credit", "respond", "trickle"}
 TOPUP_MESSAGE = "Insufficient balance: {user} needs to top up. Authorize or top up at https://sandbox.paywalls.invalid/topup?user={user}"
+TOPUP_URL = "https://sandbox.paywalls.invalid/topup?user={user}"
 
 
 class State:
@@ -42,6 +46,11 @@ class State:
         self.answers = {}  # Idempotency-Key -> (status, body), as Paywalls retains keys
         self.key_locks = defaultdict(threading.Lock)
         self.bad_auth = 0
+        self.topups = []  # users a top-up link was asked for
+        # Webhook subscriptions and delivery attempts (sandbox_webhooks.py); the static target survives a reset.
+        self.subscriptions = {}
+        self.deliveries = []
+        self.webhook_target = getattr(self, "webhook_target", None)
 
     def take_fault(self, endpoint: str):
         with self.lock:
@@ -60,6 +69,9 @@ class State:
                 "calls": dict(self.calls),
                 "faults": [f for f in self.faults if f["count"] > 0],
                 "bad_auth": self.bad_auth,
+                "topups": list(self.topups),
+                "subscriptions": [sandbox_webhooks.public(s) for s in self.subscriptions.values()],
+                "webhook_deliveries": list(self.deliveries),
             }
 
 
@@ -71,7 +83,7 @@ CONTROL_HEADER = "X-Sandbox-Control"
 
 
 def create_sandbox_app(api_key: str | None = None, control_secret: str | None = None, latency_ms: float = 0,
-                       jitter_ms: float = 0) -> Flask:
+                       jitter_ms: float = 0, webhook_url: str | None = None, webhook_secret: str | None = None) -> Flask:
     """`control_secret`: the /_sandbox/* endpoints (faults, reset, balances) require it in X-Sandbox-Control.
     The embedded sandbox makes one per start, so nothing else on the machine can tamper with it.
 
@@ -82,7 +94,11 @@ def create_sandbox_app(api_key: str | None = None, control_secret: str | None = 
         raise ValueError("latency_ms and jitter_ms must not be negative")
     app = Flask("paywalls-sandbox")
     state = State()
+    if webhook_url:
+        state.webhook_target = {"url": webhook_url, "secret": webhook_secret or ""}
     app.extensions["sandbox.state"] = state
+    emitter = sandbox_webhooks.Emitter(state)
+    app.extensions["sandbox.webhooks"] = emitter
     app.extensions["sandbox.latency"] = (latency_ms / 1000, jitter_ms / 1000)
 
     def round_trip():
@@ -142,6 +158,10 @@ def create_sandbox_app(api_key: str | None = None, control_secret: str | None = 
                 answer = apply(user, amounts.parse(amount), body.get("metadata"), key)
                 if key:
                     state.answers[key] = (200, answer)
+                balance = state.balances[user]
+            # Paywalls' webhooks for what just happened, delivered from a thread after this answer (never for a
+            # replayed key: nothing happened again).
+            emitter.balance_events(endpoint, user, amounts.parse(amount), answer, balance)
             if fault and fault["kind"] == "drop_after_credit":
                 return drop_connection()
             if fault and fault["kind"] == "respond":
@@ -188,6 +208,24 @@ def create_sandbox_app(api_key: str | None = None, control_secret: str | None = 
             value = state.balances[user]
         return jsonify(balance=str(int(value * amounts.MICROS)), balanceFormatted=formatted(value))
 
+    @app.get("/v1/user/balance/topup")
+    def topup():
+        with state.lock:
+            state.calls["topup"] += 1
+        fault = state.take_fault("topup")
+        if fault and fault["kind"] == "respond":
+            return fault.get("body", ""), fault["status"], fault.get("headers", {})
+        if fault and fault["kind"] == "status":
+            return jsonify(error=f"Simulated upstream error {fault['status']}"), fault["status"]
+        user = request.args.get("user") or request.headers.get("X-Paywall-User")
+        if not user:
+            return jsonify(error="user is required"), 400
+        with state.lock:
+            state.topups.append(user)
+        return jsonify(url=TOPUP_URL.format(user=quote(user, safe="")), user=user)
+
+    sandbox_webhooks.register(app, state, emitter)
+
     @app.get("/_sandbox/state")
     def get_state():
         return jsonify(state.snapshot())
@@ -223,9 +261,10 @@ def create_sandbox_app(api_key: str | None = None, control_secret: str | None = 
 class Server:
     """A sandbox served from a background thread (embedded mode and tests)."""
 
-    def __init__(self, host="127.0.0.1", port=0, api_key=None, control_secret=None, latency_ms=0, jitter_ms=0):
+    def __init__(self, host="127.0.0.1", port=0, api_key=None, control_secret=None, latency_ms=0, jitter_ms=0,
+                 webhook_url=None, webhook_secret=None):
         self.control_secret = control_secret
-        self.app = create_sandbox_app(api_key, control_secret, latency_ms, jitter_ms)
+        self.app = create_sandbox_app(api_key, control_secret, latency_ms, jitter_ms, webhook_url, webhook_secret)
         self.server = make_server(host, port, self.app, threaded=True)
         self.url = f"http://{host}:{self.server.server_port}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="sandbox")
@@ -240,6 +279,12 @@ class Server:
 
     def stop(self):
         self.server.shutdown()
+        self.app.extensions["sandbox.webhooks"].stop()
+
+    def send_webhooks_to(self, url: str | None, secret: str | None = None):
+        """Deliver every event also to `url`, signed with `secret` (dev-stack: the relay's own intake)."""
+        with self.state.lock:
+            self.state.webhook_target = {"url": url, "secret": secret or ""} if url else None
 
 
 _embedded: Server | None = None

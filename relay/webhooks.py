@@ -77,6 +77,10 @@ def parse_timestamp(text: str | None) -> datetime | None:
         return None
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Python reads them, no receiver could
+
+
 def fresh(moment: datetime | None, now: datetime) -> bool:
     return moment is not None and abs(now - moment) <= TOLERANCE
 
@@ -144,15 +148,19 @@ def intake():
     if not secrets_:
         raise messages.webhooks_off()
     signature = request.headers.get(SIGNATURE_HEADER)
-    if not any(verify(secret, raw, signature) for secret in secrets_):
-        raise messages.webhook_refused("signature" if signature else "signature_missing")
+    # Refused signatures count against the sender's failed-authentication limit, as wrong tokens do; a valid one
+    # always passes (Paywalls delivers from addresses it shares with everyone else it delivers for).
+    limits = current_app.extensions["relay.ratelimits"]
+    with limits.guarding_auth(request.remote_addr or "-", valid_always_pass=True):
+        if not any(verify(secret, raw, signature) for secret in secrets_):
+            raise messages.webhook_refused("signature" if signature else "signature_missing")
     now = clock.now()
     stamp = request.headers.get(TIMESTAMP_HEADER)
     if not fresh(parse_timestamp(stamp), now):
         raise messages.webhook_refused("timestamp" if stamp else "timestamp_missing")
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise messages.malformed_body("The webhook body is not valid JSON.") from None
     event = events.normalize(body)
     with db.write() as connection:
@@ -162,3 +170,102 @@ def intake():
     answer = {"received": True, "id": event["id"], "type": event["type"], "duplicate": not new}
     return Response(json.dumps(answer), 202 if new else 200, mimetype="application/json")
 
+
+
+# --- registering with Paywalls (`paywalls-relay webhooks subscribe|list|unsubscribe`) --------------------------------
+
+DEFAULT_EVENTS = ["paywall.balance.*"]  # every balance event: what the Zapier and n8n triggers listen for
+MAX_EVENTS = 50
+
+
+class RegistrationError(RuntimeError):
+    """Paywalls refused or did not answer; the message says what to do, and never holds a secret."""
+
+
+def _upstream():
+    return current_app.extensions["relay.upstream"]
+
+
+def _refused(what: str, outcome) -> RegistrationError:
+    said = f" (Paywalls said: {outcome.message})" if outcome.message else ""
+    status = f"HTTP {outcome.status}" if outcome.status else "no answer"
+    return RegistrationError(f"Paywalls did not {what}: {status}{said}. Nothing was changed on the relay.")
+
+
+def subscribe(session, settings: dict, url: str, event_types: list[str], description: str | None,
+              now: datetime) -> dict:
+    """Register `url` with Paywalls (POST /webhooks/subscriptions) and keep the whsec_ secret it returns, encrypted.
+    What it returns, and what is printed, never holds the secret: only its last 4 characters."""
+    body = {"url": url, "events": event_types}
+    if description:
+        body["description"] = description
+    outcome = _upstream().call("POST", "/webhooks/subscriptions", json=body,
+                               idempotency_key="whsub_" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()
+                                                                         ).hexdigest()[:40])
+    if outcome.kind != "ok":
+        raise _refused("create the subscription", outcome)
+    answer = outcome.body.get("data") if isinstance(outcome.body.get("data"), dict) else outcome.body
+    subscription_id, secret = answer.get("id"), answer.get("secret")
+    if not isinstance(subscription_id, str) or not subscription_id or len(subscription_id) > 100:
+        raise RegistrationError("Paywalls created a subscription but its answer has no usable id: deactivate it in "
+                                "Paywalls' dashboard, then run `paywalls-relay webhooks subscribe` again.")
+    if not isinstance(secret, str) or not secret:
+        raise RegistrationError(f"Paywalls created subscription {subscription_id} but its answer shows no secret, so "
+                                "the relay could not verify its deliveries. Copy the secret from Paywalls' dashboard "
+                                "into PAYWALLS_WEBHOOK_SECRET, or unsubscribe it and try again.")
+    row = session.get(WebhookSubscription, subscription_id) or WebhookSubscription(id=subscription_id)
+    row.url, row.events = answer.get("url") or url, answer.get("events") or event_types
+    row.secret_encrypted, row.secret_suffix = seal(settings, secret), suffix(secret)
+    row.created_at, row.deactivated_at = now, None
+    session.add(row)
+    events.webhooks_configured.forget()
+    return describe_subscription(row)
+
+
+def describe_subscription(row: WebhookSubscription, remote: dict | None = None) -> dict:
+    described = {"id": row.id, "url": row.url, "events": row.events, "secret": f"…{row.secret_suffix}",
+                 "active": row.deactivated_at is None,
+                 "created_at": dates_iso(row.created_at), "deactivated_at": dates_iso(row.deactivated_at)}
+    if remote is not None:
+        described["paywalls_active"] = remote.get("active")
+    return described
+
+
+def dates_iso(moment: datetime | None) -> str | None:
+    from .tokens import iso
+    return iso(moment)
+
+
+def list_subscriptions(session) -> tuple[list[dict], list[dict], str | None]:
+    """(the relay's subscriptions, with Paywalls' active flag when it answers; Paywalls' other subscriptions,
+    registered elsewhere; why Paywalls could not be asked, or None)."""
+    outcome = _upstream().call("GET", "/webhooks/subscriptions")
+    remote, problem = {}, None
+    if outcome.kind == "ok":
+        items = outcome.body.get("data") if isinstance(outcome.body.get("data"), list) else []
+        remote = {item["id"]: item for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)}
+    else:
+        problem = _refused("list subscriptions", outcome).args[0].replace(" Nothing was changed on the relay.", "")
+    rows = list(session.scalars(select(WebhookSubscription).order_by(WebhookSubscription.created_at)))
+    ours = [describe_subscription(row, remote.get(row.id, {"active": None}) if remote or problem is None else None)
+            for row in rows]
+    known = {row.id for row in rows}
+    others = [{"id": item["id"], "url": item.get("url"), "events": item.get("events"),
+               "secret": f"…{item['secretSuffix']}" if item.get("secretSuffix") else None, "active": item.get("active")}
+              for item in remote.values() if item["id"] not in known]
+    return ours, others, problem
+
+
+def unsubscribe(session, subscription_id: str, now: datetime) -> dict:
+    """Deactivate the subscription at Paywalls (DELETE), then stop trusting its secret here. A subscription
+    Paywalls no longer knows (404) is deactivated here all the same."""
+    row = session.get(WebhookSubscription, subscription_id)
+    if row is None:
+        raise RegistrationError(f"No subscription {subscription_id} was registered by this relay; "
+                                "`paywalls-relay webhooks list` shows them.")
+    outcome = _upstream().call("DELETE", f"/webhooks/subscriptions/{subscription_id}")
+    if outcome.kind != "ok" and outcome.status != 404:
+        raise _refused("deactivate the subscription", outcome)
+    row.deactivated_at = row.deactivated_at or now
+    events.webhooks_configured.forget()
+    return {**describe_subscription(row), "paywalls_answer": outcome.status}

@@ -20,6 +20,8 @@ _lock = threading.Lock()
 SECRETS: set[str] = set()
 RECORDS: list[tuple[str, str]] = []  # (where it was seen, text)
 SHOWS_TOKEN_ONCE = re.compile(r"^/v1/admin/tokens(/[^/]+/rotate)?/?$")
+# Paywalls' (the sandbox's) answer to creating a webhook subscription shows its whsec_ secret once, by design.
+SHOWS_WEBHOOK_SECRET_ONCE = re.compile(r"^/v1/webhooks/subscriptions/?$")
 _installed = False
 
 
@@ -61,7 +63,8 @@ def install():
     def send(self, request, **kwargs):
         response = original_send(self, request, **kwargs)
         path = requests.utils.urlparse(request.url).path
-        if not (request.method == "POST" and SHOWS_TOKEN_ONCE.match(path) and response.status_code < 300):
+        if not (request.method == "POST" and (SHOWS_TOKEN_ONCE.match(path) or SHOWS_WEBHOOK_SECRET_ONCE.match(path))
+                and response.status_code < 300):
             record(f"HTTP {request.method} {request.url} -> {response.status_code}",
                    _response_text(response.headers.items(), response.content or b""))
         return response
@@ -83,6 +86,8 @@ def install():
         settings = original_checked(settings)
         add_secret(settings.get("PAYWALLS_API_KEY"))
         add_secret(settings.get("RELAY_ADMIN_KEY"))
+        add_secret(settings.get("PAYWALLS_WEBHOOK_SECRET"))
+        add_secret(settings.get("RELAY_SECRET_KEY"))
         return settings
 
     config._checked = checked
@@ -100,6 +105,15 @@ def install():
         return secret, text
 
     tokens.new_token, tokens.new_secret_for = new_token, new_secret_for
+
+    from relay import webhooks
+    original_seal = webhooks.seal
+
+    def seal(settings, secret):  # every webhook secret the relay stores
+        add_secret(secret)
+        return original_seal(settings, secret)
+
+    webhooks.seal = seal
 
 
 def leaks(records=None, secrets=None) -> list[str]:

@@ -13,7 +13,8 @@ import pytest
 
 
 def test_it_prints_one_json_line_and_serves_a_relay_on_its_sandbox(dev_stack):
-    assert set(dev_stack.info) == {"relay_url", "sandbox_url", "admin_key", "sandbox_control", "database_url", "pid"}
+    assert set(dev_stack.info) == {"relay_url", "sandbox_url", "admin_key", "sandbox_control", "database_url", "pid",
+                                   "webhook_intake_url", "webhook_secret"}
     assert dev_stack.relay_url.startswith("http://127.0.0.1:") and dev_stack.sandbox_url.startswith("http://127.0.0.1:")
     assert dev_stack.info["pid"] == dev_stack.process.pid
     token = dev_stack.token(operations=["deposit", "balance"])

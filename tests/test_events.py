@@ -31,6 +31,9 @@ def test_normalize_keeps_what_paywalls_adds():
     ({"id": " evt_1", "type": "x"}, ["id"]),
     ({"id": "e" * 101, "type": "x"}, ["id"]),
     ({"id": "evt_1", "type": "x", "data": [1]}, ["data"]),
+    ({"id": "evt_1\r\nX-Injected: 1", "type": "x"}, ["id"]),
+    ({"id": "evt_é", "type": "paywall.balance\n"}, ["id", "type"]),
+    ({"id": "evt 1", "type": "x"}, ["id"]),
     ({}, ["id", "type"]),
 ])
 def test_normalize_refuses_an_event_without_usable_id_or_type_naming_the_field(body, fields):
@@ -295,3 +298,114 @@ def test_the_config_refuses_an_unknown_mode(make_app):
     from relay.config import ConfigError
     with pytest.raises(ConfigError, match="RELAY_EVENTS_FROM_RELAY"):
         make_app(RELAY_EVENTS_FROM_RELAY="sometimes")
+
+
+# --- GET /v1/relay/events: recent events, for Zapier's performList and samples ---------------------------------------
+
+def put_events(app, *specs):
+    from datetime import datetime, timedelta, timezone
+    start = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    with app.app_context(), db.write() as connection:
+        for n, (event_id, event_type, data) in enumerate(specs):
+            events.store(connection, {"id": event_id, "type": event_type, "version": "1", "data": data}, "paywalls",
+                         now=start + timedelta(seconds=n))
+
+
+def listed(client, token_text, query=""):
+    answer = client.get("/v1/relay/events" + query, headers=auth(token_text))
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return [event["id"] for event in answer.get_json()["data"]]
+
+
+def test_recent_events_newest_first_filtered_by_type(app):
+    put_events(app, ("e1", "paywall.balance.deposit.created", {"externalUserId": "acme:a"}),
+               ("e2", "paywall.balance.depleted", {"externalUserId": "acme:a"}),
+               ("e3", "paywall.balance.charge.failed", {"externalUserId": "acme:b"}),
+               ("e4", "paywall.balance.deposit.created", {"user": "acme:c"}),
+               ("e5", "relay.operation.ambiguous", {"user": "acme:c"}))
+    _, text = create_token(app, operations=["events"])
+    client = app.test_client()
+    assert listed(client, text) == ["e5", "e4", "e3", "e2", "e1"]
+    assert listed(client, text, "?type=paywall.balance.deposit.created") == ["e4", "e1"]
+    assert listed(client, text, "?type=paywall.balance.depleted&type=paywall.balance.charge.failed") == ["e3", "e2"]
+    assert listed(client, text, "?type=paywall.balance.depleted,%20paywall.balance.charge.failed") == ["e3", "e2"]
+    assert listed(client, text, "?type=paywall.balance.*") == ["e4", "e3", "e2", "e1"]
+    assert listed(client, text, "?type=*&limit=2") == ["e5", "e4"]
+    assert listed(client, text, "?type=paywall.balance.nothing") == []
+    body = client.get("/v1/relay/events?limit=1", headers=auth(text)).get_json()
+    assert body == {"data": [{"id": "e5", "type": "relay.operation.ambiguous", "version": "1",
+                              "data": {"user": "acme:c"}}]}
+
+
+def test_a_family_filter_is_not_a_like_pattern(app):
+    put_events(app, ("e1", "paywall_balance_x", {}), ("e2", "paywall.balance.x", {}))
+    _, text = create_token(app, operations=["events"])
+    # "_" would match any one character in SQL LIKE: here it is only itself.
+    assert listed(app.test_client(), text, "?type=paywall_balance.*") == []
+
+
+def test_a_user_pattern_token_sees_only_its_users_and_never_user_less_events(app):
+    put_events(app, ("e1", "paywall.balance.deposit.created", {"externalUserId": "acme:a"}),
+               ("e2", "paywall.balance.deposit.created", {"externalUserId": "other:b"}),
+               ("e3", "paywall.balance.deposit.created", {}),
+               ("e4", "paywall.balance.deposit.created", {"externalUserId": "acme:" + "x" * 300}),
+               ("e5", "paywall.balance.deposit.created", {"user": "acme:c"}))
+    _, limited = create_token(app, operations=["events"], user_pattern="acme:.*")
+    _, everyone = create_token(app, operations=["events"])
+    client = app.test_client()
+    assert listed(client, limited) == ["e5", "e1"]
+    assert listed(client, limited, "?limit=1") == ["e5"]
+    assert listed(client, everyone) == ["e5", "e4", "e3", "e2", "e1"]
+
+
+def test_events_needs_the_events_operation(app):
+    _, text = create_token(app, operations=["deposit", "ledger", "topup"])
+    answer = app.test_client().get("/v1/relay/events", headers=auth(text))
+    assert answer.status_code == 403 and answer.get_json()["limit"] == "operation"
+    assert app.test_client().get("/v1/relay/events").status_code == 401
+
+
+@pytest.mark.parametrize("query, field", [("?limit=0", "limit"), ("?limit=101", "limit"), ("?limit=x", "limit"),
+                                          ("?type=a%20b", "type"), ("?type=paywall.*.x", "type"),
+                                          ("?type=%27%3B--", "type"), ("?since=2026-01-01", "since")])
+def test_bad_queries_name_the_field(app, query, field):
+    _, text = create_token(app, operations=["events"])
+    answer = app.test_client().get("/v1/relay/events" + query, headers=auth(text))
+    assert answer.status_code == 422
+    assert [e["field"] for e in answer.get_json()["errors"]] == [field]
+
+
+def test_every_event_the_relay_makes_or_stores_validates_against_schemas_event_json(relay_app, sandbox):
+    from jsonschema import Draft202012Validator
+
+    from relay.validation import load_schema
+    validator = Draft202012Validator(load_schema("event.json"))
+    _, text = create_token(relay_app)
+    client = relay_app.test_client()
+    charge(client, text, amount="3")
+    deposit(client, text)
+    charge(client, text, amount="2")
+    fault(sandbox, kind="respond", status=200, body="{\"odd\": true}", apply=True, endpoint="charge")
+    charge(client, text)
+    fault(sandbox, kind="respond", status=200, body=json.dumps({"success": True, "balanceFormatted": "0"}),
+          endpoint="charge")
+    charge(client, text)
+    made = relay_events(relay_app)
+    assert len({e["type"] for e in made}) == 5
+    for event in made + [EVENT]:
+        validator.validate(event)
+
+
+def test_purge_forgets_old_fanned_out_events_only(app):
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import update
+    old = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with app.app_context():
+        with db.write() as connection:
+            for event_id, when in (("old_done", old), ("old_pending", old), ("new_done", old + timedelta(days=60))):
+                events.store(connection, {"id": event_id, "type": "t"}, "paywalls", now=when)
+            connection.execute(update(Event).where(Event.id.in_(["old_done", "new_done"])).values(fanned_out=True))
+        with db.write() as connection:
+            assert events.purge(connection, old + timedelta(days=30)) == 1
+    assert sorted(row.id for row in stored(app)) == ["new_done", "old_pending"]

@@ -184,7 +184,9 @@ def test_a_body_changed_after_signing_is_refused(intake_app):
 
 
 @pytest.mark.parametrize("raw, status", [(b"{not json", 400), (b"[]", 422), (b'{"type": "x"}', 422),
-                                         (b'{"delivery": {}, "event": {"id": "e"}}', 422), (b"\xff\xfe", 400)])
+                                         (b'{"delivery": {}, "event": {"id": "e"}}', 422), (b"\xff\xfe", 400),
+                                         (b'{"id": "e", "type": "t", "data": {"amount": NaN}}', 400),
+                                         (b"[" * 5000 + b"]" * 5000, 400), (b"", 400)])
 def test_a_signed_body_that_is_no_event_is_refused_naming_the_field(intake_app, raw, status):
     answer = post(intake_app.test_client(), None, raw=raw)
     assert answer.status_code == status
@@ -231,3 +233,86 @@ def test_a_secret_that_no_longer_opens_is_skipped_and_logged_without_it(make_app
     logged = [json.dumps(record.fields) for record in relay_log.records if hasattr(record, "fields")]
     assert any("sub_lost" in line for line in logged)
     assert not any("lost_secret" in line for line in logged) and "lost_secret" not in relay_log.text
+
+
+# --- `paywalls-relay webhooks subscribe|list|unsubscribe` against the sandbox -----------------------------------------
+
+def cli_run(*args, ok=True):
+    from click.testing import CliRunner
+
+    from relay import cli
+    result = CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def operator_app(url):
+    from relay.app import create_app
+    app = create_app()
+    app.testing = True
+    return app
+
+
+def test_subscribe_list_and_unsubscribe_against_the_sandbox(operator_env, sandbox):
+    from relay.models import WebhookSubscription
+    intake = "https://127.0.0.1:9/v1/webhooks/paywalls"
+    made = json.loads(cli_run("webhooks", "subscribe", "--url", intake, "--events",
+                              "paywall.balance.deposit.created, paywall.balance.depleted", "--json").output)
+    [remote] = sandbox.state.subscriptions.values()
+    secret = remote["secret"]
+    assert remote["url"] == intake and remote["events"] == ["paywall.balance.deposit.created", "paywall.balance.depleted"]
+    assert made["id"] == remote["id"] and made["secret"] == "…" + secret[-4:] and made["active"] is True
+    # The secret is stored, encrypted: never in the command's output, nor plain in the database.
+    human = cli_run("webhooks", "list").output
+    assert remote["id"] in human and secret[-4:] in human and "active" in human
+    for output in (json.dumps(made), human, cli_run("webhooks", "list", "--json").output):
+        assert secret not in output and secret[6:] not in output
+    app = operator_app(operator_env)
+    with app.app_context(), db.read() as session:
+        [row] = session.scalars(select(WebhookSubscription)).all()
+        assert secret not in row.secret_encrypted and secret[6:] not in row.secret_encrypted
+        assert webhooks.unseal(app.config["RELAY"], row.secret_encrypted) == secret
+    # Paywalls' deliveries signed with it are taken.
+    client = app.test_client()
+    assert post(client, EVENT, secret=secret).status_code == 202
+    listed = json.loads(cli_run("webhooks", "list", "--json").output)
+    assert [s["paywalls_active"] for s in listed["subscriptions"]] == [True] and listed["paywalls_error"] is None
+
+    gone = cli_run("webhooks", "unsubscribe", remote["id"])
+    assert "Unsubscribed" in gone.output
+    assert sandbox.state.subscriptions[remote["id"]]["active"] is False
+    assert post(client, {**EVENT, "id": "evt_after"}, secret=secret).status_code == 404  # no secret left at all
+    listed = json.loads(cli_run("webhooks", "list", "--json").output)
+    assert [(s["active"], s["paywalls_active"]) for s in listed["subscriptions"]] == [(False, False)]
+
+
+def test_subscribe_refuses_plain_http_for_a_live_relay_and_odd_events(operator_env, sandbox):
+    refused = cli_run("webhooks", "subscribe", "--url", "http://relay.example.com/v1/webhooks/paywalls", ok=False)
+    assert refused.exit_code == 2 and "https" in refused.output
+    refused = cli_run("webhooks", "subscribe", "--url", "https://r.example/v1/webhooks/paywalls", "--events", "*,x",
+                      ok=False)
+    assert refused.exit_code == 2 and "* alone" in refused.output
+    assert sandbox.state.subscriptions == {}
+
+
+def test_subscribe_says_what_paywalls_answered_when_it_refuses(operator_env, sandbox):
+    with sandbox.state.lock:
+        sandbox.state.faults.append({"kind": "status", "status": 403, "count": 1})
+    refused = cli_run("webhooks", "subscribe", "--url", "https://r.example/v1/webhooks/paywalls", ok=False)
+    assert refused.exit_code == 1 and "HTTP 403" in refused.output and "Nothing was changed" in refused.output
+    assert json.loads(cli_run("webhooks", "list", "--json").output)["subscriptions"] == []
+
+
+def test_unsubscribe_of_an_unknown_id(operator_env, sandbox):
+    refused = cli_run("webhooks", "unsubscribe", "wh_nope", ok=False)
+    assert refused.exit_code == 1 and "webhooks list" in refused.output
+
+
+def test_refused_signatures_are_throttled_per_address_and_a_valid_one_still_passes(make_app, database_url):
+    app = make_app(database_url, PAYWALLS_WEBHOOK_SECRET=SECRET, RELAY_AUTH_FAILURE_LIMIT="3/minute")
+    client = app.test_client()
+    statuses = [post(client, {**EVENT, "id": f"evt_bad_{n}"}, secret="whsec_guess").status_code for n in range(5)]
+    assert statuses[:3] == [401, 401, 401] and statuses[3:] == [429, 429]
+    assert post(client, EVENT).status_code == 202
+    assert [row.id for row in stored(app)] == ["evt_in_1"]
