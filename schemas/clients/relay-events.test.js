@@ -97,7 +97,11 @@ test('triggerItem adds the user and keeps the event as it came', () => {
 
 test('listQuery and listItems', () => {
   assert.deepStrictEqual(events.listQuery('charge_failed'), { limit: '10', type: 'paywall.balance.charge.failed' });
-  assert.deepStrictEqual(events.listQuery('any_event', 3), { limit: '3' });
+  assert.deepStrictEqual(events.listQuery('any_event'), { limit: '10' });
+  // No user filter on the relay's list: with one, ask for the most and keep that user's here.
+  assert.deepStrictEqual(events.listQuery('balance_depleted', ' acme:u1 '), { limit: '100', type: 'paywall.balance.depleted' });
+  const many = { data: Array.from({ length: 30 }, (_v, i) => ({ ...deposit(), id: `evt_${i}` })) };
+  assert.equal(events.listItems('deposit_created', many).length, 10);
   const page = { data: [deposit(), { ...deposit({ externalUserId: 'acme:u2' }), id: 'evt_2' }, 'junk', { id: 'x' }] };
   assert.deepStrictEqual(events.listItems('deposit_created', page).map((e) => e.id), ['evt_1', 'evt_2']);
   assert.deepStrictEqual(events.listItems('deposit_created', page, 'acme:u2').map((e) => e.id), ['evt_2']);

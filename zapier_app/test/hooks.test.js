@@ -78,13 +78,15 @@ describe.each(Object.entries(TRIGGERS))('%s', (key, type) => {
     expect(items[0].user).toBe('acme:u1');
   });
 
-  it('has the contract sample, and output fields that exist in the sample', () => {
+  it('has the contract sample (relay-made), holding every output field but those of Paywalls-made events', () => {
     const spec = Object.values(EVENTS.triggers).find((t) => t.zapier && t.zapier.key === key);
     expect(op(key).sample).toEqual(spec.sample);
+    expect(op(key).sample.source).toBe('relay');
     expect(op(key).type).toBe('hook');
-    for (const field of op(key).outputFields) {
-      const value = field.key.split('__').reduce((v, k) => (v == null ? undefined : v[k]), spec.sample);
-      expect([field.key, value === undefined]).toEqual([field.key, false]);
+    expect(op(key).outputFields.map((f) => f.key)).toEqual(spec.outputs.map((o) => o.path.replace(/\./g, '__')));
+    for (const output of spec.outputs.filter((o) => o.when !== 'paywalls')) {
+      const value = output.path.split('.').reduce((v, k) => (v == null ? undefined : v[k]), spec.sample);
+      expect([output.path, value === undefined]).toEqual([output.path, false]);
     }
   });
 });
@@ -119,7 +121,7 @@ describe('the User filter', () => {
   it('filters performList to that user', async () => {
     nock(BASE_URL)
       .get('/v1/relay/events')
-      .query(true)
+      .query({ type, limit: '100' })
       .reply(200, { data: [event(type, { externalUserId: 'acme:u2' }, 'evt_3'), event(type, {}, 'evt_1')] });
     const items = await appTester(op('deposit_created').performList, { authData: authData(), inputData: { user: 'acme:u1' } });
     expect(items.map((i) => i.id)).toEqual(['evt_1']);

@@ -91,12 +91,13 @@ function hookTrigger(name) {
   };
 
   const performList = async (z, bundle) => {
+    const user = userOf(z, bundle);
     const response = await relayRequest(z, bundle, {
       url: EVENTS.events_path,
       method: 'GET',
-      params: events.listQuery(name),
+      params: events.listQuery(name, user),
     });
-    const items = events.listItems(name, requireObjectBody(z, response), userOf(z, bundle));
+    const items = events.listItems(name, requireObjectBody(z, response), user);
     if (items === null) {
       throw unexpectedBodyError(z, response);
     }

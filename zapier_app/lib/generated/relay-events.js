@@ -110,10 +110,11 @@ function triggerItem(event) {
   return item;
 }
 
-// GET /v1/relay/events query for a trigger's recent events (Zapier performList).
-function listQuery(name, limit = EVENTS.list_limit) {
+// GET /v1/relay/events query for a trigger's recent events (Zapier performList). The relay has no
+// user filter there: with a User filter, ask for the most it gives and keep that user's here.
+function listQuery(name, user) {
   const types = trigger(name).event_types;
-  const query = { limit: String(limit) };
+  const query = { limit: String(filterUser(user) ? EVENTS.list_limit_filtered : EVENTS.list_limit) };
   if (!types.includes(ANY)) {
     query.type = types.join(',');
   }
@@ -126,7 +127,11 @@ function listItems(name, page, user) {
   if (!isObject(page) || !Array.isArray(page.data)) {
     return null;
   }
-  return page.data.map(eventOf).filter((event) => event && matches(name, event, user)).map(triggerItem);
+  return page.data
+    .map(eventOf)
+    .filter((event) => event && matches(name, event, user))
+    .slice(0, EVENTS.list_limit)
+    .map(triggerItem);
 }
 
 // The id the relay gave a hook (POST /v1/relay/hooks answer), or null.
