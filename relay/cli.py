@@ -704,7 +704,7 @@ def idempotency_group():
 @click.option("--json", "as_json", is_flag=True)
 @with_appcontext
 def idempotency_purge(older_than_days, as_json):
-    """Forget finished events (and finished bulk batches) older than the retention period.
+    """Forget finished events (and finished bulk batches and hook deliveries) older than the retention period.
 
     Keys in flight, open or ambiguous, and keys holding a cap reservation, are never removed. The same fields sent
     after that are a new call (with a new upstream key), credited again and recorded as such.
@@ -713,13 +713,15 @@ def idempotency_purge(older_than_days, as_json):
     with db.write() as connection:
         removed = claims.purge(connection, utcnow() - timedelta(days=days))
         batches_removed = batches.purge(connection, utcnow() - timedelta(days=days))
+        deliveries_removed = deliveries.purge(connection, utcnow() - timedelta(days=days))
         events_removed = events.purge(connection, utcnow() - timedelta(days=days))
     if as_json:
         click.echo(json.dumps({"removed": removed, "older_than_days": days, "bulk_batches_removed": batches_removed,
-                               "events_removed": events_removed}))
+                               "hook_deliveries_removed": deliveries_removed, "events_removed": events_removed}))
         return
-    click.echo(f"Removed {removed} idempotency keys older than {days} days, {batches_removed} finished bulk batches "
-               f"and {events_removed} fanned-out events.")
+    click.echo(f"Removed {removed} idempotency keys older than {days} days, {batches_removed} finished bulk batches, "
+               f"{deliveries_removed} finished hook deliveries (with their delivery log) and {events_removed} "
+               "fanned-out events.")
 
 
 # --- webhooks: Paywalls' events into the relay ------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
+from urllib.parse import quote
 
 from prometheus_client import Counter
 from sqlalchemy import and_, func, or_, select, update
@@ -212,8 +213,8 @@ def deliver(held: Held, settings: dict, resolver=None) -> str:
         DELIVERED.labels("cancelled").inc()
         return "cancelled"
     production = settings["RELAY_ENV"] == "production"
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "X-Relay-Event-Id": event.id,
-               "X-Relay-Event-Type": event.type, "X-Relay-Hook-Id": hook.id,
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "X-Relay-Event-Id": header_value(event.id),
+               "X-Relay-Event-Type": header_value(event.type), "X-Relay-Hook-Id": hook.id,
                "X-Relay-Delivery-Attempt": str(delivery.attempts + 1)}
     started = time.monotonic()
     try:
@@ -235,6 +236,13 @@ def deliver(held: Held, settings: dict, resolver=None) -> str:
     return state
 
 
+def header_value(text: str) -> str:
+    """An event's id or type as a header value: as it is when it is printable ASCII (every id and type Paywalls and
+    the relay make), else percent-encoded. An id is whatever a signed delivery said, and a line break in a header
+    would be refused by the HTTP client on every retry (or, by a laxer one, start a header of its own)."""
+    return text if text.isascii() and text.isprintable() and text else quote(text, safe="")
+
+
 def _host(url: str) -> str | None:
     try:
         return targets.parse(url, production=False).host
@@ -250,6 +258,15 @@ def pending_work(connection, now: datetime) -> tuple[bool, datetime | None]:
         DELIVERIES.c.state == "pending", or_(DELIVERIES.c.lease_until.is_(None), DELIVERIES.c.lease_until < now))
     ).scalar()
     return unfanned is not None, None if due is None else as_utc(due)
+
+
+def purge(connection, older_than: datetime) -> int:
+    """Forget finished deliveries (delivered, failed, cancelled) made before `older_than`, and their delivery log:
+    `idempotency purge`, with the same retention. Pending ones are never touched. The number of deliveries removed."""
+    finished = select(DELIVERIES.c.id).where(DELIVERIES.c.state != "pending", DELIVERIES.c.created_at < older_than)
+    connection.execute(ATTEMPTS.delete().where(ATTEMPTS.c.delivery_id.in_(finished)))
+    return connection.execute(DELIVERIES.delete().where(DELIVERIES.c.state != "pending",
+                                                        DELIVERIES.c.created_at < older_than)).rowcount
 
 
 # --- the worker ----------------------------------------------------------------------------------------------------

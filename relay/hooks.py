@@ -35,7 +35,7 @@ def subscribe():
     body = validation.parse_json_object(validation.read_body(), request.content_type)
     errors = validation.schema_errors("hook-request.json", body)
     event_types = body.get("event_types", ["*"])
-    if "*" in event_types and len(event_types) > 1 and not any(e["field"] == "event_types" for e in errors):
+    if isinstance(event_types, list) and "*" in event_types and len(event_types) > 1 and not any(e["field"] == "event_types" for e in errors):
         errors.append(messages.field_error("event_types", messages.HOOK_STAR_ALONE))
     if isinstance(body.get("filter"), dict) and set(body["filter"]) - {"user"}:
         # schema_errors names unknown keys of the top level only

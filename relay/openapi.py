@@ -10,6 +10,7 @@ from .validation import load_schema
 SCHEMA_FILES = ["common.json", "deposit-request.json", "charge-request.json", "deposit-response.json",
                 "balance-response.json", "charge-response.json", "me-response.json", "deposits-response.json",
                 "dry-run-response.json", "bulk-request.json", "bulk-batch.json", "bulk-plan.json", "problem.json", "token-settings.json", "token.json", "tokens-response.json", "event.json"]
+SCHEMA_FILES += ["hook-request.json", "hook.json", "hooks-response.json", "hook-deliveries-response.json"]
 
 
 def _component(name: str) -> str:
@@ -187,6 +188,42 @@ def _bulk_paths() -> dict:
     }
 
 
+HOOK_ID = {"name": "hook_id", "in": "path", "required": True, "description": "The id POST /v1/relay/hooks answered.",
+           "schema": {"type": "string"}}
+
+
+def _hooks_paths() -> dict:
+    token = [{"relayToken": []}]
+    hook = _json("hook")
+    unknown = {"404": _problem("No such hook of this token")}
+    return {
+        "/v1/relay/hooks": {
+            "post": {"summary": "Subscribe a target URL to events (REST hook; token operation events)", "security": token,
+                     "requestBody": {"required": True, "content": {"application/json": {
+                         "schema": {"$ref": "#/components/schemas/hook_request"}}}},
+                     "responses": {"201": _json("hook", "Subscribed"),
+                                   "200": _json("hook", "The same subscription already existed: that hook"),
+                                   **PROBLEMS, "413": _problem("Body too large"), "415": _problem("Not JSON")}},
+            "get": {"summary": "This token's active hooks", "security": token,
+                    "parameters": [{"name": "target_url", "in": "query", "description": "Only hooks with this target.",
+                                    "schema": {"type": "string"}}],
+                    "responses": {"200": _json("hooks_response"), **PROBLEMS}}},
+        "/v1/relay/hooks/{hook_id}": {
+            "get": {"summary": "One hook of this token", "security": token, "parameters": [HOOK_ID],
+                    "responses": {"200": hook, **PROBLEMS, **unknown}},
+            "delete": {"summary": "Unsubscribe: no more deliveries, pending ones cancelled (200 again once deleted)",
+                       "security": token, "parameters": [HOOK_ID], "responses": {"200": hook, **PROBLEMS, **unknown}}},
+        "/v1/relay/hooks/{hook_id}/deliveries": {
+            "get": {"summary": "The hook's delivery log: every POST to its target, newest first", "security": token,
+                    "parameters": [HOOK_ID,
+                                   {"name": "limit", "in": "query", "description": "Page size, 1-100; default 50.",
+                                    "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                                   {"name": "cursor", "in": "query", "description": "The next_cursor of the previous page.",
+                                    "schema": {"type": "string", "pattern": "^att_[0-9]+$"}}],
+                    "responses": {"200": _json("hook_deliveries_response"), **PROBLEMS, **unknown}}},
+    }
+
+
 def _events_paths() -> dict:
     token = [{"relayToken": []}]
     user_param = {"name": "user", "in": "query", "required": True, "schema": {"$ref": "#/components/schemas/user"}}
@@ -273,6 +310,7 @@ def document(decimals: int = 2) -> dict:
                      "schema": {"anyOf": [{"type": "string", "pattern": "^led_[1-9][0-9]*$"}, {"const": ""}]}}],
                 "responses": {"200": _json("deposits_response"), **PROBLEMS}}},
             **_bulk_paths(),
+            **_hooks_paths(),
             **_events_paths(),
             **_admin_paths(),
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},

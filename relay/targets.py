@@ -183,28 +183,44 @@ def post(target: Target, body: bytes, headers: dict, production: bool, budget: f
         return Answer(None, f"could not resolve {target.host} ({_reason(error)})")
     if not addresses:
         return Answer(None, f"{target.host} resolves to no address")
-    address = str(addresses[0])
     timeout = Timeout(connect=min(CONNECT_TIMEOUT, budget), read=budget)
-    host_header = target.host if ":" not in target.host else f"[{target.host}]"
-    default_port = 443 if target.scheme == "https" else 80
-    if target.port != default_port:
-        host_header += f":{target.port}"
-    if target.scheme == "https":
-        pool = _WatchedHTTPSPool(address, target.port, timeout=timeout, retries=False, maxsize=1,
-                                   server_hostname=target.host, assert_hostname=target.host,
-                                   cert_reqs="CERT_REQUIRED", ca_certs=requests.certs.where())
-    else:
-        pool = _WatchedHTTPPool(address, target.port, timeout=timeout, retries=False, maxsize=1)
     watch = WATCHDOG.arm(time.monotonic() + budget)
     try:
-        response = pool.urlopen("POST", target.path, body=body, headers={**headers, "Host": host_header},
+        # Each checked address in the resolver's order, until one accepts the connection (a name with an IPv6 and
+        # an IPv4 address, only one of which answers); never an address that was not checked.
+        for index, address in enumerate(addresses):
+            try:
+                return _post_to(str(address), target, body, headers, timeout)
+            except Exception as error:  # timeouts, refused connections, TLS failures: all "no answer"
+                from urllib3.exceptions import ConnectTimeoutError
+                if watch.fired:
+                    return Answer(None, "timed out (the whole exchange took too long)")
+                if isinstance(error, ConnectTimeoutError) and index + 1 < len(addresses):
+                    continue  # could not connect (refused or timed out): the next address may answer
+                return Answer(None, _describe(error))
+        return Answer(None, f"{target.host} resolves to no address")
+    finally:
+        WATCHDOG.disarm(watch)
+
+
+def host_header(target: Target) -> str:
+    host = target.host if ":" not in target.host else f"[{target.host}]"
+    return host if target.port == (443 if target.scheme == "https" else 80) else f"{host}:{target.port}"
+
+
+def _post_to(address: str, target: Target, body: bytes, headers: dict, timeout: Timeout) -> Answer:
+    if target.scheme == "https":
+        pool = _WatchedHTTPSPool(address, target.port, timeout=timeout, retries=False, maxsize=1,
+                                 server_hostname=target.host, assert_hostname=target.host,
+                                 cert_reqs="CERT_REQUIRED", ca_certs=requests.certs.where())
+    else:
+        pool = _WatchedHTTPPool(address, target.port, timeout=timeout, retries=False, maxsize=1)
+    try:
+        response = pool.urlopen("POST", target.path, body=body, headers={**headers, "Host": host_header(target)},
                                 redirect=False, retries=False, preload_content=False, assert_same_host=False)
         response.close()  # the answer's body is not used: the status says it all
         return Answer(response.status, None)
-    except Exception as error:  # timeouts, refused connections, TLS failures: all "no answer"
-        return Answer(None, "timed out (the whole exchange took too long)" if watch.fired else _describe(error))
     finally:
-        WATCHDOG.disarm(watch)
         pool.close()
 
 

@@ -182,7 +182,9 @@ def test_every_command_that_reports_speaks_json(env):
     token_id = json.loads(run("tokens", "create", "--label", "j", "--json").output)["id"]
     assert json.loads(run("tokens", "revoke", token_id, "--json").output)["status"] == "revoked"
     assert json.loads(run("idempotency", "purge", "--json").output) == {"removed": 0, "older_than_days": 30,
-                                                                         "bulk_batches_removed": 0, "events_removed": 0}
+                                                                         "bulk_batches_removed": 0,
+                                                                         "hook_deliveries_removed": 0,
+                                                                         "events_removed": 0}
     assert json.loads(run("db", "upgrade", "--json").output) == {"revision": migrate.head()}
 
 

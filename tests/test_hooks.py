@@ -2,6 +2,7 @@
 the fan-out and the delivery worker (relay/deliveries.py), against real HTTP receivers started by the tests."""
 
 import ipaddress
+import threading
 import json
 import pathlib
 import random
@@ -577,3 +578,146 @@ def test_a_deposit_through_the_relay_reaches_a_deposit_hook(make_app, database_u
         (event,) = receiver.accepted()
         assert (event["type"], event["source"], event["data"]["externalUserId"], event["data"]["amount"]) == \
             (DEPOSIT, "relay", "acme:u9", "5")
+
+
+def test_odd_bytes_in_an_event_id_or_type_cannot_break_the_headers(app, client):
+    _, token = events_token(app)
+    with Receiver() as receiver:
+        subscribe(client, token, receiver.url + "/h")
+        event = store_event(app, event_type="paywall.balance.deposit.created\r\nX-Injected: 1", event_id="evt_é\n1")
+        fan_out(app)
+        assert run_due(app) == ["delivered"]
+        (item,) = receiver.received
+        assert "X-Injected" not in item["headers"]
+        assert item["headers"]["X-Relay-Event-Id"] == "evt_%C3%A9%0A1"
+        assert json.loads(item["body"]) == event  # the body carries them exactly
+
+
+@pytest.mark.parametrize("event_types", [None, 7, {"*": 1}, [None], [["*"]]])
+def test_event_types_of_the_wrong_shape_are_a_422_not_a_500(app, client, event_types):
+    _, token = events_token(app)
+    answer = subscribe(client, token, "https://hooks.example.com/a", event_types=event_types)
+    assert answer.status_code == 422 and answer.get_json()["errors"][0]["field"].startswith("event_types")
+
+
+# --- hostile receivers and failures ------------------------------------------------------------------------------------
+
+class RawServer:
+    """A TCP server that misbehaves on purpose: `behaviour(connection)` runs for each connection."""
+
+    def __init__(self, behaviour):
+        import socket
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.behaviour, self.stopped = behaviour, threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                self.behaviour(connection)
+            except OSError:
+                pass
+            finally:
+                connection.close()
+
+    def close(self):
+        self.stopped.set()
+        self.sock.close()
+
+
+def _hang_up(connection):
+    connection.recv(65536)
+
+
+def _trickle(connection):
+    connection.recv(65536)
+    for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+        if connection.send(bytes([byte])) != 1:
+            return
+        threading.Event().wait(0.2)
+
+
+def _garbage(connection):
+    connection.recv(65536)
+    connection.sendall(b"\x00\xff not http at all\r\n\r\n")
+
+
+@pytest.mark.parametrize("behaviour, error", [(_hang_up, "dropped"), (_trickle, "timed out"), (_garbage, "")],
+                         ids=["hang-up", "trickle", "garbage"])
+def test_a_misbehaving_receiver_is_a_failed_attempt_retried_later(make_app, database_url, behaviour, error):
+    app = make_app(database_url, RELAY_HOOKS_TIMEOUT=1, RELAY_HOOKS_LEASE=6)
+    _, token = events_token(app)
+    server = RawServer(behaviour)
+    try:
+        subscribe(app.test_client(), token, server.url + "/h")
+        store_event(app)
+        fan_out(app)
+        assert run_due(app) == ["pending"]
+    finally:
+        server.close()
+    attempt = rows(app, DeliveryAttempt)[0]
+    assert attempt.status is None and error in attempt.error
+    assert rows(app, Delivery)[0].next_attempt_at is not None
+
+
+def test_the_worker_survives_a_database_failure_and_delivers_after_it(app, client, worker, monkeypatch):
+    _, token = events_token(app)
+    real, failures = deliveries.fan_out, []
+
+    def failing_once(connection, now, limit=deliveries.FAN_OUT_BATCH):
+        if not failures:
+            failures.append(1)
+            from sqlalchemy.exc import OperationalError
+            raise OperationalError("SELECT", {}, Exception("database is gone (test)"))
+        return real(connection, now, limit)
+
+    monkeypatch.setattr(deliveries, "fan_out", failing_once)
+    with Receiver() as receiver:
+        subscribe(client, token, receiver.url + "/h")
+        worker()
+        event = store_event(app)
+        wait_for(lambda: receiver.accepted() == [event], 20)
+    assert failures == [1]
+
+
+def test_the_host_header_names_the_target_as_written():
+    target = targets.parse("http://[::1]:8080/x?y=1", production=False)
+    assert (target.host, target.port, target.path, targets.host_header(target)) == ("::1", 8080, "/x?y=1", "[::1]:8080")
+    assert targets.host_header(targets.parse("https://Hooks.Example.com./a", production=True)) == "hooks.example.com"
+    assert targets.host_header(targets.parse("https://hooks.example.com:8443/a", production=True)) == \
+        "hooks.example.com:8443"
+
+
+def test_a_name_whose_first_address_refuses_is_tried_at_its_next_checked_address():
+    with Receiver() as receiver:
+        port = int(receiver.url.rsplit(":", 1)[1])
+        target = targets.parse(f"http://receiver.test:{port}/h", production=False)
+        # 127.0.0.2 refuses (the receiver listens on 127.0.0.1 only), as an unreachable IPv6 address would.
+        resolver = lambda host, port: [ipaddress.ip_address("127.0.0.2"), ipaddress.ip_address("127.0.0.1")]  # noqa
+        assert targets.post(target, b"{}", {}, production=False, budget=5, resolver=resolver).status == 200
+        assert receiver.received[0]["headers"]["Host"] == f"receiver.test:{port}"
+
+
+def test_purge_forgets_finished_deliveries_and_their_log_but_never_pending_ones(app, client):
+    _, token = events_token(app)
+    with Receiver(statuses=[200, 500]) as receiver:
+        subscribe(client, token, receiver.url + "/h")
+        store_event(app)
+        fan_out(app)
+        assert run_due(app) == ["delivered"]
+        store_event(app)
+        fan_out(app)
+        assert run_due(app) == ["pending"]
+    with app.app_context(), db.write() as connection:
+        assert deliveries.purge(connection, clock.now() - timedelta(days=1)) == 0  # not old enough
+        assert deliveries.purge(connection, clock.now() + timedelta(seconds=1)) == 1
+    assert [d.state for d in rows(app, Delivery)] == ["pending"]
+    assert [a.delivery_id for a in rows(app, DeliveryAttempt)] == [rows(app, Delivery)[0].id]

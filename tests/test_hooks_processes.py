@@ -77,3 +77,39 @@ def test_a_relay_killed_mid_delivery_delivers_after_a_restart(tmp_path, sandbox,
         assert first == second and first["type"] == DEPOSIT and first["data"]["user"] == "acme:u1"
         assert [item["headers"]["X-Relay-Event-Id"] for item in receiver.received] == [first["id"]] * 2
         assert [a.status for a in table(database_url, DeliveryAttempt)] == [200]
+
+
+def test_a_signed_sandbox_event_reaches_a_receiver_once_through_dev_stack(dev_stack):
+    """The whole flow with no Paywalls account: the sandbox signs and delivers an event to the relay's intake twice
+    (a duplicate delivery), the relay stores it once and POSTs it to the hook's receiver, which answers 500 and then
+    200: it ran once. A forged delivery (bad signature) reaches nobody."""
+    import uuid
+
+    user = f"acme:hk_{uuid.uuid4().hex[:8]}"
+    token = dev_stack.token(operations=["events"])
+    with Receiver(statuses=[500, 200]) as receiver:
+        made = requests.post(dev_stack.relay_url + "/v1/relay/hooks", headers=auth(token), timeout=10,
+                             json={"target_url": receiver.url + "/zap", "event_types": ["paywall.balance.*"],
+                                   "filter": {"user": user}})
+        assert made.status_code == 201, made.text
+        hook = made.json()
+
+        def emit(mode, event_id):
+            answer = dev_stack.sandbox("POST", "webhooks/emit", json={
+                "type": DEPOSIT, "id": event_id, "data": {"externalUserId": user, "amount": "3"}, "mode": mode})
+            assert answer.status_code == 202, answer.text
+
+        def log():
+            return requests.get(dev_stack.relay_url + hook["deliveries_url"], headers=auth(token), timeout=10).json()
+
+        forged, real = f"evt_forged_{uuid.uuid4().hex[:8]}", f"evt_real_{uuid.uuid4().hex[:8]}"
+        emit("bad_signature", forged)
+        emit("duplicate", real)
+        wait_for(lambda: [(a["attempt"], a["status"]) for a in log()["data"]] == [(2, 200), (1, 500)], 30)
+        sandbox_sent = lambda: [d for d in dev_stack.sandbox("GET", "webhooks/deliveries").json()["data"]  # noqa: E731
+                                if d.get("event_id") in (forged, real) and d["status"] is not None]
+        wait_for(lambda: len(sandbox_sent()) == 3, 30)  # the forged one, and the real one twice
+        assert sorted(d["status"] for d in sandbox_sent()) == [200, 202, 401]
+        assert [event["id"] for event in receiver.accepted()] == [real]
+        assert [item["headers"]["X-Relay-Event-Id"] for item in receiver.received] == [real, real]
+        assert receiver.accepted()[0]["data"]["externalUserId"] == user
