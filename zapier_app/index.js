@@ -8,6 +8,7 @@ const middleware = require('./middleware');
 
 const depositCredits = require('./creates/deposit_credits');
 const chargeUser = require('./creates/charge_user');
+const getTopupLink = require('./creates/get_topup_link');
 const findUserBalance = require('./searches/find_user_balance');
 const newDeposit = require('./triggers/new_deposit');
 const hooks = require('./triggers/hooks');
@@ -39,6 +40,7 @@ module.exports = {
   creates: {
     [depositCredits.key]: definition(depositCredits),
     [chargeUser.key]: definition(chargeUser),
+    [getTopupLink.key]: definition(getTopupLink),
   },
   resources: {},
 };

@@ -44,7 +44,7 @@ describe('app validation', () => {
   });
 
   it('has the four actions of issue 5 and the three instant triggers of issue 16', () => {
-    expect(Object.keys(App.creates).sort()).toEqual(['charge_user', 'deposit_credits']);
+    expect(Object.keys(App.creates).sort()).toEqual(['charge_user', 'deposit_credits', 'get_topup_link']);
     expect(Object.keys(App.searches)).toEqual(['find_user_balance']);
     expect(Object.keys(App.triggers)).toEqual(['new_deposit', 'deposit_created', 'balance_depleted', 'charge_failed']);
   });
