@@ -127,24 +127,39 @@ function n8nCli(args) {
 	return { status: res.status, out: `${res.stdout}\n${res.stderr}` };
 }
 
-/** A receiver for the workflow's HTTP Request node: records each JSON body it gets. */
+/**
+ * A receiver for the workflows' HTTP Request nodes: records each request {method, path, body};
+ * GET /users/<id> answers an email address for that user (the example's user directory).
+ */
 function startReceiver() {
 	const received = [];
 	const server = http.createServer((req, res) => {
 		const chunks = [];
 		req.on('data', (c) => chunks.push(c));
 		req.on('end', () => {
+			const text = Buffer.concat(chunks).toString('utf8');
+			let body = null;
 			try {
-				received.push(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+				body = text ? JSON.parse(text) : null;
 			} catch {
-				received.push({ unparsable: Buffer.concat(chunks).toString('utf8') });
+				body = { unparsable: text };
 			}
+			const pathname = req.url.split('?')[0];
+			received.push({ method: req.method, path: pathname, body });
 			res.writeHead(200, { 'Content-Type': 'application/json' });
-			res.end('{}');
+			if (req.method === 'GET' && pathname.startsWith('/users/')) {
+				const user = decodeURIComponent(pathname.slice('/users/'.length));
+				res.end(JSON.stringify({ email: `${user.replace(/[^A-Za-z0-9]/g, '_')}@example.test` }));
+			} else {
+				res.end('{}');
+			}
 		});
 	});
 	return new Promise((resolve) => {
-		server.listen(0, '127.0.0.1', () => resolve({ server, received, url: `http://127.0.0.1:${server.address().port}/got` }));
+		server.listen(0, '127.0.0.1', () => {
+			const base = `http://127.0.0.1:${server.address().port}`;
+			resolve({ server, received, base, url: `${base}/got`, at: (p) => received.filter((r) => r.path === p) });
+		});
 	});
 }
 
@@ -185,6 +200,46 @@ function triggerWorkflow(receiverUrl) {
 	};
 }
 
+// The README's worked flow (examples/balance-depleted-topup.json) as written, but for its two
+// outside services: the user directory and the email, both the receiver here.
+const EXAMPLE = JSON.parse(fs.readFileSync(path.join(PKG, 'examples', 'balance-depleted-topup.json'), 'utf8'));
+const DEPLETED_WF_ID = 'pwrE2eWfTrigger2';
+const DEPLETED_USER = 'e2e:n8n_depleted';
+
+/** An n8n text parameter "=...{{ x }}..." as one JavaScript expression: "..." + (x) + "...". */
+const textExpression = (text) => JSON.stringify(text.slice(1)).replace(/\{\{\s*(.*?)\s*\}\}/g, '" + ($1) + "');
+
+function depletedWorkflow() {
+	const nodes = EXAMPLE.nodes.map((node) => {
+		const copy = structuredClone(node);
+		if (copy.credentials) copy.credentials = { paywallsRelayApi: CRED };
+		if (copy.name === 'Find Email') {
+			copy.parameters.url = copy.parameters.url.replace('https://app.example.com/api', receiver.base);
+			assert.notEqual(copy.parameters.url, node.parameters.url, 'the example still looks users up at app.example.com');
+		}
+		if (copy.name === 'Send Top-up Email') {
+			return {
+				id: copy.id,
+				name: copy.name,
+				type: 'n8n-nodes-base.httpRequest',
+				typeVersion: 4.2,
+				position: copy.position,
+				parameters: {
+					method: 'POST',
+					url: `${receiver.base}/mail`,
+					sendBody: true,
+					specifyBody: 'json',
+					// The email's To and text, as the example writes them, turned into one JSON body.
+					jsonBody: `={{ JSON.stringify({ to: ${node.parameters.toEmail.slice(4, -3)}, text: ${textExpression(node.parameters.text)} }) }}`,
+					options: {},
+				},
+			};
+		}
+		return copy;
+	});
+	return { ...EXAMPLE, id: DEPLETED_WF_ID, active: false, nodes };
+}
+
 /** A deposit into the sandbox stack through the relay, as any client makes it. */
 async function depositTo(user, amount, reference) {
 	return await relay('/v1/user/balance/deposit', {
@@ -205,7 +260,7 @@ before(async () => {
 	token = await json(`${stack.relay_url}/v1/admin/tokens`, {
 		method: 'POST',
 		headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${stack.admin_key}` },
-		body: JSON.stringify({ label: 'n8n trigger test', operations: ['deposit', 'events'] }),
+		body: JSON.stringify({ label: 'n8n trigger test', operations: ['deposit', 'charge', 'events', 'topup'] }),
 	});
 	receiver = await startReceiver();
 
@@ -250,13 +305,18 @@ before(async () => {
 		path.join(tmp, 'credentials.json'),
 		JSON.stringify([{ ...CRED, type: 'paywallsRelayApi', data: { baseUrl: stack.relay_url, token: token.token } }]),
 	);
-	fs.writeFileSync(path.join(tmp, 'workflow.json'), JSON.stringify(triggerWorkflow(receiver.url)));
+	const wfDir = path.join(tmp, 'workflows');
+	fs.mkdirSync(wfDir);
+	fs.writeFileSync(path.join(wfDir, 'deposit.json'), JSON.stringify(triggerWorkflow(receiver.url)));
+	fs.writeFileSync(path.join(wfDir, 'depleted.json'), JSON.stringify(depletedWorkflow()));
 	let res = n8nCli(['import:credentials', `--input=${path.join(tmp, 'credentials.json')}`]);
 	assert.equal(res.status, 0, `import:credentials failed:\n${res.out}`);
-	res = n8nCli(['import:workflow', `--input=${path.join(tmp, 'workflow.json')}`]);
+	res = n8nCli(['import:workflow', '--separate', `--input=${wfDir}`]);
 	assert.equal(res.status, 0, `import:workflow failed:\n${res.out}`);
-	res = n8nCli(['publish:workflow', `--id=${WF_ID}`]);
-	assert.equal(res.status, 0, `publish:workflow failed:\n${res.out}`);
+	for (const id of [WF_ID, DEPLETED_WF_ID]) {
+		res = n8nCli(['publish:workflow', `--id=${id}`]);
+		assert.equal(res.status, 0, `publish:workflow ${id} failed:\n${res.out}`);
+	}
 
 	const fd = fs.openSync(n8n.log, 'a');
 	n8n.proc = spawn(n8n.node, [n8n.bin, 'start'], { env: n8n.env, cwd: tmp, stdio: ['ignore', fd, fd] });
@@ -294,7 +354,11 @@ test('an active workflow with the trigger registers its webhook with the relay a
 	const credited = await depositTo(USER, '4', 'trig_1');
 	assert.equal(credited.balanceFormatted, '4.00');
 
-	const [item] = await until('the workflow execution reaching the receiver', async () => (receiver.received.length ? receiver.received : null));
+	const [got] = await until('the workflow execution reaching the receiver', async () => {
+		const arrived = receiver.at('/got');
+		return arrived.length ? arrived : null;
+	});
+	const item = got.body;
 	assert.equal(item.type, 'paywall.balance.deposit.created');
 	assert.equal(item.user, USER);
 	assert.equal(item.data.externalUserId, USER);
@@ -304,5 +368,32 @@ test('an active workflow with the trigger registers its webhook with the relay a
 	const log = await relay(`/v1/relay/hooks/${hook[0].id}/deliveries`);
 	const delivered = log.data.filter((a) => a.event_id === item.id);
 	assert.ok(delivered.some((a) => a.status >= 200 && a.status < 300), JSON.stringify(log.data));
-	assert.ok(receiver.received.every((r) => r.user === USER), 'no execution for the other user');
+	assert.ok(receiver.at('/got').every((r) => r.body.user === USER), 'no execution for the other user');
+});
+
+test('the README flow: balance depleted -> Get Top-up Link -> the user\'s email gets the link', { timeout: 300_000 }, async () => {
+	const webhookId = EXAMPLE.nodes.find((n) => n.name === 'Balance Depleted').webhookId;
+	const target = `${n8n.url}webhook/${webhookId}/webhook`;
+	await until('the Balance Depleted trigger subscribing', async () => {
+		const { data } = await relay(`/v1/relay/hooks?target_url=${encodeURIComponent(target)}`);
+		return data.length === 1 && data[0].event_types[0] === 'paywall.balance.depleted' ? data : null;
+	}, 180);
+	await depositTo(DEPLETED_USER, '2', 'dep_1');
+	const charged = await relay('/v1/user/charge', {
+		method: 'POST',
+		headers: { 'Idempotency-Key': 'e2e-n8n-trigger-chg_1' },
+		body: JSON.stringify({ user: DEPLETED_USER, amount: '2', metadata: { reference: 'chg_1' } }),
+	});
+	assert.equal(charged.success, true);
+
+	const [mail] = await until('the top-up email', async () => {
+		const sent = receiver.at('/mail');
+		return sent.length ? sent : null;
+	});
+	const looked = receiver.received.filter((r) => r.method === 'GET' && r.path.startsWith('/users/'));
+	assert.deepEqual(looked.map((r) => r.path), [`/users/${encodeURIComponent(DEPLETED_USER)}`]);
+	assert.equal(mail.body.to, 'e2e_n8n_depleted@example.test');
+	const state = await json(`${stack.sandbox_url}/_sandbox/state`, { headers: { 'X-Sandbox-Control': stack.sandbox_control } });
+	assert.deepEqual(state.topups, [DEPLETED_USER], 'Get Top-up Link asked the sandbox once, for this user');
+	assert.match(mail.body.text, /^Your balance is used up\. Top up here to continue: https:\/\/sandbox\.paywalls\.invalid\/topup\?user=e2e%3An8n_depleted$/);
 });
