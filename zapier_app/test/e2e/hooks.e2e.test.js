@@ -85,7 +85,7 @@ async function failure(promise) {
 beforeAll(async () => {
   await harness.start();
   receiver = await startReceiver();
-  token = await harness.createToken({ label: 'Zapier hooks', operations: ['deposit', 'charge', 'events'] });
+  token = await harness.createToken({ label: 'Zapier hooks', operations: ['deposit', 'charge', 'events', 'topup'] });
   noEvents = await harness.createToken({ label: 'Zapier no events', operations: ['deposit'] });
 }, 120000);
 
@@ -129,7 +129,19 @@ describe('instant triggers against a live relay', () => {
 
     const cases = [
       ['deposit_created', 'paywall.balance.deposit.created', (e) => expect(e.data.amount).toBe('3')],
-      ['balance_depleted', 'paywall.balance.depleted', () => {}],
+      // The README's flow: Balance Depleted -> Get Top-up Link with User = the trigger's User.
+      [
+        'balance_depleted',
+        'paywall.balance.depleted',
+        async (e) => {
+          const link = await appTester(App.creates.get_topup_link.operation.perform, { authData: auth(), inputData: { user: e.user } });
+          expect(link).toEqual({
+            user,
+            topup_url: `https://sandbox.paywalls.invalid/topup?user=${encodeURIComponent(user)}`,
+            sandbox: true,
+          });
+        },
+      ],
       ['charge_failed', 'paywall.balance.charge.failed', (e) => expect(e.data.errorCode).toBe('insufficient_funds')],
     ];
     for (const [key, type, check] of cases) {
@@ -141,7 +153,7 @@ describe('instant triggers against a live relay', () => {
       const items = await appTester(trigger(key).perform, { authData: auth(), inputData: { user }, cleanedRequest: arrived.body });
       expect(items).toHaveLength(1);
       expect(items[0]).toMatchObject({ id: arrived.body.id, type, user });
-      check(items[0]);
+      await check(items[0]);
       // Every output the contract promises for events of this origin is in the live item.
       const origin = items[0].source === 'relay' ? 'relay' : 'paywalls';
       const spec = Object.values(EVENTS.triggers).find((t) => t.zapier && t.zapier.key === key);
