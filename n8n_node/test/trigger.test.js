@@ -167,9 +167,14 @@ test('checkExists: false when the relay no longer has the stored hook (it was re
 	assert.equal(ctx.staticData.hookId, undefined);
 });
 
-test('checkExists: a list answer that is not the relay fails instead of creating duplicates', async () => {
-	const ctx = context({ params: { event: 'depositCreated' }, respond: () => ok('<html>login</html>') });
-	await assert.rejects(methods().checkExists.call(ctx));
+test('checkExists: a list answer that is not the relay fails, pointing at the Base URL, instead of creating duplicates', async () => {
+	for (const body of ['<html>login</html>', [], { data: 'x' }]) {
+		const ctx = context({ params: { event: 'depositCreated' }, respond: () => ok(body) });
+		await assert.rejects(methods().checkExists.call(ctx), (error) => {
+			assert.match(error.message, /without the expected body.*Base URL/);
+			return true;
+		});
+	}
 });
 
 test('delete: DELETE /v1/relay/hooks/<id> and forget it; an already removed hook is fine', async () => {

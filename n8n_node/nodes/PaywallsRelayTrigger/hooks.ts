@@ -63,8 +63,9 @@ interface FullResponse {
 }
 
 /**
- * One call; a 2xx answer's parsed body, or a NodeApiError with the catalogue's message. With
- * `gone` set, the relay's own 404 problem (the hook no longer exists) answers `null` instead.
+ * One call; a 2xx answer's parsed body (and the URL called), or a NodeApiError with the
+ * catalogue's message. With `gone` set, the relay's own 404 problem (the hook no longer exists)
+ * answers a `null` body instead.
  */
 export async function hookCall(
 	ctx: RelayCaller,
@@ -72,7 +73,7 @@ export async function hookCall(
 	path: string,
 	body?: IDataObject,
 	gone = false,
-): Promise<unknown> {
+): Promise<{ body: unknown; url: string }> {
 	const credentials = await ctx.getCredentials(CREDENTIAL);
 	const baseUrl = String(credentials.baseUrl ?? '')
 		.trim()
@@ -106,33 +107,32 @@ export async function hookCall(
 	const parsed = parseBody(response.body);
 	if (status >= 200 && status < 300) {
 		// DELETE answers 204 with no body; the others must be the relay's JSON.
-		if (method === 'DELETE' || (typeof parsed === 'object' && parsed !== null)) return parsed;
+		if (method === 'DELETE' || (typeof parsed === 'object' && parsed !== null)) return { body: parsed, url };
 	}
 	const info = describeAnswer(status, response.body, response.headers, context);
-	if (gone && info.problem === 'not-found') return null;
+	if (gone && info.problem === 'not-found') return { body: null, url };
 	throw toNodeApiError(ctx.getNode(), info);
 }
 
-/** GET /v1/relay/hooks?target_url=...: the token's hooks aiming at this URL ({data: [...]}). */
+/** A 2xx whose JSON is not what the relay answers there: something else is at the Base URL. */
+function notTheRelay(ctx: RelayCaller, body: unknown, url: string): Error {
+	return toNodeApiError(ctx.getNode(), describeAnswer(200, body, {}, { url }));
+}
+
+/** GET /v1/relay/hooks?target_url=...: the token's hooks aiming at this URL (the relay answers {data: [...]}). */
 export async function listHooks(ctx: RelayCaller, targetUrl: string): Promise<Hook[]> {
 	const path = `${events.hookPath()}?target_url=${encodeURIComponent(targetUrl)}`;
-	const page = (await hookCall(ctx, 'GET', path)) as IDataObject | unknown[];
-	const list = Array.isArray(page) ? page : Array.isArray(page.data) ? page.data : null;
-	if (list === null) {
-		const info = describeAnswer(200, '', {}, { url: events.hookPath() });
-		throw toNodeApiError(ctx.getNode(), info);
-	}
-	return list.filter((hook): hook is Hook => events.hookIdOf(hook) !== null);
+	const { body, url } = await hookCall(ctx, 'GET', path);
+	const page = body as IDataObject;
+	if (!Array.isArray(page.data)) throw notTheRelay(ctx, body, url);
+	return page.data.filter((hook): hook is Hook => events.hookIdOf(hook) !== null);
 }
 
 /** POST /v1/relay/hooks; the new hook's id. */
 export async function createHook(ctx: RelayCaller, trigger: string, targetUrl: string, user: unknown): Promise<string> {
-	const answer = await hookCall(ctx, 'POST', events.hookPath(), events.hookBody(trigger, targetUrl, user));
-	const id = events.hookIdOf(answer);
-	if (id === null) {
-		const info = describeAnswer(200, answer, {}, { url: events.hookPath() });
-		throw toNodeApiError(ctx.getNode(), info);
-	}
+	const { body, url } = await hookCall(ctx, 'POST', events.hookPath(), events.hookBody(trigger, targetUrl, user));
+	const id = events.hookIdOf(body);
+	if (id === null) throw notTheRelay(ctx, body, url);
 	return id;
 }
 
