@@ -119,6 +119,27 @@ test('create: a token without the events operation fails with the catalogue mess
 	assert.equal(ctx.staticData.hookId, undefined);
 });
 
+test('create: a webhook URL the relay refuses (production wants https) names the field and the fix', async () => {
+	const ctx = context({
+		params: { event: 'balanceDepleted' },
+		respond: () => ({
+			statusCode: 422,
+			headers: { 'content-type': 'application/problem+json' },
+			body: {
+				type: 'urn:paywalls-relay:problem:validation',
+				title: 'Some fields are invalid',
+				status: 422,
+				errors: [{ field: 'target_url', message: 'must start with https:// (RELAY_ENV=production)' }],
+			},
+		}),
+	});
+	await assert.rejects(methods().create.call(ctx), (error) => {
+		assert.match(error.message, /Webhook URL: must start with https:\/\/ \(RELAY_ENV=production\)/);
+		assert.match(error.message, /set WEBHOOK_URL/);
+		return true;
+	});
+});
+
 test('create: an answer without an id is not a subscription', async () => {
 	const ctx = context({ params: { event: 'balanceDepleted' }, respond: () => ok({ ok: true }, 201) });
 	await assert.rejects(methods().create.call(ctx), /relay/i);
