@@ -369,6 +369,31 @@ test('an active workflow with the trigger registers its webhook with the relay a
 	const delivered = log.data.filter((a) => a.event_id === item.id);
 	assert.ok(delivered.some((a) => a.status >= 200 && a.status < 300), JSON.stringify(log.data));
 	assert.ok(receiver.at('/got').every((r) => r.body.user === USER), 'no execution for the other user');
+
+	// The sandbox emits a deposit event by itself (Paywalls' deposits made elsewhere: Stripe, a top-up link), and
+	// delivers it twice to the relay's intake: the workflow runs once for it.
+	const control = { 'Content-Type': 'application/json', 'X-Sandbox-Control': stack.sandbox_control };
+	const emitted = await json(`${stack.sandbox_url}/_sandbox/webhooks/emit`, {
+		method: 'POST',
+		headers: control,
+		body: JSON.stringify({
+			type: 'paywall.balance.deposit.created',
+			mode: 'duplicate',
+			data: { externalUserId: USER, walletUserId: 'wu_e2e', amount: '7', currency: 'USD', source: 'stripe' },
+		}),
+	});
+	const [run] = await until('the emitted event running the workflow', async () => {
+		const arrived = receiver.at('/got').filter((r) => r.body.id === emitted.id);
+		return arrived.length ? arrived : null;
+	});
+	assert.deepEqual([run.body.type, run.body.user, run.body.data.amount, run.body.data.source], ['paywall.balance.deposit.created', USER, '7', 'stripe']);
+	await until('both sandbox deliveries answered', async () => {
+		const { data } = await json(`${stack.sandbox_url}/_sandbox/webhooks/deliveries`, { headers: control });
+		return data.filter((d) => d.event_id === emitted.id && d.status >= 200 && d.status < 300).length >= 2;
+	});
+	const attempts = (await relay(`/v1/relay/hooks/${hook[0].id}/deliveries`)).data.filter((a) => a.event_id === emitted.id);
+	assert.equal(attempts.length, 1, JSON.stringify(attempts));
+	assert.equal(receiver.at('/got').filter((r) => r.body.id === emitted.id).length, 1);
 });
 
 test('the README flow: balance depleted -> Get Top-up Link -> the user\'s email gets the link', { timeout: 300_000 }, async () => {
