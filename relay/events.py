@@ -10,6 +10,7 @@ import json
 import re
 import threading
 import time
+import weakref
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
@@ -113,7 +114,7 @@ FROM_LEDGER = {
     "ambiguous": "relay.operation.ambiguous",
 }
 DEPLETED = "paywall.balance.depleted"
-MODES = ("auto", "on", "off")
+RELAY_PREFIX = "evt_relay_"  # the ids of the relay's own events: evt_relay_<ledger id>[_depleted]
 CONFIGURED_TTL = 30.0  # seconds the answer to "are Paywalls webhooks configured?" is reused, per process
 _INSUFFICIENT = re.compile(r"insufficient|top.?up|not enough", re.IGNORECASE)
 
@@ -124,7 +125,7 @@ class _Configured:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.answers = {}  # engine id -> (monotonic time, answer)
+        self.answers = weakref.WeakKeyDictionary()  # engine -> (monotonic time, answer); gone with its engine
 
     def __call__(self, settings: dict, connection) -> bool:
         """`connection`: the caller's own (SQLite admits one writer: a second connection would wait on it)."""
@@ -132,14 +133,14 @@ class _Configured:
             return True
         now = time.monotonic()
         with self.lock:
-            cached = self.answers.get(id(connection.engine))
+            cached = self.answers.get(connection.engine)
         if cached and now - cached[0] < CONFIGURED_TTL:
             return cached[1]
         from .models import WebhookSubscription
         query = select(WebhookSubscription.id).where(WebhookSubscription.deactivated_at.is_(None)).limit(1)
         answer = connection.execute(query).first() is not None
         with self.lock:
-            self.answers[id(connection.engine)] = (now, answer)
+            self.answers[connection.engine] = (now, answer)
         return answer
 
     def forget(self):
@@ -212,7 +213,7 @@ def from_ledger(connection, settings: dict, token, operation: str, outcome: str,
         data["upstreamStatus"] = entry.get("upstream_status")
     stored = False
     for index, event_type in enumerate(made):
-        event = {"id": f"evt_relay_{ledger_id}" + ("" if index == 0 else "_depleted"), "type": event_type,
+        event = {"id": f"{RELAY_PREFIX}{ledger_id}" + ("" if index == 0 else "_depleted"), "type": event_type,
                  "version": "1", "createdAt": iso_z(now), "source": "relay", "data": data}
         stored = store(connection, event, "relay", token_id=token.id, now=now, happened=now) or stored
     return stored

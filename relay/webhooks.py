@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import re
+import secrets
 from datetime import datetime, timedelta, timezone
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -144,15 +145,15 @@ def intake():
     settings = current_app.config["RELAY"]
     raw = request.get_data(cache=False)
     with db.read() as session:
-        secrets_ = [s for s in [settings.get("PAYWALLS_WEBHOOK_SECRET")] if s] + stored_secrets(session, settings)
-    if not secrets_:
+        keys = [s for s in [settings.get("PAYWALLS_WEBHOOK_SECRET")] if s] + stored_secrets(session, settings)
+    if not keys:
         raise messages.webhooks_off()
     signature = request.headers.get(SIGNATURE_HEADER)
     # Refused signatures count against the sender's failed-authentication limit, as wrong tokens do; a valid one
     # always passes (Paywalls delivers from addresses it shares with everyone else it delivers for).
     limits = current_app.extensions["relay.ratelimits"]
     with limits.guarding_auth(request.remote_addr or "-", valid_always_pass=True):
-        if not any(verify(secret, raw, signature) for secret in secrets_):
+        if not any(verify(secret, raw, signature) for secret in keys):
             raise messages.webhook_refused("signature" if signature else "signature_missing")
     now = clock.now()
     stamp = request.headers.get(TIMESTAMP_HEADER)
@@ -163,6 +164,9 @@ def intake():
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise messages.malformed_body("The webhook body is not valid JSON.") from None
     event = events.normalize(body)
+    if event["id"].startswith(events.RELAY_PREFIX):
+        # The relay's own ids: taken from outside, one would silence the relay's own event of that id.
+        raise messages.invalid_event([messages.field_error("id", messages.RESERVED_EVENT_ID)])
     with db.write() as connection:
         new = events.store(connection, event, "paywalls", now=now)
     if new:
@@ -199,9 +203,10 @@ def subscribe(session, settings: dict, url: str, event_types: list[str], descrip
     body = {"url": url, "events": event_types}
     if description:
         body["description"] = description
+    # One key per command run: its own retries are one subscription, while subscribing again after an unsubscribe
+    # must make a new one, not replay the deactivated one.
     outcome = _upstream().call("POST", "/webhooks/subscriptions", json=body,
-                               idempotency_key="whsub_" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()
-                                                                         ).hexdigest()[:40])
+                               idempotency_key="whsub_" + secrets.token_hex(16))
     if outcome.kind != "ok":
         raise _refused("create the subscription", outcome)
     answer = outcome.body.get("data") if isinstance(outcome.body.get("data"), dict) else outcome.body

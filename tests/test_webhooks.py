@@ -285,6 +285,12 @@ def test_subscribe_list_and_unsubscribe_against_the_sandbox(operator_env, sandbo
     assert post(client, {**EVENT, "id": "evt_after"}, secret=secret).status_code == 404  # no secret left at all
     listed = json.loads(cli_run("webhooks", "list", "--json").output)
     assert [(s["active"], s["paywalls_active"]) for s in listed["subscriptions"]] == [(False, False)]
+    # Subscribing again makes a new subscription (not a replay of the deactivated one), with a new secret.
+    again = json.loads(cli_run("webhooks", "subscribe", "--url", intake, "--json").output)
+    assert again["id"] != remote["id"] and sandbox.state.subscriptions[again["id"]]["secret"] != secret
+    assert again["events"] == ["paywall.balance.*"]
+    assert post(client, {**EVENT, "id": "evt_again"}, secret=sandbox.state.subscriptions[again["id"]]["secret"]
+                ).status_code == 202
 
 
 def test_subscribe_refuses_plain_http_for_a_live_relay_and_odd_events(operator_env, sandbox):
@@ -316,3 +322,38 @@ def test_refused_signatures_are_throttled_per_address_and_a_valid_one_still_pass
     assert statuses[:3] == [401, 401, 401] and statuses[3:] == [429, 429]
     assert post(client, EVENT).status_code == 202
     assert [row.id for row in stored(app)] == ["evt_in_1"]
+
+
+def test_the_relays_own_event_ids_cannot_come_from_outside(intake_app):
+    answer = post(intake_app.test_client(), {**EVENT, "id": "evt_relay_1"})
+    assert answer.status_code == 422 and answer.get_json()["errors"][0]["field"] == "id"
+    assert stored(intake_app) == []
+
+
+def test_a_database_failure_while_storing_is_a_503_paywalls_retries(intake_app, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    def down(*args, **kwargs):
+        raise OperationalError("INSERT INTO events", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(events, "store", down)
+    answer = post(intake_app.test_client(), EVENT)
+    assert answer.status_code == 503 and answer.get_json()["type"].endswith(":unavailable")
+    monkeypatch.undo()
+    assert stored(intake_app) == []
+    assert post(intake_app.test_client(), EVENT).status_code == 202  # Paywalls' retry is taken
+
+
+def test_the_same_event_delivered_concurrently_is_stored_once(intake_app):
+    from concurrent.futures import ThreadPoolExecutor
+    barrier = __import__("threading").Barrier(6)
+
+    def deliver(_):
+        client = intake_app.test_client()
+        barrier.wait()
+        return post(client, {"delivery": {"id": "dlv"}, "event": EVENT}).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(deliver, range(6)))
+    assert statuses == [200] * 5 + [202]
+    assert len(stored(intake_app)) == 1
