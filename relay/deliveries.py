@@ -32,7 +32,7 @@ from types import SimpleNamespace
 from urllib.parse import quote
 
 from prometheus_client import Counter
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 
 from . import __version__, clock, db, events, hooks, messages, targets, tokens
 from .models import Delivery, DeliveryAttempt, Event, Hook, Token, as_utc
@@ -63,6 +63,11 @@ def _skip_locked(query, connection):
     return query.with_for_update(skip_locked=True) if connection.dialect.name == "postgresql" else query
 
 
+# Written as the partial index ix_events_pending_fanout says it: `fanned_out IS false` (PostgreSQL) or `= 0` (SQLite)
+# is not matched to that index, and every idle poll scanned the whole events table, which grows with every deposit.
+NOT_FANNED_OUT = text("NOT events.fanned_out")
+
+
 # --- who receives what -------------------------------------------------------------------------------------------
 
 def type_matches(event_types: list, event_type: str) -> bool:
@@ -91,13 +96,17 @@ def hook_wants(hook, event) -> bool:
 
 # --- fan-out -------------------------------------------------------------------------------------------------------
 
+def unfanned(limit: int):
+    """The oldest events not fanned out yet, through the partial index, which is ordered by received_at alone: cheap
+    however many events are stored (ordered by id too, PostgreSQL walked ix_events_received from the oldest event)."""
+    return select(EVENTS.c.id, EVENTS.c.type, EVENTS.c.user, EVENTS.c.received_at).where(NOT_FANNED_OUT) \
+        .order_by(EVENTS.c.received_at).limit(limit)
+
+
 def fan_out(connection, now: datetime, limit: int = FAN_OUT_BATCH) -> int:
     """Turn up to `limit` stored events not fanned out yet into deliveries, and mark them fanned out, in the caller's
     transaction. The number of events handled."""
-    events = connection.execute(_skip_locked(
-        select(EVENTS.c.id, EVENTS.c.type, EVENTS.c.user, EVENTS.c.received_at)
-        .where(EVENTS.c.fanned_out.is_(False)).order_by(EVENTS.c.received_at, EVENTS.c.id).limit(limit),
-        connection)).all()
+    events = connection.execute(_skip_locked(unfanned(limit), connection)).all()
     if not events:
         return 0
     active = connection.execute(select(HOOKS.c.id, HOOKS.c.token_id, HOOKS.c.event_types, HOOKS.c.filter_user,
@@ -253,11 +262,11 @@ def _host(url: str) -> str | None:
 def pending_work(connection, now: datetime) -> tuple[bool, datetime | None]:
     """(events wait to be fanned out, when the next pending delivery is due): two cheap reads, so an idle worker
     never takes the write lock (on SQLite, the one every deposit queues on)."""
-    unfanned = connection.execute(select(EVENTS.c.id).where(EVENTS.c.fanned_out.is_(False)).limit(1)).first()
+    waiting = connection.execute(unfanned(1)).first()
     due = connection.execute(select(func.min(DELIVERIES.c.next_attempt_at)).where(
         DELIVERIES.c.state == "pending", or_(DELIVERIES.c.lease_until.is_(None), DELIVERIES.c.lease_until < now))
     ).scalar()
-    return unfanned is not None, None if due is None else as_utc(due)
+    return waiting is not None, None if due is None else as_utc(due)
 
 
 def purge(connection, older_than: datetime) -> int:

@@ -166,7 +166,8 @@ class Answer:
     error: str | None
 
 
-def post(target: Target, body: bytes, headers: dict, production: bool, budget: float, resolver=None) -> Answer:
+def post(target: Target, body: bytes, headers: dict, production: bool, budget: float, resolver=None,
+         ca_certs: str | None = None) -> Answer:
     """POST body to the target, once: no retries (the delivery worker schedules those), no redirects (a 3xx is an
     answer like any other non-2xx: following it would let a receiver point the relay anywhere). `budget` bounds the
     whole exchange: the upstream watchdog cuts the socket of a receiver that trickles its answer."""
@@ -190,7 +191,7 @@ def post(target: Target, body: bytes, headers: dict, production: bool, budget: f
         # an IPv4 address, only one of which answers); never an address that was not checked.
         for index, address in enumerate(addresses):
             try:
-                return _post_to(str(address), target, body, headers, timeout)
+                return _post_to(str(address), target, body, headers, timeout, ca_certs or requests.certs.where())
             except Exception as error:  # timeouts, refused connections, TLS failures: all "no answer"
                 from urllib3.exceptions import ConnectTimeoutError
                 if watch.fired:
@@ -208,11 +209,11 @@ def host_header(target: Target) -> str:
     return host if target.port == (443 if target.scheme == "https" else 80) else f"{host}:{target.port}"
 
 
-def _post_to(address: str, target: Target, body: bytes, headers: dict, timeout: Timeout) -> Answer:
+def _post_to(address: str, target: Target, body: bytes, headers: dict, timeout: Timeout, ca_certs: str) -> Answer:
     if target.scheme == "https":
         pool = _WatchedHTTPSPool(address, target.port, timeout=timeout, retries=False, maxsize=1,
                                  server_hostname=target.host, assert_hostname=target.host,
-                                 cert_reqs="CERT_REQUIRED", ca_certs=requests.certs.where())
+                                 cert_reqs="CERT_REQUIRED", ca_certs=ca_certs)
     else:
         pool = _WatchedHTTPPool(address, target.port, timeout=timeout, retries=False, maxsize=1)
     try:

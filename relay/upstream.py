@@ -287,20 +287,30 @@ class _Watchdog:
 WATCHDOG = _Watchdog()
 
 
+def _note_socket(connection):
+    # The socket itself, not the connection: http.client drops conn.sock when the answer says
+    # "Connection: close", while the response goes on reading from the same socket.
+    watch = getattr(_calling, "watch", None)
+    if watch is not None:
+        watch.sock = connection.sock
+
+
 class _WatchedHTTPConnection(HTTPConnection):
     def request(self, *args, **kwargs):
         try:
             return super().request(*args, **kwargs)
         finally:
-            # The socket itself, not the connection: http.client drops conn.sock when the answer says
-            # "Connection: close", while the response goes on reading from the same socket.
-            watch = getattr(_calling, "watch", None)
-            if watch is not None:
-                watch.sock = self.sock
+            _note_socket(self)
 
 
 class _WatchedHTTPSConnection(HTTPSConnection):
-    request = _WatchedHTTPConnection.request
+    # Its own method, not _WatchedHTTPConnection's: a zero-argument super() there names _WatchedHTTPConnection,
+    # which an HTTPS connection is not, so every https:// call (Paywalls itself) raised TypeError.
+    def request(self, *args, **kwargs):
+        try:
+            return super().request(*args, **kwargs)
+        finally:
+            _note_socket(self)
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):

@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 from sqlalchemy import select, update
 
 from conftest import auth, create_token, manual_clock, wait_for
-from hook_receiver import Receiver
+from hook_receiver import Receiver, certificates
 from relay import clock, db, deliveries, targets, tokens
 from relay.models import Delivery, DeliveryAttempt, Event, Hook, Token
 
@@ -721,3 +721,36 @@ def test_purge_forgets_finished_deliveries_and_their_log_but_never_pending_ones(
         assert deliveries.purge(connection, clock.now() + timedelta(seconds=1)) == 1
     assert [d.state for d in rows(app, Delivery)] == ["pending"]
     assert [a.delivery_id for a in rows(app, DeliveryAttempt)] == [rows(app, Delivery)[0].id]
+
+
+# --- https: the connection goes to the checked address, TLS still verifies the certificate for the name ---------------
+
+@pytest.mark.parametrize("name, delivered", [("receiver.test", True), ("someone-else.test", False)])
+def test_https_connects_to_the_checked_address_and_verifies_the_certificate_for_the_name(tmp_path, name, delivered):
+    ca, cert, key = certificates(tmp_path, "receiver.test")
+    with Receiver(tls=(cert, key)) as receiver:
+        port = int(receiver.url.rsplit(":", 1)[1])
+        target = targets.parse(f"https://{name}:{port}/hook?k=v", production=False)
+        answer = targets.post(target, b"{}", {}, production=False, budget=5, ca_certs=ca,
+                              resolver=lambda host, port: [ipaddress.ip_address("127.0.0.1")])
+        if delivered:
+            assert answer == targets.Answer(200, None)
+            assert receiver.received[0]["headers"]["Host"] == f"receiver.test:{port}"
+            assert receiver.received[0]["path"] == "/hook?k=v"
+        else:  # the address answers, but its certificate is not for the name the hook gave: nothing is sent
+            assert answer.status is None and answer.error.startswith("TLS failed")
+            assert receiver.received == []
+
+
+def test_the_idle_poll_reads_events_through_the_partial_index(app):
+    """Every worker looks for events not fanned out about once a second; the events table grows with every deposit,
+    so that read must use ix_events_pending_fanout, never scan the table."""
+    with app.app_context(), db.read_connection() as connection:
+        statement = deliveries.unfanned(1).compile(connection, compile_kwargs={"literal_binds": True})
+        if connection.dialect.name == "postgresql":
+            with connection.begin():
+                connection.exec_driver_sql("SET LOCAL enable_seqscan = off")  # any usable index is taken
+                plan = " ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {statement}"))
+        else:
+            plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}"))
+    assert "ix_events_pending_fanout" in plan, plan
