@@ -149,6 +149,18 @@ describe('what the relay POSTs', () => {
     expect(items).toEqual([{ ...inner, user: 'acme:u1' }]);
   });
 
+  it('a __proto__ key in a hostile body stays data: nothing is polluted', async () => {
+    const posted = JSON.parse(
+      `{"id":"evt_p","type":"${type}","__proto__":{"polluted":true},"data":{"externalUserId":"acme:u1","__proto__":{"x":1}}}`,
+    );
+    const [item] = await appTester(perform, { authData: authData(), inputData: {}, cleanedRequest: posted });
+    expect(item.id).toBe('evt_p');
+    expect(item.user).toBe('acme:u1');
+    expect({}.polluted).toBeUndefined();
+    expect({}.x).toBeUndefined();
+    expect(Object.getPrototypeOf(item)).toBe(Object.prototype);
+  });
+
   it.each([
     ['no body', undefined],
     ['text', 'hello'],
