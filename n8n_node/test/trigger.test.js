@@ -83,6 +83,9 @@ test('Event offers the contract triggers: deposit created, balance depleted, cha
 	const values = event.options.map((o) => o.value).sort();
 	assert.deepEqual(values, Object.values(EVENTS.triggers).map((t) => t.n8n.value).sort());
 	assert.deepEqual(values, ['anyEvent', 'balanceDepleted', 'chargeFailed', 'depositCreated']);
+	const subtitle = /^=\{\{ (\{.*\})\[\$parameter\["event"\]\] \}\}$/.exec(node().description.subtitle);
+	assert.ok(subtitle, node().description.subtitle);
+	assert.equal(JSON.parse(subtitle[1]).balanceDepleted, 'Balance Depleted');
 });
 
 for (const [name, spec] of Object.entries(EVENTS.triggers)) {

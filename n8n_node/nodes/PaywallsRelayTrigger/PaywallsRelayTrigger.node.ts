@@ -8,7 +8,12 @@ import {
 	type IWebhookFunctions,
 	type IWebhookResponseData,
 } from 'n8n-workflow';
-import { TRIGGER_OF, eventProperty, userProperty } from '../PaywallsRelay/generated/trigger-properties';
+import {
+	TRIGGER_OF,
+	TRIGGER_SUBTITLE,
+	eventProperty,
+	userProperty,
+} from '../PaywallsRelay/generated/trigger-properties';
 import { PaywallsRelay } from '../PaywallsRelay/PaywallsRelay.node';
 import { createHook, deleteHook, events, listHooks, type RelayCaller } from './hooks';
 
@@ -43,7 +48,7 @@ export class PaywallsRelayTrigger implements INodeType {
 		icon: { light: 'file:../PaywallsRelay/paywallsRelay.svg', dark: 'file:../PaywallsRelay/paywallsRelay.dark.svg' },
 		group: ['trigger'],
 		version: 1,
-		subtitle: '={{ $parameter["event"] }}',
+		subtitle: TRIGGER_SUBTITLE,
 		description:
 			'Starts the workflow at once when a deposit is created, a balance is depleted or a charge fails, through your Paywalls Relay',
 		defaults: {
