@@ -8,8 +8,10 @@ const middleware = require('./middleware');
 
 const depositCredits = require('./creates/deposit_credits');
 const chargeUser = require('./creates/charge_user');
+const getTopupLink = require('./creates/get_topup_link');
 const findUserBalance = require('./searches/find_user_balance');
 const newDeposit = require('./triggers/new_deposit');
+const hooks = require('./triggers/hooks');
 
 // Strip the module-only helpers (e.g. REASONS) off the action definitions.
 const definition = ({ key, noun, display, operation }) => ({ key, noun, display, operation });
@@ -30,6 +32,7 @@ module.exports = {
 
   triggers: {
     [newDeposit.key]: definition(newDeposit),
+    ...Object.fromEntries(hooks.triggers.map((trigger) => [trigger.key, definition(trigger)])),
   },
   searches: {
     [findUserBalance.key]: definition(findUserBalance),
@@ -37,6 +40,7 @@ module.exports = {
   creates: {
     [depositCredits.key]: definition(depositCredits),
     [chargeUser.key]: definition(chargeUser),
+    [getTopupLink.key]: definition(getTopupLink),
   },
   resources: {},
 };

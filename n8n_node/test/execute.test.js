@@ -78,6 +78,25 @@ test('Charge User: success false is data, not an error; Get Balance names the us
 	assert.deepEqual(balance.items[0].json, { user: 'u1', balance: '1000', balance_formatted: '$10.00', sandbox: true });
 });
 
+test('Get Top-up Link: GET /v1/user/balance/topup for the trimmed user, the link as topup_url', async () => {
+	const topup = await run({ resource: 'balance', operation: 'getTopupLink', user: ' acme:u1 ' }, {
+		respond: () => answer(200, { url: 'https://pay.example/t/1', user: 'acme:u1' }),
+	});
+	assert.equal(topup.requests[0].method, 'GET');
+	assert.equal(topup.requests[0].url, 'http://relay.test/v1/user/balance/topup');
+	assert.deepEqual(topup.requests[0].qs, { user: 'acme:u1' });
+	assert.equal(topup.requests[0].body, undefined);
+	assert.deepEqual(topup.items[0].json, { user: 'acme:u1', topup_url: 'https://pay.example/t/1', sandbox: false });
+	const refused = await runError({ resource: 'balance', operation: 'getTopupLink', user: 'acme:u1' }, {
+		respond: () =>
+			answer(403, { type: 'urn:paywalls-relay:problem:forbidden', title: 't', status: 403, limit: 'operation' }, {
+				'content-type': 'application/problem+json',
+			}),
+	});
+	assert.match(refused.message, /not allowed to get top-up links/);
+	assert.match(refused.message, /"topup" operation/);
+});
+
 test('client refusals use the contract texts and send nothing', async () => {
 	const texts = schema('client-contract.json').client_errors;
 	const cases = [

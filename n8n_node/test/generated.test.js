@@ -6,9 +6,17 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { outputs, OUT } = require('../scripts/generate.js');
 
-test('generated files equal a fresh `npm run generate` (properties, relay-contract.js, its JSON)', () => {
+test('generated files equal a fresh `npm run generate` (properties, relay-contract.js, relay-events.js, their JSON)', () => {
 	const fresh = outputs();
-	assert.deepEqual(Object.keys(fresh).sort(), ['client-contract.json', 'problems.json', 'properties.ts', 'relay-contract.js']);
+	assert.deepEqual(Object.keys(fresh).sort(), [
+		'client-contract.json',
+		'events-contract.json',
+		'problems.json',
+		'properties.ts',
+		'relay-contract.js',
+		'relay-events.js',
+		'trigger-properties.ts',
+	]);
 	for (const [name, text] of Object.entries(fresh)) {
 		const committed = fs.readFileSync(path.join(OUT, name), 'utf8');
 		assert.ok(committed === text, `${name} differs from ../schemas: run "npm run generate" and commit`);

@@ -27,7 +27,7 @@ test('resources and operations are the contract n8n names: Deposit holds Deposit
 	assert.deepEqual(resources, ['Balance', 'Charge', 'Deposit']);
 	assert.deepEqual(operations('deposit').map((o) => [o.name, o.value]), [['Deposit Credits', 'create'], ['List Deposits', 'getAll']]);
 	assert.deepEqual(operations('charge').map((o) => [o.name, o.value]), [['Charge User', 'create']]);
-	assert.deepEqual(operations('balance').map((o) => [o.name, o.value]), [['Get Balance', 'get']]);
+	assert.deepEqual(operations('balance').map((o) => [o.name, o.value]), [['Get Balance', 'get'], ['Get Top-up Link', 'getTopupLink']]);
 	for (const op of Object.values(contract.operations)) {
 		const found = operations(op.n8n.resource).find((o) => o.value === op.n8n.operation);
 		assert.equal(found.name, op.n8n.name);
@@ -43,6 +43,7 @@ test('the subtitle reads like the operation: "Deposit Credits", not "create: dep
 		'deposit:create': 'Deposit Credits',
 		'charge:create': 'Charge User',
 		'balance:get': 'Get Balance',
+		'balance:getTopupLink': 'Get Top-up Link',
 		'deposit:getAll': 'List Deposits',
 	});
 });

@@ -15,7 +15,11 @@ test('package.json follows the community node rules', () => {
 	assert.equal(pkg.license, 'MIT');
 	assert.equal(pkg.n8n.n8nNodesApiVersion, 1);
 	assert.equal(pkg.n8n.strict, true);
-	assert.ok(pkg.n8n.nodes.length === 1 && pkg.n8n.credentials.length === 1);
+	assert.deepEqual(pkg.n8n.nodes, [
+		'dist/nodes/PaywallsRelay/PaywallsRelay.node.js',
+		'dist/nodes/PaywallsRelayTrigger/PaywallsRelayTrigger.node.js',
+	]);
+	assert.equal(pkg.n8n.credentials.length, 1);
 	for (const p of [...pkg.n8n.nodes, ...pkg.n8n.credentials]) {
 		assert.match(p, /^dist\/.+\.js$/, p);
 	}

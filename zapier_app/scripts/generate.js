@@ -4,7 +4,8 @@
 // npm run generate: brings the client contract into the app (`zapier push` uploads only this
 // folder, so the app cannot read ../schemas at run time).
 //   lib/generated/relay-contract.js   <- schemas/clients/relay-contract.js (the shared JS)
-//   lib/generated/client-contract.json, problems.json <- schemas/ (byte for byte)
+//   lib/generated/relay-events.js      <- schemas/clients/relay-events.js (the triggers' shared JS)
+//   lib/generated/client-contract.json, events-contract.json, problems.json <- schemas/ (byte for byte)
 //   lib/generated/fields.json          <- Zapier input and output fields of each operation,
 //                                        built from schemas/client-contract.json
 // The output is committed; test/generated.test.js fails when it differs from what this writes.
@@ -102,9 +103,15 @@ function render() {
   if (!js.startsWith(strict)) {
     throw new Error("schemas/clients/relay-contract.js must start with 'use strict';");
   }
+  const eventsJs = read(path.join('clients', 'relay-events.js'));
+  if (!eventsJs.startsWith(strict)) {
+    throw new Error("schemas/clients/relay-events.js must start with 'use strict';");
+  }
   return {
     'relay-contract.js': strict + HEADER + js.slice(strict.length),
+    'relay-events.js': strict + HEADER.replace('relay-contract.js', 'relay-events.js') + eventsJs.slice(strict.length),
     'client-contract.json': read('client-contract.json'),
+    'events-contract.json': read('events-contract.json'),
     'problems.json': read('problems.json'),
     'fields.json': `${JSON.stringify(fieldsDocument(contract), null, 2)}\n`,
   };

@@ -43,6 +43,7 @@ describe('the actions use the generated fields of their operation', () => {
     charge: App.creates.charge_user,
     balance: App.searches.find_user_balance,
     deposits: App.triggers.new_deposit,
+    topup: App.creates.get_topup_link,
   };
 
   it.each(Object.keys(actions))('%s: its inputs, in the contract order, with label, required and help', (op) => {

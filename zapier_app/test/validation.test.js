@@ -43,10 +43,10 @@ describe('app validation', () => {
     expect(results.length).toBeGreaterThan(0);
   });
 
-  it('has the four actions of issue 5', () => {
-    expect(Object.keys(App.creates).sort()).toEqual(['charge_user', 'deposit_credits']);
+  it('has the four actions of issue 5 and the three instant triggers of issue 16', () => {
+    expect(Object.keys(App.creates).sort()).toEqual(['charge_user', 'deposit_credits', 'get_topup_link']);
     expect(Object.keys(App.searches)).toEqual(['find_user_balance']);
-    expect(Object.keys(App.triggers)).toEqual(['new_deposit']);
+    expect(Object.keys(App.triggers)).toEqual(['new_deposit', 'deposit_created', 'balance_depleted', 'charge_failed']);
   });
 
   it('uses the core it depends on, pinned exactly', () => {

@@ -51,8 +51,9 @@ module.exports = {
   display: {
     label: 'New Deposit',
     description:
-      'Triggers when credits are deposited to a user through Paywalls Relay, by any Zap, workflow or script. ' +
-      'Needs a token with the ledger operation.',
+      'Triggers when credits are deposited to a user through Paywalls Relay, by any Zap, workflow or script ' +
+      '(checked every few minutes). Needs a token with the ledger operation. For deposits from any source ' +
+      '(Stripe, top-up links), at once, use Deposit Created (events operation).',
   },
   operation: {
     type: 'polling',

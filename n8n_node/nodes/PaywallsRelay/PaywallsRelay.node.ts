@@ -111,7 +111,7 @@ export class PaywallsRelay implements INodeType {
 				const request = requestFor(node, itemIndex, op, inputs);
 				key = request.key;
 				const json =
-					op === 'balance'
+					op === 'balance' || op === 'topup'
 						? await balanceCall(this, itemIndex, baseUrl, request)
 						: await moneyCall(this, itemIndex, baseUrl, request);
 				out.push({ json, pairedItem });

@@ -8,7 +8,7 @@ import * as generated from './generated/relay-contract';
 
 const contract = generated as unknown as RelayContract;
 
-export type Operation = 'deposit' | 'charge' | 'balance' | 'deposits';
+export type Operation = 'deposit' | 'charge' | 'balance' | 'topup' | 'deposits';
 
 export interface ContractErrorShape extends Error {
 	code: string;

@@ -187,7 +187,7 @@ export async function moneyCall(
 	}) as IDataObject;
 }
 
-/** Get Balance: {user, balance, balance_formatted, sandbox}. */
+/** Get Balance: {user, balance, balance_formatted, sandbox}; Get Top-up Link: {user, topup_url, sandbox}. */
 export async function balanceCall(
 	ctx: IExecuteFunctions,
 	itemIndex: number,
@@ -195,7 +195,7 @@ export async function balanceCall(
 	request: BuiltRequest,
 ): Promise<IDataObject> {
 	const answer = await call(ctx, itemIndex, baseUrl, request, request.query.user ?? '');
-	return buildReadOutput('balance', request, answer.data, {
+	return buildReadOutput(request.op, request, answer.data, {
 		sandbox: headerValue(answer.headers, 'x-relay-sandbox') === 'true',
 	}) as IDataObject;
 }
