@@ -9,7 +9,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from conftest import manual_clock
-from relay import db
+from relay import db, tokens
 from relay.models import AuditEntry, ConsoleSession
 from sqlalchemy import select
 
@@ -226,3 +226,113 @@ def test_admin_key_never_in_a_page(app, console):
     key = admin_key(app)
     for path in ("/console/", "/console/tokens", "/console/ledger", "/console/audit", "/console/sign-in"):
         assert key not in console.get(path).get_data(as_text=True)
+
+
+# --- tokens: create ----------------------------------------------------------------------------------------
+
+def form_of(console, path: str) -> dict:
+    """The hidden fields (CSRF token, form nonce) of the form on a page."""
+    page = console.get(path).get_data(as_text=True)
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+
+
+def create(console, **fields):
+    data = {**form_of(console, "/console/tokens/new"), "label": "Zap: renewals", "operations": ["deposit"], **fields}
+    return console.post("/console/tokens/new", data=data)
+
+
+def token_of(page: str) -> str:
+    return re.search(r'<code id="token-text"[^>]*>(pwr_[^<]+)</code>', page).group(1)
+
+
+def test_create_shows_the_token_once_with_the_next_steps(app, console):
+    response = create(console, daily_cap="100", max_amount="20", user_pattern="acme:[a-z0-9_]+",
+                      required_metadata="reference, invoice_id", expires_in="90d", operations=["deposit", "ledger"])
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    text = token_of(page)
+    assert "shown this once" in page and 'data-copy="token-text"' in page
+    assert "Relay URL" in page and "Relay Token" in page and "Base URL" in page and "http://localhost" in page
+    token_id = tokens.split(text)[0]
+    with app.app_context(), db.read() as read:
+        token = tokens.get(read, token_id)
+        assert token.label == "Zap: renewals" and token.operations == ["deposit", "ledger"]
+        assert token.daily_cap_micros == 100_000_000 and token.max_amount_micros == 20_000_000
+        assert token.required_metadata == ["reference", "invoice_id"] and token.user_pattern == "acme:[a-z0-9_]+"
+        assert token.expires_at is not None
+    # It works, and no later page shows it again.
+    deposit = console.post("/v1/user/balance/deposit", json={"user": "acme:u1", "amount": "5",
+                                                             "metadata": {"reference": "r1", "invoice_id": "i1"}},
+                           headers={"Authorization": f"Bearer {text}"})
+    assert deposit.status_code == 200
+    for path in ("/console/tokens", f"/console/tokens/{token_id}", "/console/", "/console/audit"):
+        assert text not in console.get(path).get_data(as_text=True)
+        assert tokens.split(text)[1] not in console.get(path).get_data(as_text=True)
+    [created] = audit_rows(app, "token.created")
+    assert created.via == "console" and created.token_id == token_id
+    assert created.changes["daily_cap"] == "100" and created.changes["label"] == "Zap: renewals"
+
+
+def test_create_never_puts_the_secret_in_the_cookie(console):
+    response = create(console)
+    text = token_of(response.get_data(as_text=True))
+    for header in response.headers.getlist("Set-Cookie"):
+        assert text not in header and tokens.split(text)[1] not in header
+
+
+def test_reloading_the_create_post_does_not_create_twice(app, console):
+    data = {**form_of(console, "/console/tokens/new"), "label": "once", "operations": ["deposit"]}
+    first = console.post("/console/tokens/new", data=data)
+    assert first.status_code == 200
+    again = console.post("/console/tokens/new", data=data)
+    assert again.status_code == 302 and "/console/tokens/" in again.headers["Location"]
+    assert "pwr_" not in console.get(again.headers["Location"]).get_data(as_text=True)
+    assert len(audit_rows(app, "token.created")) == 1
+
+
+@pytest.mark.parametrize("fields, field, words", [
+    ({"label": "  "}, "label", "not only blanks"),
+    ({"label": ""}, "label", "label must be"),
+    ({"operations": []}, "operations", "operations must be"),
+    ({"operations": ["deposit", "teleport"]}, "operations", "operations must be"),
+    ({"max_amount": "-3"}, "max_amount", "max_amount"),
+    ({"daily_cap": "ten"}, "daily_cap", "daily_cap"),
+    ({"monthly_cap": "0.0000001"}, "monthly_cap", "monthly_cap"),
+    ({"user_pattern": "(a+)+$"}, "user_pattern", "user_pattern"),
+    ({"user_pattern": "(a"}, "user_pattern", "user_pattern"),
+    ({"required_metadata": "has space, ok"}, "required_metadata", "required_metadata"),
+    ({"rate_limit": "0/minute"}, "rate_limit", "rate_limit"),
+    ({"dedupe_on": "user, colour"}, "dedupe_on", "dedupe_on"),
+    ({"namespace": "has space"}, "namespace", "namespace"),
+    ({"feed": "everyone"}, "feed", "feed"),
+    ({"expires_in": "soon"}, "expires_in", "expires_in"),
+    ({"expires_at": "31/12/2026"}, "expires_at", "expires_at"),
+    ({"expires_in": "1d", "expires_at": "2027-01-01"}, "expires_at", "both"),
+])
+def test_each_field_error_is_shown_beside_its_field(app, console, fields, field, words):
+    response = create(console, **fields)
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    error = re.search(rf'<p class="error" id="{field}-error">([^<]+)</p>', page)
+    assert error, page
+    assert words in error.group(1)
+    assert f'aria-describedby="{field}-hint {field}-error"' in page or field == "operations"
+    assert "pwr_" not in page
+    with app.app_context(), db.read() as read:
+        assert tokens.all_tokens(read) == []
+    assert audit_rows(app, "token.created") == []
+
+
+def test_a_refused_form_keeps_what_was_typed(console):
+    page = create(console, label="Keep me", daily_cap="abc", notes="a <b>note</b>").get_data(as_text=True)
+    assert 'value="Keep me"' in page and 'value="abc"' in page
+    assert "a &lt;b&gt;note&lt;/b&gt;" in page  # escaped, never markup
+
+
+def test_the_form_and_the_admin_api_give_the_same_messages(app, console):
+    page = create(console, rate_limit="lots").get_data(as_text=True)
+    shown = re.search(r'<p class="error" id="rate_limit-error">([^<]+)</p>', page).group(1)
+    api = console.post("/v1/admin/tokens", json={"label": "x", "rate_limit": "lots"},
+                       headers={"Authorization": f"Bearer {admin_key(app)}"}).get_json()
+    import html
+    assert html.unescape(shown) == api["errors"][0]["message"]
