@@ -36,6 +36,13 @@ def _audit(write, action: str, token_id: str, changes: dict | None = None):
     audit.record(write, "console", client_address(), action, token_id, changes, at=_now())
 
 
+def _problem_errors(problem: messages.Problem) -> dict:
+    """A refusal of the whole change (a namespace rule, a locked identity), shown beside the field it is about."""
+    fields = problem.extra.get("limit")
+    field = fields[0] if isinstance(fields, list) and fields else "namespace" if "namespace" in problem.name else "form"
+    return {field: problem.detail}
+
+
 def _find(read, token_id: str):
     token = tokens.get(read, token_id[:64])
     if token is None:
@@ -97,8 +104,7 @@ def token_create():
     except tokens.SpecError as error:
         return _form_page(forms.values_from(request.form), forms.errors_by_field(error.errors), nonce, 422)
     except messages.Problem as problem:
-        return _form_page(forms.values_from(request.form), {"namespace" if "namespace" in problem.name else "form":
-                                                            problem.detail}, nonce, 422)
+        return _form_page(forms.values_from(request.form), _problem_errors(problem), nonce, 422)
     if nonce:
         _spend(nonce, token.id)
     # Rendered from the POST itself, never redirected or flashed: the secret goes to this page and nowhere else
@@ -152,8 +158,7 @@ def token_update(token_id):
             if changes:
                 _audit(write, audit.update_action(changes), token.id, changes)
     except (tokens.SpecError, messages.Problem) as error:
-        errors = forms.errors_by_field(error.errors) if isinstance(error, tokens.SpecError) else \
-            {"namespace" if "namespace" in error.name else "form": error.detail}
+        errors = forms.errors_by_field(error.errors) if isinstance(error, tokens.SpecError) else _problem_errors(error)
         with db.read() as read:
             described = tokens.describe(_find(read, token_id), _now())
         return render_template("console/token_form.html", values=forms.values_from(request.form), errors=errors,
