@@ -569,3 +569,40 @@ def test_audit_page_filters_and_pages(app, console):
     assert "<td>console.signed_in</td>" not in page
     assert "<td>console.signed_in</td>" in console.get(older).get_data(as_text=True)
     assert console.get("/console/audit?before=abc&action=<script>").status_code == 200
+
+
+# --- `paywalls-relay run` prints the console URL -----------------------------------------------------------
+
+def test_run_prints_a_console_url_and_key_that_sign_in(tmp_path):
+    """Sandbox mode with no RELAY_ADMIN_KEY: run makes a key for this process and prints it with the URL."""
+    import os
+    import subprocess
+    import sys
+
+    import requests
+    from conftest import free_port, relay_env, sqlite_url, stop_process
+    port = free_port()
+    env = relay_env({"DATABASE_URL": sqlite_url(tmp_path)})
+    env.pop("RELAY_ADMIN_KEY", None)
+    process = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "paywalls-relay"), "run", "--port",
+                                str(port)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        seen = ""
+        while "Operator console" not in seen:
+            line = process.stdout.readline()
+            assert line, seen
+            seen += line
+        url, key = re.search(r"Operator console: (\S+) \(sandbox admin key, a new one each start: (\S+)\)", seen).groups()
+        assert url == f"http://127.0.0.1:{port}/console/"
+        browser = requests.Session()
+        page = browser.get(url + "sign-in", timeout=10).text
+        signed = browser.post(url + "sign-in", data={"csrf_token": csrf_of(page), "admin_key": key},
+                              allow_redirects=False, timeout=10)
+        assert signed.status_code == 302 and signed.headers["Location"] == "/console/"
+        assert "<h1>Overview</h1>" in browser.get(url, timeout=10).text
+        # The same key opens the admin API of this process, and nothing else knows it.
+        assert requests.get(f"http://127.0.0.1:{port}/v1/admin/tokens", headers={"Authorization": f"Bearer {key}"},
+                            timeout=10).status_code == 200
+    finally:
+        stop_process(process)
