@@ -606,3 +606,70 @@ def test_run_prints_a_console_url_and_key_that_sign_in(tmp_path):
                             timeout=10).status_code == 200
     finally:
         stop_process(process)
+
+
+def test_database_outage_is_a_503_page_and_the_session_survives_it(make_app, sandbox):
+    from test_faults import private_postgres
+    with private_postgres() as cluster:
+        app = make_app(database_url=cluster.url("relay"))
+        client = app.test_client()
+        assert sign_in(client, admin_key(app)).status_code == 302
+        cluster.stop()
+        for path in ("/console/", "/console/tokens", "/console/sign-in"):
+            response = client.get(path)
+            assert response.status_code == 503, path
+            assert "The database is not answering" in response.get_data(as_text=True)
+            assert "text/html" in response.headers["Content-Type"] and response.headers["Retry-After"] == "30"
+        cluster.start()
+        assert client.get("/console/tokens").status_code == 200  # same cookie, same session, no restart
+        app.extensions["relay.engine"].dispose()
+
+
+# --- hostile input ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("next_path", ["/console/\r\nSet-Cookie: x=1", "/console/\x00", "/console/ tokens",
+                                       "/console//evil.example", "/console/" + "a" * 3000])
+def test_a_hostile_next_is_dropped_not_obeyed(app, client, next_path):
+    response = sign_in(client, admin_key(app), next_path=next_path)
+    assert response.status_code == 302 and response.headers["Location"] == "/console/"
+    assert not any("x=1" in header for header in response.headers.getlist("Set-Cookie"))
+
+
+def test_oversized_forms_get_a_413_page_and_change_nothing(app, console):
+    hidden = form_of(console, "/console/tokens/new")
+    for data in ({**hidden, "label": "x" * 20000, "operations": ["deposit"]},
+                 {**hidden, "label": "x", "operations": ["deposit"] * 5000}):
+        response = console.post("/console/tokens/new", data=data)
+        assert response.status_code == 413 and "too large" in response.get_data(as_text=True)
+    with app.app_context(), db.read() as read:
+        assert tokens.all_tokens(read) == []
+
+
+def test_markup_and_control_characters_in_fields(app, console):
+    response = create(console, label="<script>alert(1)</script>", notes="<img src=x onerror=alert(1)>")
+    assert response.status_code == 200
+    token_id = tokens.split(token_of(response.get_data(as_text=True)))[0]
+    detail = console.get(f"/console/tokens/{token_id}").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in detail and "&lt;script&gt;alert(1)&lt;/script&gt;" in detail
+    assert "<img src=x" not in detail
+    refused = create(console, label="a\x00b")
+    assert refused.status_code == 422 and 'id="label-error"' in refused.get_data(as_text=True)
+
+
+def test_a_tampered_or_foreign_cookie_signs_nobody_in(app, client):
+    client.set_cookie("relay_console", "eyJzaWQiOiJ4In0.abc.def", path="/console")
+    assert client.get("/console/").status_code == 302
+    from flask.sessions import SecureCookieSessionInterface
+    from relay.console import session_secret
+    from flask import Flask
+    forger = Flask("forger")
+    forger.secret_key = session_secret("admin-some-other-key")
+    forged = SecureCookieSessionInterface().get_signing_serializer(forger).dumps({"sid": "anything"})
+    client.set_cookie("relay_console", forged, path="/console")
+    assert client.get("/console/").status_code == 302
+    # Signed with the right key but naming no stored session: still nobody.
+    real = Flask("real")
+    real.secret_key = session_secret(admin_key(app))
+    client.set_cookie("relay_console", SecureCookieSessionInterface().get_signing_serializer(real).dumps({"sid": "guess"}),
+                      path="/console")
+    assert client.get("/console/").status_code == 302

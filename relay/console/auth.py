@@ -9,6 +9,7 @@ database throttles guessing across every relay process, and the operator sees th
 """
 
 import hashlib
+import re
 import hmac
 import secrets
 from datetime import timedelta
@@ -60,9 +61,14 @@ def current_session() -> ConsoleSession | None:
     return found
 
 
+# A path on this console, with an optional query of printable characters: no scheme, host, backslash, control
+# character or space. An open redirect would send a freshly signed-in operator anywhere; a CR/LF would break the
+# Location header.
+LOCAL_PATH = re.compile(r"/console(?:/[A-Za-z0-9._~%/:@!$&'()*+,;=-]*)?(?:\?[\x21-\x7e]*)?")
+
+
 def _local_path(path: str | None) -> str | None:
-    """Only a path on this console: an open redirect would send a freshly signed-in operator anywhere."""
-    if not path or not path.startswith("/console") or path.startswith("//") or "\\" in path:
+    if not path or len(path) > 2000 or not LOCAL_PATH.fullmatch(path) or "//" in path.split("?")[0]:
         return None
     return path.rstrip("?") or None
 
