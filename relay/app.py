@@ -7,9 +7,11 @@ from flask import Flask, current_app, g, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from . import admin, api, batches, clock, config, console, db, health, logs, messages, migrate, proxies, sandbox, validation
+from . import admin, api, batches, clock, config, db, health, logs, messages, migrate, proxies, sandbox, validation
 from .ratelimits import RateLimits
 from .upstream import Upstream
+
+from . import console  # the operator console, /console (issue 17)
 
 log = logging.getLogger("relay")
 

@@ -11,8 +11,10 @@ from datetime import datetime, timedelta
 import click
 from flask import current_app
 
-from . import audit, batches, caps, claims, dates, db, ledger, messages, migrate, money, tokens
+from . import batches, caps, claims, dates, db, ledger, messages, migrate, money, tokens
 from .models import utcnow
+
+from . import audit  # token changes are audited (issue 17)
 
 DEMO_LABEL = "Sandbox demo"
 
