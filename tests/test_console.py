@@ -116,6 +116,10 @@ def test_session_ends_after_twelve_hours(app, console):
     assert console.get("/console/").status_code == 200
     clock.advance(2)
     assert console.get("/console/").status_code == 302
+    # The next sign-in sweeps the expired session away.
+    assert sign_in(console, admin_key(app)).status_code == 302
+    with app.app_context(), db.read() as read:
+        assert len(read.scalars(select(ConsoleSession)).all()) == 1
 
 
 def test_sign_out_ends_the_session_for_every_copy_of_the_cookie(app, console):
@@ -673,3 +677,12 @@ def test_a_tampered_or_foreign_cookie_signs_nobody_in(app, client):
     client.set_cookie("relay_console", SecureCookieSessionInterface().get_signing_serializer(real).dumps({"sid": "guess"}),
                       path="/console")
     assert client.get("/console/").status_code == 302
+
+
+def test_neither_the_admin_key_nor_a_wrong_guess_reaches_the_log(app, client, relay_log):
+    sign_in(client, "admin-a-wrong-guess-123456")
+    sign_in(client, admin_key(app))
+    client.get("/console/tokens")
+    logged = "\n".join(record.getMessage() + " " + str(record.__dict__) for record in relay_log.records)
+    assert "/console/sign-in" in logged  # the requests were logged ...
+    assert admin_key(app) not in logged and "admin-a-wrong-guess-123456" not in logged  # ... without the keys

@@ -15,7 +15,7 @@ import secrets
 from datetime import timedelta
 
 from flask import current_app, g, redirect, render_template, request, session, url_for
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from .. import audit, clock, db, messages
 from ..models import AuditEntry, ConsoleSession, as_utc
@@ -121,6 +121,8 @@ def sign_in():
                                error="That is not the admin key. Paste the value of RELAY_ADMIN_KEY."), 401
     secret = secrets.token_urlsafe(32)
     with db.transaction() as write:
+        # Sessions past their 12 h are of no use to anyone: each sign-in sweeps them, so the table stays small.
+        write.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
         write.add(ConsoleSession(id=_digest(secret), created_at=now, expires_at=now + timedelta(hours=SESSION_HOURS),
                                  origin=address))
         audit.record(write, "console", address, "console.signed_in", at=now)
