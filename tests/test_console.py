@@ -686,3 +686,12 @@ def test_neither_the_admin_key_nor_a_wrong_guess_reaches_the_log(app, client, re
     logged = "\n".join(record.getMessage() + " " + str(record.__dict__) for record in relay_log.records)
     assert "/console/sign-in" in logged  # the requests were logged ...
     assert admin_key(app) not in logged and "admin-a-wrong-guess-123456" not in logged  # ... without the keys
+
+
+def test_times_are_shown_in_utc_whatever_zone_the_database_hands_back():
+    from datetime import datetime, timedelta, timezone
+    from relay.console import utc
+    kolkata = timezone(timedelta(hours=5, minutes=30))
+    assert utc(datetime(2026, 11, 30, 5, 30, tzinfo=kolkata)) == "2026-11-30 00:00:00"
+    assert utc(datetime(2026, 11, 30, 0, 0)) == "2026-11-30 00:00:00"  # SQLite: naive, stored as UTC
+    assert utc(None) == ""

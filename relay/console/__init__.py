@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
 from .. import validation
+from ..models import as_utc
 
 
 log = logging.getLogger("relay")
@@ -55,6 +56,13 @@ def init_app(app):
         app.secret_key = session_secret(settings["RELAY_ADMIN_KEY"])
     csrf.init_app(app)
     app.register_blueprint(bp)
+
+
+@bp.app_template_filter("utc")
+def utc(moment) -> str:
+    """A stored moment as UTC text. PostgreSQL hands timestamps back in the server's time zone, SQLite without one:
+    both are shown in UTC, as the pages say."""
+    return "" if moment is None else as_utc(moment).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def sandbox_admin_key(app) -> str:
