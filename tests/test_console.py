@@ -109,6 +109,22 @@ def test_cookie_is_secure_under_production(make_app, sandbox):
     assert "Secure" in cookie_header(response)
 
 
+def test_under_https_a_post_from_another_origin_is_refused(make_app, sandbox):
+    """What SameSite=Strict already stops in a browser, the CSRF check stops again: a post over HTTPS must come
+    from a page of this relay (its Referer), with this session's token."""
+    app = make_app(RELAY_ENV="production")
+    client = app.test_client()
+    base = "https://relay.example"
+    token = csrf_of(client.get("/console/sign-in", base_url=base).get_data(as_text=True))
+    form = {"csrf_token": token, "admin_key": admin_key(app)}
+    for referer in (None, "https://evil.example/console/sign-in"):
+        headers = {"Referer": referer} if referer else {}
+        response = client.post("/console/sign-in", base_url=base, headers=headers, data=form)
+        assert response.status_code == 400, referer
+    assert client.post("/console/sign-in", base_url=base, data=form,
+                       headers={"Referer": f"{base}/console/sign-in"}).status_code == 302
+
+
 def test_session_ends_after_twelve_hours(app, console):
     clock = manual_clock(app)
     assert console.get("/console/").status_code == 200
@@ -208,6 +224,8 @@ def test_console_csp_has_no_unsafe_inline_and_the_api_keeps_none(app, console):
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+    assert page.headers["Referrer-Policy"] == "same-origin"  # Flask-WTF checks it on HTTPS posts
+    assert console.get("/healthz").headers["Referrer-Policy"] == "no-referrer"
     body = page.get_data(as_text=True)
     assert "<script>" not in body and " style=" not in body and "onclick" not in body
     assert console.get("/healthz").headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
