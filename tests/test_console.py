@@ -707,9 +707,35 @@ def test_neither_the_admin_key_nor_a_wrong_guess_reaches_the_log(app, client, re
 
 
 def test_times_are_shown_in_utc_whatever_zone_the_database_hands_back():
-    from datetime import datetime, timedelta, timezone
     from relay.console import utc
     kolkata = timezone(timedelta(hours=5, minutes=30))
     assert utc(datetime(2026, 11, 30, 5, 30, tzinfo=kolkata)) == "2026-11-30 00:00:00"
     assert utc(datetime(2026, 11, 30, 0, 0)) == "2026-11-30 00:00:00"  # SQLite: naive, stored as UTC
     assert utc(None) == ""
+
+
+# --- several relay processes --------------------------------------------------------------------------------
+
+def test_sessions_and_sign_out_hold_across_gunicorn_workers(database_url, sandbox):
+    """Every worker agrees on who is signed in, and a sign-out in one worker ends the session in all of them."""
+    import requests
+    from conftest import base_settings, gunicorn_relay
+    from relay import migrate
+    migrate.upgrade(database_url)
+    settings = base_settings(database_url, sandbox.url)
+    with gunicorn_relay(settings, workers=3, threads=2) as (relay, _process):
+        browser = requests.Session()
+        page = browser.get(relay + "/console/sign-in", timeout=10).text
+        assert browser.post(relay + "/console/sign-in", data={"csrf_token": csrf_of(page),
+                                                              "admin_key": settings["RELAY_ADMIN_KEY"]},
+                            allow_redirects=False, timeout=10).status_code == 302
+        stolen = browser.cookies.get("relay_console")
+        pages = [browser.get(relay + "/console/tokens", allow_redirects=False, timeout=10) for _ in range(12)]
+        assert {page.status_code for page in pages} == {200}
+        token = csrf_of(pages[-1].text)
+        assert browser.post(relay + "/console/sign-out", data={"csrf_token": token}, allow_redirects=False,
+                            timeout=10).status_code == 302
+        thief = requests.Session()
+        thief.cookies.set("relay_console", stolen, path="/console")
+        after = [thief.get(relay + "/console/tokens", allow_redirects=False, timeout=10) for _ in range(12)]
+        assert {page.status_code for page in after} == {302}
