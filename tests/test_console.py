@@ -650,6 +650,7 @@ def test_database_outage_is_a_503_page_and_the_session_survives_it(make_app, san
 # --- hostile input ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("next_path", ["/console/\r\nSet-Cookie: x=1", "/console/\x00", "/console/ tokens",
+                                       "/console/../v1/admin/tokens", "/console/%2e%2e/v1",
                                        "/console//evil.example", "/console/" + "a" * 3000])
 def test_a_hostile_next_is_dropped_not_obeyed(app, client, next_path):
     response = sign_in(client, admin_key(app), next_path=next_path)
