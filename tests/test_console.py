@@ -713,6 +713,8 @@ def test_times_are_shown_in_utc_whatever_zone_the_database_hands_back():
     assert utc(datetime(2026, 11, 30, 5, 30, tzinfo=kolkata)) == "2026-11-30 00:00:00"
     assert utc(datetime(2026, 11, 30, 0, 0)) == "2026-11-30 00:00:00"  # SQLite: naive, stored as UTC
     assert utc(None) == ""
+    from relay.console import iso_utc
+    assert iso_utc("2026-11-30T16:16:01.608246Z") == "2026-11-30 16:16:01" and iso_utc(None) == ""
 
 
 # --- several relay processes --------------------------------------------------------------------------------

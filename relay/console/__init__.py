@@ -8,7 +8,7 @@ import hashlib
 import logging
 import hmac
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import Blueprint, current_app, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -63,6 +63,12 @@ def utc(moment) -> str:
     """A stored moment as UTC text. PostgreSQL hands timestamps back in the server's time zone, SQLite without one:
     both are shown in UTC, as the pages say."""
     return "" if moment is None else as_utc(moment).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@bp.app_template_filter("iso_utc")
+def iso_utc(text: str | None) -> str:
+    """tokens.describe's ISO 8601 moments, shown as the stored moments are."""
+    return "" if not text else utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
 def sandbox_admin_key(app) -> str:
