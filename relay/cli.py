@@ -12,7 +12,7 @@ import click
 from flask import current_app
 
 from . import batches, caps, claims, dates, db, ledger, messages, migrate, money, tokens
-from .models import utcnow
+from .models import Token, utcnow
 
 from . import audit  # token changes are audited (issue 17)
 
@@ -385,7 +385,8 @@ def _audit(session, action: str, token_id: str, changes: dict | None = None):
 
 def _with_token(token_id: str, change):
     with db.transaction() as session:
-        token = tokens.get(session, token_id)
+        # Locked first, so a change made at the same moment elsewhere is audited with true "from" values.
+        token = session.get(Token, token_id, with_for_update=True)
         if token is None:
             click.echo(f"error: no token with id {token_id}", err=True)
             sys.exit(1)
