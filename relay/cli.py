@@ -12,9 +12,10 @@ import click
 from flask import current_app
 
 from . import batches, caps, claims, dates, db, ledger, messages, migrate, money, tokens
-from .models import Token, utcnow
+from .models import utcnow
 
 from . import audit  # token changes are audited (issue 17)
+from .models import Token
 
 DEMO_LABEL = "Sandbox demo"
 
