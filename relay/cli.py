@@ -68,13 +68,13 @@ def run(host, port):
     from . import logs
     logs.startup(settings, _database_url(), 1, "one per request")
     click.echo(f"Paywalls Relay listening on {url}")
+    _print_console(url, settings)
     if settings["SANDBOX"]:
         click.secho("SANDBOX MODE: no PAYWALLS_API_KEY, so calls go to the embedded simulated upstream. "
                     "No real balance changes.", fg="yellow", bold=True)
         _print_demo(url, _demo_token())
     else:
         click.echo(f"Upstream: {settings['PAYWALLS_BASE_URL']}")
-    _print_console(url, settings)
     sys.stdout.flush()
     server.serve_forever()
 
