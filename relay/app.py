@@ -3,7 +3,7 @@
 import logging
 import os
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
@@ -11,6 +11,8 @@ from . import admin, api, batches, clock, config, db, deliveries, health, hooks,
     validation, webhooks
 from .ratelimits import RateLimits
 from .upstream import Upstream
+
+from . import console  # the operator console, /console (issue 17)
 
 log = logging.getLogger("relay")
 
@@ -56,6 +58,7 @@ def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flas
     app.extensions["relay.ratelimits"] = RateLimits(settings)
     logs.init_app(app)
     register_errors(app)
+    console.init_app(app)
     app.after_request(headers)
     for blueprint in (api.bp, hooks.bp, admin.bp, health.bp, webhooks.bp):
         app.register_blueprint(blueprint)
@@ -69,6 +72,8 @@ def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flas
 
 def headers(response):
     response.headers.update(SECURITY_HEADERS)
+    if request.blueprint == "console":  # HTML pages with their own CSS and JS files; the API stays default-src 'none'
+        response.headers.update(console.HEADERS)
     if current_app.config["RELAY"]["SANDBOX"]:
         response.headers["X-Relay-Sandbox"] = "true"
     return response

@@ -5,7 +5,7 @@ test client and `requests`, so relays under gunicorn too), every line the relay'
 writes, and every secret that comes into being: the upstream master keys and admin keys of each relay
 configuration, and every token secret minted or rotated. At the end of the session every record is
 scanned; a leak fails the run and is printed. The only answers allowed to carry a token are the admin
-API's create and rotate answers, which show the new token once, by design.
+API's and the console's create and rotate answers, which show the new token once, by design.
 """
 
 import re
@@ -16,6 +16,8 @@ import requests
 
 from relay import config, logs, tokens
 
+# The console's create and rotate answers are the pages that show the new token once.
+CONSOLE_SHOWS_TOKEN_ONCE = re.compile(r"^/console/tokens/(new|[^/]+/rotate)$")
 _lock = threading.Lock()
 SECRETS: set[str] = set()
 RECORDS: list[tuple[str, str]] = []  # (where it was seen, text)
@@ -51,7 +53,8 @@ def install():
     def open_(self, *args, **kwargs):
         response = original_open(self, *args, **kwargs)
         request = response.request
-        if not (request.method == "POST" and SHOWS_TOKEN_ONCE.match(request.path) and response.status_code < 300):
+        shows_once = SHOWS_TOKEN_ONCE.match(request.path) or CONSOLE_SHOWS_TOKEN_ONCE.match(request.path)
+        if not (request.method == "POST" and shows_once and response.status_code < 300):
             record(f"test client {request.method} {request.path} -> {response.status_code}",
                    _response_text(response.headers.items(), response.get_data()))
         return response
