@@ -3,11 +3,11 @@
 import logging
 import os
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from . import admin, api, batches, clock, config, db, health, logs, messages, migrate, proxies, sandbox, validation
+from . import admin, api, batches, clock, config, console, db, health, logs, messages, migrate, proxies, sandbox, validation
 from .ratelimits import RateLimits
 from .upstream import Upstream
 
@@ -58,6 +58,7 @@ def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flas
     app.after_request(headers)
     for blueprint in (api.bp, admin.bp, health.bp):
         app.register_blueprint(blueprint)
+    console.init_app(app)
     if serving:  # the CLI commands stay quiet, and only a serving process runs bulk batches (batches.py)
         batches.start(app)
         logs.startup(settings, str(app.extensions["relay.engine"].url), os.environ.get("RELAY_SERVER_WORKERS"),
@@ -67,6 +68,8 @@ def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flas
 
 def headers(response):
     response.headers.update(SECURITY_HEADERS)
+    if request.blueprint == "console":  # HTML pages with their own CSS and JS files; the API stays default-src 'none'
+        response.headers.update(console.HEADERS)
     if current_app.config["RELAY"]["SANDBOX"]:
         response.headers["X-Relay-Sandbox"] = "true"
     return response

@@ -301,3 +301,16 @@ class AuditEntry(Base):
 
 Index("ix_admin_audit_at", AuditEntry.at)
 Index("ix_admin_audit_token", AuditEntry.token_id, AuditEntry.id)
+
+
+class ConsoleSession(Base):
+    """A signed-in console session. The cookie carries a random secret; only its SHA-256 is stored, so a copy of
+    the database signs nobody in. Kept server-side so that logout ends the session even for a copied cookie."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the cookie's secret
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    origin: Mapped[str | None] = mapped_column(String(200))

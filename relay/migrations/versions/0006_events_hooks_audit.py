@@ -28,6 +28,15 @@ def upgrade():
         batch_op.create_index('ix_admin_audit_at', ['at'], unique=False)
         batch_op.create_index('ix_admin_audit_token', ['token_id', 'id'], unique=False)
 
+    op.create_table('console_sessions',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('origin', sa.String(length=200), nullable=True),
+    sa.PrimaryKeyConstraint('id')
+    )
+
     op.create_table('deliveries',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('hook_id', sa.String(length=32), nullable=False),
@@ -129,3 +138,4 @@ def downgrade():
         batch_op.drop_index('ix_admin_audit_at')
 
     op.drop_table('admin_audit')
+    op.drop_table('console_sessions')

@@ -1,0 +1,63 @@
+"""The admin audit log: who changed which token, when, how and from where (console, CLI or admin API).
+
+An entry never holds a secret. `changes` keeps only token setting names (schemas/token-settings.json) and their
+values, which are limits and labels; a token's secret, its hash and the admin key have no setting name, so they
+cannot get in even if a caller passes them by mistake.
+"""
+
+from datetime import datetime
+
+from sqlalchemy import select
+
+from . import tokens, validation
+from .models import AuditEntry, utcnow
+
+VIA = ("console", "cli", "admin_api")
+# Actions on tokens, then the console's own (sign-ins are audited: a guessed admin key shows up here).
+ACTIONS = ("token.created", "token.updated", "token.rotated", "token.revoked", "token.disabled", "token.enabled",
+           "console.signed_in", "console.signed_out", "console.sign_in_failed")
+MAX_VALUE_CHARS = 500
+
+
+def _settings() -> frozenset:
+    return frozenset(validation.load_schema(tokens.SETTINGS_SCHEMA)["properties"])
+
+
+def clean(changes: dict | None) -> dict | None:
+    """Only token setting names survive, each value cut to a readable length."""
+    if not changes:
+        return None
+    allowed = _settings()
+    kept = {}
+    for name, value in changes.items():
+        if name not in allowed:
+            continue
+        if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+            value = value[:MAX_VALUE_CHARS] + "…"
+        kept[name] = value
+    return kept or None
+
+
+def record(session, via: str, origin: str | None, action: str, token_id: str | None = None,
+           changes: dict | None = None, at: datetime | None = None) -> AuditEntry:
+    """Add one entry in the caller's transaction, so an action and its entry commit (or roll back) together."""
+    if via not in VIA:
+        raise ValueError(f"via must be one of {VIA}")
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {ACTIONS}")
+    entry = AuditEntry(at=at or utcnow(), via=via, origin=(origin or "")[:200] or None, action=action,
+                       token_id=token_id, changes=clean(changes))
+    session.add(entry)
+    return entry
+
+
+def recent(session, limit: int = 100, before_id: int | None = None, token_id: str | None = None,
+           action: str | None = None) -> list[AuditEntry]:
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(AuditEntry.id < before_id)
+    if token_id:
+        query = query.where(AuditEntry.token_id == token_id)
+    if action:
+        query = query.where(AuditEntry.action == action)
+    return list(session.scalars(query))

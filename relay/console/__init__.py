@@ -1,0 +1,59 @@
+"""The operator console: server-rendered pages under /console, signed in with RELAY_ADMIN_KEY.
+
+Off (404 on every path) while RELAY_ADMIN_KEY is unset. Pages are Jinja templates with a little vendored-free
+JavaScript kept as files under relay/static/console, so the CSP needs no 'unsafe-inline'.
+"""
+
+import hashlib
+import hmac
+from datetime import timedelta
+
+from flask import Blueprint, current_app, render_template
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+
+bp = Blueprint("console", __name__, url_prefix="/console", static_folder="../static/console",
+               static_url_path="/static")
+csrf = CSRFProtect()
+
+SESSION_HOURS = 12
+# The API keeps default-src 'none'. Console pages load their own CSS and JS files and nothing else; forms post
+# only back to the relay. Usage bars and charts are SVG attributes, not inline styles.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+# Flask-WTF checks the Referer of an HTTPS form post against the host: the API's no-referrer would refuse every
+# console form under production. same-origin sends it to the relay only.
+HEADERS = {"Content-Security-Policy": CSP, "Referrer-Policy": "same-origin"}
+
+
+def session_secret(admin_key: str) -> bytes:
+    """The key that signs console cookies, derived from the admin key: every relay process agrees on it without
+    another setting, and changing RELAY_ADMIN_KEY signs every console session out."""
+    return hmac.new(admin_key.encode(), b"paywalls-relay console session v1", hashlib.sha256).digest()
+
+
+def init_app(app):
+    settings = app.config["RELAY"]
+    app.config.update(
+        SESSION_COOKIE_NAME="relay_console",
+        SESSION_COOKIE_PATH="/console",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=settings["RELAY_ENV"] == "production",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+        WTF_CSRF_CHECK_DEFAULT=False,  # the API takes bearer tokens, not cookies: only console posts are checked
+        WTF_CSRF_TIME_LIMIT=None,  # a form's token lives as long as the session (12 h), not 1 h
+    )
+    if settings["RELAY_ADMIN_KEY"]:
+        app.secret_key = session_secret(settings["RELAY_ADMIN_KEY"])
+    csrf.init_app(app)
+    app.register_blueprint(bp)
+
+
+@bp.errorhandler(CSRFError)
+def csrf_refused(error: CSRFError):
+    return render_template("console/error.html", title="This form has expired",
+                           detail=f"{error.description} Go back, reload the page and send the form again."), 400
+
+
+from . import auth, ledger, pages  # noqa: E402,F401  (they add their routes to bp)
