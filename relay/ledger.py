@@ -10,6 +10,7 @@ an export by date agrees with the caps; recorded_at is when the row was written.
 """
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -285,18 +286,29 @@ def replays_of(session, entry: LedgerEntry, limit: int = 20) -> list:
 
 
 def write_export(rows, out, fmt: str):
+    for chunk in export_chunks(rows, fmt):
+        out.write(chunk)
+
+
+def export_chunks(rows, fmt: str):
+    """The export as text, a line at a time: `ledger export` writes it to stdout, the console streams it."""
     if fmt == "jsonl":
         for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            yield json.dumps(row, ensure_ascii=False) + "\n"
         return
     # RFC 4180's CRLF: the csv module quotes a field holding any character of the line terminator, so a value with a
     # lone CR (a label written before labels were one line) stays inside its quoted cell instead of splitting the row.
-    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\r\n")
+    line = io.StringIO()
+    writer = csv.DictWriter(line, fieldnames=EXPORT_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
         row = dict(row, metadata=json.dumps(row["metadata"], ensure_ascii=False, sort_keys=True)
                    if row["metadata"] is not None else "")
         writer.writerow({name: spreadsheet_safe(value) for name, value in row.items()})
+        yield line.getvalue()
+        line.seek(0)
+        line.truncate()
+    yield line.getvalue()  # the header alone, when there was no row
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
