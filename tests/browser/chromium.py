@@ -6,6 +6,7 @@ Not a conftest.py: a second conftest module would shadow tests/conftest.py for e
 The test modules import the fixtures from here by name.
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -139,16 +140,17 @@ def describe(violations: list[dict]) -> str:
 
 
 def screenshot(driver, name: str) -> Path:
+    """The whole page, not just the window (the ledger and a token's page are taller), as test-artifacts/<name>.png."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    # The whole page, not just the window: the ledger and token detail are taller than the viewport.
-    height = driver.execute_script("return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
-    size = driver.get_window_size()
-    driver.set_window_size(size["width"], max(size["height"], min(int(height) + 40, 4000)))
+    width = driver.execute_script("return document.documentElement.clientWidth")
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": min(int(height), 4000), "deviceScaleFactor": 1, "mobile": False})
     try:
-        assert driver.save_screenshot(str(path))
+        path.write_bytes(base64.b64decode(driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})["data"]))
     finally:
-        driver.set_window_size(size["width"], size["height"])
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     return path
 
 
