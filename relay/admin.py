@@ -4,7 +4,7 @@ import hmac
 
 from flask import Blueprint, current_app, jsonify, request
 
-from . import caps, clock, db, messages, tokens, validation
+from . import audit, caps, clock, db, messages, tokens, validation
 from .messages import Problem
 
 bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
@@ -31,6 +31,10 @@ def _invalid(error: tokens.SpecError) -> Problem:
     return messages.validation(error.errors)
 
 
+def _audit(session, action: str, token_id: str, changes: dict | None = None):
+    audit.record(session, "admin_api", request.remote_addr, action, token_id, changes, at=clock.now())
+
+
 def _find(session, token_id: str):
     token = tokens.get(session, token_id)
     if token is None:
@@ -45,6 +49,7 @@ def create():
         with db.transaction() as session:
             token, text = tokens.create(session, spec)
             described = tokens.describe(token, clock.now())
+            _audit(session, "token.created", token.id, audit.created(token))
     except tokens.SpecError as error:
         raise _invalid(error) from None
     return jsonify(**described, token=text), 201
@@ -68,7 +73,13 @@ def update(token_id):
     spec = _spec()
     try:
         with db.transaction() as session:
-            return jsonify(tokens.describe(tokens.update_token(session, _find(session, token_id), spec, clock.now()), clock.now()))
+            token = _find(session, token_id)
+            before = audit.settings_of(token)
+            tokens.update_token(session, token, spec, clock.now())
+            changes = audit.changed(before, audit.settings_of(token))
+            if changes:
+                _audit(session, audit.update_action(changes), token.id, changes)
+            return jsonify(tokens.describe(token, clock.now()))
     except tokens.SpecError as error:
         raise _invalid(error) from None
 
@@ -77,7 +88,9 @@ def update(token_id):
 def revoke(token_id):
     with db.transaction() as session:
         token = _find(session, token_id)
-        tokens.revoke(token)
+        if token.revoked_at is None:
+            _audit(session, "token.revoked", token.id)
+        tokens.revoke(token, clock.now())
         return jsonify(tokens.describe(token, clock.now()))
 
 
@@ -86,4 +99,5 @@ def rotate(token_id):
     with db.transaction() as session:
         token = _find(session, token_id)
         text = tokens.rotate(token, clock.now())
+        _audit(session, "token.rotated", token.id)
         return jsonify(**tokens.describe(token, clock.now()), token=text)

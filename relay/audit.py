@@ -51,6 +51,36 @@ def record(session, via: str, origin: str | None, action: str, token_id: str | N
     return entry
 
 
+def settings_of(token) -> dict:
+    """A token's settings by their setting names, as tokens.describe shows them (no secret, no hash)."""
+    described = tokens.describe(token)
+    limits = described["limits"]
+    return {
+        "label": described["label"], "notes": described["notes"], "operations": described["operations"],
+        "max_amount": limits["max_amount"], "daily_cap": limits["daily_cap"], "monthly_cap": limits["monthly_cap"],
+        "user_pattern": limits["user_pattern"], "required_metadata": limits["required_metadata"],
+        "rate_limit": limits["rate_limit"], "dedupe_on": limits["dedupe_on"], "namespace": described["namespace"],
+        "feed": described["feed"], "disabled": bool(token.disabled), "expires_at": described["expires_at"],
+    }
+
+
+def created(token) -> dict:
+    """What a new token was given: its settings that are set."""
+    return {name: value for name, value in settings_of(token).items() if value not in (None, [], False)}
+
+
+def changed(before: dict, after: dict) -> dict:
+    """{setting: {"from": old, "to": new}} for each setting that differs."""
+    return {name: {"from": before.get(name), "to": value} for name, value in after.items() if before.get(name) != value}
+
+
+def update_action(changes: dict) -> str:
+    """Disabling or enabling alone is its own action, so the log reads as the operator acted."""
+    if set(changes) == {"disabled"}:
+        return "token.disabled" if changes["disabled"]["to"] else "token.enabled"
+    return "token.updated"
+
+
 def recent(session, limit: int = 100, before_id: int | None = None, token_id: str | None = None,
            action: str | None = None) -> list[AuditEntry]:
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)

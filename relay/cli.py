@@ -1,14 +1,17 @@
 """The `paywalls-relay` command: run, sandbox, db, tokens, ledger, idempotency, bulk."""
 
 import functools
+import getpass
 import json
+import os
+import socket
 import sys
 from datetime import datetime, timedelta
 
 import click
 from flask import current_app
 
-from . import batches, caps, claims, dates, db, ledger, messages, migrate, money, tokens
+from . import audit, batches, caps, claims, dates, db, ledger, messages, migrate, money, tokens
 from .models import utcnow
 
 DEMO_LABEL = "Sandbox demo"
@@ -62,6 +65,15 @@ def run(host, port):
     from . import logs
     logs.startup(settings, _database_url(), 1, "one per request")
     click.echo(f"Paywalls Relay listening on {url}")
+    if settings["RELAY_ADMIN_KEY"]:
+        click.echo(f"Operator console: {url}/console/ (sign in with the value of RELAY_ADMIN_KEY)")
+    elif settings["SANDBOX"]:
+        from . import console
+        key = console.sandbox_admin_key(current_app._get_current_object())
+        click.echo(f"Operator console: {url}/console/ (sign in with this admin key, new each start: {key})")
+    else:
+        click.echo("Operator console: off. Set RELAY_ADMIN_KEY and restart to turn it on at "
+                   f"{url}/console/")
     if settings["SANDBOX"]:
         click.secho("SANDBOX MODE: no PAYWALLS_API_KEY, so calls go to the embedded simulated upstream. "
                     "No real balance changes.", fg="yellow", bold=True)
@@ -76,10 +88,13 @@ def _demo_token() -> str:
     with db.transaction() as session:
         demo = next((t for t in tokens.all_tokens(session) if t.label == DEMO_LABEL and not t.revoked_at), None)
         if demo is None:
-            _, text = tokens.create(session, {"label": DEMO_LABEL, "operations": list(tokens.OPERATIONS),
-                                              "notes": "Created by `paywalls-relay run` in sandbox mode."})
+            demo, text = tokens.create(session, {"label": DEMO_LABEL, "operations": list(tokens.OPERATIONS),
+                                                 "notes": "Created by `paywalls-relay run` in sandbox mode."})
+            _audit(session, "token.created", demo.id, audit.created(demo))
             return text
-        return tokens.rotate(demo)
+        text = tokens.rotate(demo)
+        _audit(session, "token.rotated", demo.id)
+        return text
 
 
 def _print_demo(url: str, token: str):
@@ -327,6 +342,7 @@ def tokens_create(as_json, **options):
         with db.transaction() as session:
             token, text = tokens.create(session, _spec(options))
             described = tokens.describe(token)
+            _audit(session, "token.created", token.id, audit.created(token))
     except tokens.SpecError as error:
         _fail(error)
     except messages.Problem as problem:
@@ -347,6 +363,19 @@ def tokens_list(as_json):
         return
     click.echo(table([[item["id"], item["status"], ",".join(item["operations"]), item["last_used_at"] or "never",
                         item["label"]] for item in described], ["ID", "STATUS", "OPERATIONS", "LAST USED", "LABEL"]))
+
+
+def cli_origin() -> str:
+    """Who ran the command, for the audit log: the operating-system user and host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry
+        user = f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _audit(session, action: str, token_id: str, changes: dict | None = None):
+    audit.record(session, "cli", cli_origin(), action, token_id, changes)
 
 
 def _with_token(token_id: str, change):
@@ -389,7 +418,11 @@ def tokens_update(token_id, as_json, add_metadata, remove_metadata, **options):
         if add_metadata or remove_metadata:
             current = [key for key in token.required_metadata if key not in remove_metadata]
             spec["required_metadata"] = current + [key for key in add_metadata if key not in current]
-        return tokens.update_token(session, token, spec)
+        before = audit.settings_of(token)
+        tokens.update_token(session, token, spec)
+        changes = audit.changed(before, audit.settings_of(token))
+        if changes:
+            _audit(session, audit.update_action(changes), token.id, changes)
     try:
         described, _ = _with_token(token_id, change)
     except tokens.SpecError as error:
@@ -409,7 +442,11 @@ def tokens_update(token_id, as_json, add_metadata, remove_metadata, **options):
 @with_appcontext
 def tokens_revoke(token_id, as_json):
     """Stop a token from working, from its next request on."""
-    described, _ = _with_token(token_id, lambda session, token: tokens.revoke(token))
+    def revoke(session, token):
+        if token.revoked_at is None:
+            _audit(session, "token.revoked", token.id)
+        tokens.revoke(token)
+    described, _ = _with_token(token_id, revoke)
     if as_json:
         click.echo(json.dumps(described))
         return
@@ -423,7 +460,11 @@ def tokens_revoke(token_id, as_json):
 def tokens_rotate(token_id, as_json):
     """Give a token a new secret with the same scopes; the old secret stops working."""
     try:
-        described, text = _with_token(token_id, lambda session, token: tokens.rotate(token))
+        def rotate(session, token):
+            text = tokens.rotate(token)
+            _audit(session, "token.rotated", token.id)
+            return text
+        described, text = _with_token(token_id, rotate)
     except messages.Problem as problem:
         click.echo(f"error: {problem.detail}", err=True)
         sys.exit(2)

@@ -5,7 +5,7 @@ test client and `requests`, so relays under gunicorn too), every line the relay'
 writes, and every secret that comes into being: the upstream master keys and admin keys of each relay
 configuration, and every token secret minted or rotated. At the end of the session every record is
 scanned; a leak fails the run and is printed. The only answers allowed to carry a token are the admin
-API's create and rotate answers, which show the new token once, by design.
+API's and the console's create and rotate answers, which show the new token once, by design.
 """
 
 import re
@@ -19,7 +19,8 @@ from relay import config, logs, tokens
 _lock = threading.Lock()
 SECRETS: set[str] = set()
 RECORDS: list[tuple[str, str]] = []  # (where it was seen, text)
-SHOWS_TOKEN_ONCE = re.compile(r"^/v1/admin/tokens(/[^/]+/rotate)?/?$")
+# The admin API's and the console's create and rotate answers (the console's is the page that shows it once).
+SHOWS_TOKEN_ONCE = re.compile(r"^(/v1/admin/tokens(/[^/]+/rotate)?/?|/console/tokens/(new|[^/]+/rotate))$")
 _installed = False
 
 

@@ -6,10 +6,12 @@ JavaScript kept as files under relay/static/console, so the CSP needs no 'unsafe
 
 import hashlib
 import hmac
+import secrets
 from datetime import timedelta
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import NotFound
 
 
 bp = Blueprint("console", __name__, url_prefix="/console", static_folder="../static/console",
@@ -50,10 +52,28 @@ def init_app(app):
     app.register_blueprint(bp)
 
 
+def sandbox_admin_key(app) -> str:
+    """`paywalls-relay run` in sandbox mode without RELAY_ADMIN_KEY: a fresh key for this process only, printed on
+    its terminal like the demo token, so the console works on first run. Never in live mode."""
+    settings = app.config["RELAY"]
+    if not settings["SANDBOX"]:
+        raise RuntimeError("a generated admin key is for sandbox mode only")
+    settings["RELAY_ADMIN_KEY"] = "admin-sandbox-" + secrets.token_urlsafe(24)
+    app.secret_key = session_secret(settings["RELAY_ADMIN_KEY"])
+    return settings["RELAY_ADMIN_KEY"]
+
+
+@bp.errorhandler(NotFound)
+def not_found(_error):
+    return render_template("console/error.html", title="Not found",
+                           detail="There is nothing here: the token or page may have been removed, or the link "
+                                  "mistyped."), 404
+
+
 @bp.errorhandler(CSRFError)
 def csrf_refused(error: CSRFError):
     return render_template("console/error.html", title="This form has expired",
                            detail=f"{error.description} Go back, reload the page and send the form again."), 400
 
 
-from . import auth, ledger, pages  # noqa: E402,F401  (they add their routes to bp)
+from . import auth, ledger, overview, token_pages  # noqa: E402,F401  (they add their routes to bp)

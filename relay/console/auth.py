@@ -15,9 +15,8 @@ from datetime import timedelta
 
 from flask import current_app, g, redirect, render_template, request, session, url_for
 from sqlalchemy import func, select, update
-from werkzeug.exceptions import NotFound
 
-from .. import audit, clock, db
+from .. import audit, clock, db, messages
 from ..models import AuditEntry, ConsoleSession, as_utc
 from . import SESSION_HOURS, bp, csrf
 
@@ -37,7 +36,7 @@ def client_address() -> str:
 @bp.before_request
 def guard():
     if not current_app.config["RELAY"]["RELAY_ADMIN_KEY"]:
-        raise NotFound()  # the console is off: it does not exist
+        raise messages.not_found("This path")  # the console is off: answered as any unknown path is
     if request.method == "POST":
         csrf.protect()
     if request.endpoint in OPEN_ENDPOINTS:
