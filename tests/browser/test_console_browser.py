@@ -137,7 +137,7 @@ def confirm(driver, action: str):
 def test_a_capped_token_made_in_the_console_credits_and_shows_in_usage_and_ledger(browser):
     relay = browser.relay
     sign_in(browser)
-    label = unique("Zap: HubSpot bonus")
+    label = "Zap: HubSpot signup bonus"
     token = create_in_console(browser, label, daily_cap="100", monthly_cap="1000")
     assert token.startswith("pwr_") or len(token) > 20, token
     # The next step for Zapier and n8n, with this relay's URL; the copy button is there (shown by console.js).
