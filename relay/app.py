@@ -7,9 +7,11 @@ from flask import Flask, current_app, g, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from . import admin, api, batches, clock, config, console, db, health, logs, messages, migrate, proxies, sandbox, validation
+from . import admin, api, batches, clock, config, db, health, logs, messages, migrate, proxies, sandbox, validation
 from .ratelimits import RateLimits
 from .upstream import Upstream
+
+from . import console  # the operator console, /console (issue 17)
 
 log = logging.getLogger("relay")
 
@@ -55,10 +57,10 @@ def create_app(overrides: dict | None = None, check_schema: bool = True) -> Flas
     app.extensions["relay.ratelimits"] = RateLimits(settings)
     logs.init_app(app)
     register_errors(app)
+    console.init_app(app)
     app.after_request(headers)
     for blueprint in (api.bp, admin.bp, health.bp):
         app.register_blueprint(blueprint)
-    console.init_app(app)
     if serving:  # the CLI commands stay quiet, and only a serving process runs bulk batches (batches.py)
         batches.start(app)
         logs.startup(settings, str(app.extensions["relay.engine"].url), os.environ.get("RELAY_SERVER_WORKERS"),

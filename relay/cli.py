@@ -11,8 +11,10 @@ from datetime import datetime, timedelta
 import click
 from flask import current_app
 
-from . import audit, batches, caps, claims, dates, db, ledger, messages, migrate, money, tokens
+from . import batches, caps, claims, dates, db, ledger, messages, migrate, money, tokens
 from .models import utcnow
+
+from . import audit  # token changes are audited (issue 17)
 
 DEMO_LABEL = "Sandbox demo"
 
@@ -65,21 +67,13 @@ def run(host, port):
     from . import logs
     logs.startup(settings, _database_url(), 1, "one per request")
     click.echo(f"Paywalls Relay listening on {url}")
-    if settings["RELAY_ADMIN_KEY"]:
-        click.echo(f"Operator console: {url}/console/ (sign in with the value of RELAY_ADMIN_KEY)")
-    elif settings["SANDBOX"]:
-        from . import console
-        key = console.sandbox_admin_key(current_app._get_current_object())
-        click.echo(f"Operator console: {url}/console/ (sign in with this admin key, new each start: {key})")
-    else:
-        click.echo("Operator console: off. Set RELAY_ADMIN_KEY and restart to turn it on at "
-                   f"{url}/console/")
     if settings["SANDBOX"]:
         click.secho("SANDBOX MODE: no PAYWALLS_API_KEY, so calls go to the embedded simulated upstream. "
                     "No real balance changes.", fg="yellow", bold=True)
         _print_demo(url, _demo_token())
     else:
         click.echo(f"Upstream: {settings['PAYWALLS_BASE_URL']}")
+    _print_console(url, settings)
     sys.stdout.flush()
     server.serve_forever()
 
@@ -102,6 +96,17 @@ def _print_demo(url: str, token: str):
     click.echo("Try a deposit:")
     click.echo(f"  curl -s -X POST {url}/v1/user/balance/deposit -H 'Authorization: Bearer {token}' "
                "-H 'Content-Type: application/json' -d '{\"user\": \"acme:user_123\", \"amount\": \"10\"}'")
+
+
+def _print_console(url: str, settings: dict):
+    if settings["RELAY_ADMIN_KEY"]:
+        click.echo(f"Operator console: {url}/console/ (sign in with the value of RELAY_ADMIN_KEY)")
+    elif settings["SANDBOX"]:
+        from . import console
+        key = console.sandbox_admin_key(current_app._get_current_object())
+        click.echo(f"Operator console: {url}/console/ (sandbox admin key, a new one each start: {key})")
+    else:
+        click.echo(f"Operator console: off. Set RELAY_ADMIN_KEY and restart to turn it on at {url}/console/")
 
 
 @main.command("sandbox")

@@ -31,7 +31,7 @@ SETTINGS = [
     Setting("PAYWALLS_API_KEY", None, str, "Your Paywalls secret key. Unset: sandbox mode against the embedded simulated upstream."),
     Setting("PAYWALLS_BASE_URL", DEFAULT_BASE_URL, str, "Where the Paywalls API lives."),
     Setting("DATABASE_URL", None, str, "Database URL. Default: SQLite file `instance/relay.db` under the working directory (the release step and gunicorn must start in the same one). PostgreSQL: `postgres://`, `postgresql://` or `postgresql+psycopg://user:password@host/db`."),
-    Setting("RELAY_ADMIN_KEY", None, str, "Bearer key for `/v1/admin/tokens`. Unset: the admin API is off."),
+    Setting("RELAY_ADMIN_KEY", None, str, "Bearer key for `/v1/admin/tokens`, and the key that signs in to the operator console at `/console/`. Unset: both are off (`paywalls-relay run` in sandbox mode makes a key of its own and prints it)."),
     Setting("RELAY_ENV", "development", str, "`development` or `production` (production refuses to start without `PAYWALLS_API_KEY`)."),
     Setting("REDIS_URL", None, str, "Share rate limits across processes (`redis://127.0.0.1:6379/0`). Unset, or while Redis is unreachable (an ERROR line once a minute, and `/readyz` says so): per-process memory; no request fails because of Redis."),
     Setting("RELAY_AMOUNT_DECIMALS", 2, int, "Fraction digits accepted in `amount` (0-6)."),

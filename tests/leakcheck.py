@@ -16,11 +16,12 @@ import requests
 
 from relay import config, logs, tokens
 
+# The console's create and rotate answers are the pages that show the new token once.
+CONSOLE_SHOWS_TOKEN_ONCE = re.compile(r"^/console/tokens/(new|[^/]+/rotate)$")
 _lock = threading.Lock()
 SECRETS: set[str] = set()
 RECORDS: list[tuple[str, str]] = []  # (where it was seen, text)
-# The admin API's and the console's create and rotate answers (the console's is the page that shows it once).
-SHOWS_TOKEN_ONCE = re.compile(r"^(/v1/admin/tokens(/[^/]+/rotate)?/?|/console/tokens/(new|[^/]+/rotate))$")
+SHOWS_TOKEN_ONCE = re.compile(r"^/v1/admin/tokens(/[^/]+/rotate)?/?$")
 _installed = False
 
 
@@ -50,7 +51,8 @@ def install():
     def open_(self, *args, **kwargs):
         response = original_open(self, *args, **kwargs)
         request = response.request
-        if not (request.method == "POST" and SHOWS_TOKEN_ONCE.match(request.path) and response.status_code < 300):
+        shows_once = SHOWS_TOKEN_ONCE.match(request.path) or CONSOLE_SHOWS_TOKEN_ONCE.match(request.path)
+        if not (request.method == "POST" and shows_once and response.status_code < 300):
             record(f"test client {request.method} {request.path} -> {response.status_code}",
                    _response_text(response.headers.items(), response.get_data()))
         return response

@@ -116,6 +116,10 @@ def test_session_ends_after_twelve_hours(app, console):
     assert console.get("/console/").status_code == 200
     clock.advance(2)
     assert console.get("/console/").status_code == 302
+    # The next sign-in sweeps the expired session away.
+    assert sign_in(console, admin_key(app)).status_code == 302
+    with app.app_context(), db.read() as read:
+        assert len(read.scalars(select(ConsoleSession)).all()) == 1
 
 
 def test_sign_out_ends_the_session_for_every_copy_of_the_cookie(app, console):
@@ -569,3 +573,116 @@ def test_audit_page_filters_and_pages(app, console):
     assert "<td>console.signed_in</td>" not in page
     assert "<td>console.signed_in</td>" in console.get(older).get_data(as_text=True)
     assert console.get("/console/audit?before=abc&action=<script>").status_code == 200
+
+
+# --- `paywalls-relay run` prints the console URL -----------------------------------------------------------
+
+def test_run_prints_a_console_url_and_key_that_sign_in(tmp_path):
+    """Sandbox mode with no RELAY_ADMIN_KEY: run makes a key for this process and prints it with the URL."""
+    import os
+    import subprocess
+    import sys
+
+    import requests
+    from conftest import free_port, relay_env, sqlite_url, stop_process
+    port = free_port()
+    env = relay_env({"DATABASE_URL": sqlite_url(tmp_path)})
+    env.pop("RELAY_ADMIN_KEY", None)
+    process = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "paywalls-relay"), "run", "--port",
+                                str(port)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        seen = ""
+        while "Operator console" not in seen:
+            line = process.stdout.readline()
+            assert line, seen
+            seen += line
+        url, key = re.search(r"Operator console: (\S+) \(sandbox admin key, a new one each start: (\S+)\)", seen).groups()
+        assert url == f"http://127.0.0.1:{port}/console/"
+        browser = requests.Session()
+        page = browser.get(url + "sign-in", timeout=10).text
+        signed = browser.post(url + "sign-in", data={"csrf_token": csrf_of(page), "admin_key": key},
+                              allow_redirects=False, timeout=10)
+        assert signed.status_code == 302 and signed.headers["Location"] == "/console/"
+        assert "<h1>Overview</h1>" in browser.get(url, timeout=10).text
+        # The same key opens the admin API of this process, and nothing else knows it.
+        assert requests.get(f"http://127.0.0.1:{port}/v1/admin/tokens", headers={"Authorization": f"Bearer {key}"},
+                            timeout=10).status_code == 200
+    finally:
+        stop_process(process)
+
+
+def test_database_outage_is_a_503_page_and_the_session_survives_it(make_app, sandbox):
+    from test_faults import private_postgres
+    with private_postgres() as cluster:
+        app = make_app(database_url=cluster.url("relay"))
+        client = app.test_client()
+        assert sign_in(client, admin_key(app)).status_code == 302
+        cluster.stop()
+        for path in ("/console/", "/console/tokens", "/console/sign-in"):
+            response = client.get(path)
+            assert response.status_code == 503, path
+            assert "The database is not answering" in response.get_data(as_text=True)
+            assert "text/html" in response.headers["Content-Type"] and response.headers["Retry-After"] == "30"
+        cluster.start()
+        assert client.get("/console/tokens").status_code == 200  # same cookie, same session, no restart
+        app.extensions["relay.engine"].dispose()
+
+
+# --- hostile input ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("next_path", ["/console/\r\nSet-Cookie: x=1", "/console/\x00", "/console/ tokens",
+                                       "/console//evil.example", "/console/" + "a" * 3000])
+def test_a_hostile_next_is_dropped_not_obeyed(app, client, next_path):
+    response = sign_in(client, admin_key(app), next_path=next_path)
+    assert response.status_code == 302 and response.headers["Location"] == "/console/"
+    assert not any("x=1" in header for header in response.headers.getlist("Set-Cookie"))
+
+
+def test_oversized_forms_get_a_413_page_and_change_nothing(app, console):
+    hidden = form_of(console, "/console/tokens/new")
+    for data in ({**hidden, "label": "x" * 20000, "operations": ["deposit"]},
+                 {**hidden, "label": "x", "operations": ["deposit"] * 5000}):
+        response = console.post("/console/tokens/new", data=data)
+        assert response.status_code == 413 and "too large" in response.get_data(as_text=True)
+    with app.app_context(), db.read() as read:
+        assert tokens.all_tokens(read) == []
+
+
+def test_markup_and_control_characters_in_fields(app, console):
+    response = create(console, label="<script>alert(1)</script>", notes="<img src=x onerror=alert(1)>")
+    assert response.status_code == 200
+    token_id = tokens.split(token_of(response.get_data(as_text=True)))[0]
+    detail = console.get(f"/console/tokens/{token_id}").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in detail and "&lt;script&gt;alert(1)&lt;/script&gt;" in detail
+    assert "<img src=x" not in detail
+    refused = create(console, label="a\x00b")
+    assert refused.status_code == 422 and 'id="label-error"' in refused.get_data(as_text=True)
+
+
+def test_a_tampered_or_foreign_cookie_signs_nobody_in(app, client):
+    client.set_cookie("relay_console", "eyJzaWQiOiJ4In0.abc.def", path="/console")
+    assert client.get("/console/").status_code == 302
+    from flask.sessions import SecureCookieSessionInterface
+    from relay.console import session_secret
+    from flask import Flask
+    forger = Flask("forger")
+    forger.secret_key = session_secret("admin-some-other-key")
+    forged = SecureCookieSessionInterface().get_signing_serializer(forger).dumps({"sid": "anything"})
+    client.set_cookie("relay_console", forged, path="/console")
+    assert client.get("/console/").status_code == 302
+    # Signed with the right key but naming no stored session: still nobody.
+    real = Flask("real")
+    real.secret_key = session_secret(admin_key(app))
+    client.set_cookie("relay_console", SecureCookieSessionInterface().get_signing_serializer(real).dumps({"sid": "guess"}),
+                      path="/console")
+    assert client.get("/console/").status_code == 302
+
+
+def test_neither_the_admin_key_nor_a_wrong_guess_reaches_the_log(app, client, relay_log):
+    sign_in(client, "admin-a-wrong-guess-123456")
+    sign_in(client, admin_key(app))
+    client.get("/console/tokens")
+    logged = "\n".join(record.getMessage() + " " + str(record.__dict__) for record in relay_log.records)
+    assert "/console/sign-in" in logged  # the requests were logged ...
+    assert admin_key(app) not in logged and "admin-a-wrong-guess-123456" not in logged  # ... without the keys

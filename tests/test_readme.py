@@ -132,9 +132,11 @@ def test_quick_start_run_prints_what_the_readme_shows_and_its_curl_credits_once(
     try:
         printed = [process.stdout.readline().rstrip("\n") for _ in shown]
         token = re.search(r"(pwr_[0-9A-Za-z]+)", printed[2]).group(1)
+        admin_key = re.search(r"(admin-sandbox-[0-9A-Za-z_-]+)\)$", printed[-1]).group(1)
         for want, got in zip(shown, printed):
-            assert got == want.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("pwr_...", token)
-        command = shlex.split(printed[-1].strip()) + ["-i"]
+            assert got == want.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("pwr_...", token) \
+                .replace("admin-sandbox-...", admin_key)
+        command = shlex.split(next(line for line in printed if line.strip().startswith("curl ")).strip()) + ["-i"]
         first = subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
         again = subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
         balance = requests.get(f"http://127.0.0.1:{port}/v1/user/balance?user=acme:user_123", headers=bearer(token),

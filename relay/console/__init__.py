@@ -5,15 +5,20 @@ JavaScript kept as files under relay/static/console, so the CSP needs no 'unsafe
 """
 
 import hashlib
+import logging
 import hmac
 import secrets
 from datetime import timedelta
 
-from flask import Blueprint, render_template
+from flask import Blueprint, current_app, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from werkzeug.exceptions import NotFound
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import NotFound, RequestEntityTooLarge
+
+from .. import validation
 
 
+log = logging.getLogger("relay")
 bp = Blueprint("console", __name__, url_prefix="/console", static_folder="../static/console",
                static_url_path="/static")
 csrf = CSRFProtect()
@@ -68,6 +73,25 @@ def not_found(_error):
     return render_template("console/error.html", title="Not found",
                            detail="There is nothing here: the token or page may have been removed, or the link "
                                   "mistyped."), 404
+
+
+@bp.errorhandler(OperationalError)
+@bp.errorhandler(DBAPIError)
+def database_down(_error):
+    log.exception("database unavailable")
+    response = current_app.make_response((render_template(
+        "console/error.html", title="The database is not answering",
+        detail="The relay cannot read or save anything until its database answers again; nothing was changed. "
+               "Reload this page in a minute. /readyz says when the database is back."), 503))
+    response.headers["Retry-After"] = "30"
+    return response
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def too_large(_error):
+    return render_template("console/error.html", title="That form was too large",
+                           detail=f"The relay takes forms up to {validation.MAX_BODY_BYTES // 1024} KiB. Shorten the "
+                                  "longest field (notes, a pattern) and send it again."), 413
 
 
 @bp.errorhandler(CSRFError)

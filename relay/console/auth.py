@@ -9,12 +9,13 @@ database throttles guessing across every relay process, and the operator sees th
 """
 
 import hashlib
+import re
 import hmac
 import secrets
 from datetime import timedelta
 
 from flask import current_app, g, redirect, render_template, request, session, url_for
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from .. import audit, clock, db, messages
 from ..models import AuditEntry, ConsoleSession, as_utc
@@ -60,9 +61,14 @@ def current_session() -> ConsoleSession | None:
     return found
 
 
+# A path on this console, with an optional query of printable characters: no scheme, host, backslash, control
+# character or space. An open redirect would send a freshly signed-in operator anywhere; a CR/LF would break the
+# Location header.
+LOCAL_PATH = re.compile(r"/console(?:/[A-Za-z0-9._~%/:@!$&'()*+,;=-]*)?(?:\?[\x21-\x7e]*)?")
+
+
 def _local_path(path: str | None) -> str | None:
-    """Only a path on this console: an open redirect would send a freshly signed-in operator anywhere."""
-    if not path or not path.startswith("/console") or path.startswith("//") or "\\" in path:
+    if not path or len(path) > 2000 or not LOCAL_PATH.fullmatch(path) or "//" in path.split("?")[0]:
         return None
     return path.rstrip("?") or None
 
@@ -115,6 +121,8 @@ def sign_in():
                                error="That is not the admin key. Paste the value of RELAY_ADMIN_KEY."), 401
     secret = secrets.token_urlsafe(32)
     with db.transaction() as write:
+        # Sessions past their 12 h are of no use to anyone: each sign-in sweeps them, so the table stays small.
+        write.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
         write.add(ConsoleSession(id=_digest(secret), created_at=now, expires_at=now + timedelta(hours=SESSION_HOURS),
                                  origin=address))
         audit.record(write, "console", address, "console.signed_in", at=now)
