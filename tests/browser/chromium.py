@@ -20,6 +20,8 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 import leakcheck
 from conftest import PG_URL, base_settings, gunicorn_relay, needs_postgres, postgres_database, sqlite_url
@@ -180,5 +182,12 @@ def wait_for_download(driver, suffix: str, seconds: float = 20.0) -> Path:
     raise AssertionError(f"no {suffix} download in {seconds:g} s: {sorted(p.name for p in driver.downloads.iterdir())}")
 
 
-def text_of(driver, css: str) -> str:
-    return driver.find_element(By.CSS_SELECTOR, css).text
+def navigate(driver, element):
+    """Click a link or submit button and wait until the next page has replaced this one: a click returns before
+    the navigation it starts has finished, and a check run meanwhile would read the old page."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 20, poll_frequency=0.05).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 20, poll_frequency=0.05).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
+    check_page(driver)

@@ -11,8 +11,8 @@ import uuid
 import requests
 from selenium.webdriver.common.by import By
 
-from chromium import (browser, check_page, chromium, relay, screenshot, visit, wait_for_download,  # noqa: F401
-                      wait_for_element)
+from chromium import (browser, check_page, chromium, navigate, relay, screenshot, visit,  # noqa: F401
+                      wait_for_download, wait_for_element)
 from relay import ledger
 
 pytestmark = []
@@ -25,13 +25,11 @@ def sign_in(driver, key=None):
     field = driver.find_element(By.ID, "admin_key")
     field.clear()
     field.send_keys(key if key is not None else driver.relay.admin_key)
-    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    check_page(driver)
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
 
 
 def sign_out(driver):
-    driver.find_element(By.CSS_SELECTOR, "form.sign-out button").click()
-    check_page(driver)
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, "form.sign-out button"))
 
 
 def heading(driver) -> str:
@@ -93,8 +91,7 @@ def test_export_csv_of_a_search_downloads_its_rows(browser):
     browser.find_element(By.ID, "ref").send_keys(batch)
     browser.find_element(By.CSS_SELECTOR, f"#token option[value='{token_id}']").click()
     browser.find_element(By.CSS_SELECTOR, "input[name=outcome][value=credited]").click()
-    browser.find_element(By.CSS_SELECTOR, "form.search button[type=submit]").click()
-    check_page(browser)
+    navigate(browser, browser.find_element(By.CSS_SELECTOR, "form.search button[type=submit]"))
     shown = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "table.ledger tbody td:nth-child(5)")]
     assert shown == [user for user, _ in reversed(made)]  # newest first, the replay and the other user filtered out
     browser.find_element(By.LINK_TEXT, "CSV").click()
@@ -112,26 +109,23 @@ def test_export_csv_of_a_search_downloads_its_rows(browser):
 def create_in_console(driver, label: str, daily_cap: str, monthly_cap: str) -> str:
     """Create a deposit token through the form; returns the token shown once."""
     visit(driver, "/console/tokens")
-    driver.find_element(By.LINK_TEXT, "Create a token").click()
+    navigate(driver, driver.find_element(By.LINK_TEXT, "Create a token"))
     driver.find_element(By.ID, "label").send_keys(label)
     deposit_box = driver.find_element(By.ID, "op-deposit")
     if not deposit_box.is_selected():
         deposit_box.click()
     driver.find_element(By.ID, "daily_cap").send_keys(daily_cap)
     driver.find_element(By.ID, "monthly_cap").send_keys(monthly_cap)
-    driver.find_element(By.CSS_SELECTOR, "form.form button[type=submit]").click()
-    check_page(driver)
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, "form.form button[type=submit]"))
     assert heading(driver) == "Token created", driver.find_element(By.TAG_NAME, "main").text
     return driver.find_element(By.ID, "token-text").text.strip()
 
 
 def confirm(driver, action: str):
     """An action on the token page, through its confirmation step."""
-    driver.find_element(By.LINK_TEXT, action.capitalize()).click()
-    check_page(driver)
+    navigate(driver, driver.find_element(By.LINK_TEXT, action.capitalize()))
     assert heading(driver).startswith(action.capitalize()), heading(driver)
-    driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
-    check_page(driver)
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
 
 
 def test_a_capped_token_made_in_the_console_credits_and_shows_in_usage_and_ledger(browser):
@@ -151,8 +145,7 @@ def test_a_capped_token_made_in_the_console_credits_and_shows_in_usage_and_ledge
     over = deposit(relay.url, token, "acme:browser_2", "80", unique("in"))  # 25 + 80 > the daily cap of 100
     assert over.status_code == 403, over.text
 
-    browser.find_element(By.LINK_TEXT, "Go to the token").click()
-    check_page(browser)
+    navigate(browser, browser.find_element(By.LINK_TEXT, "Go to the token"))
     assert heading(browser) == label
     assert token not in browser.page_source  # shown once, never again
     today = browser.find_element(By.CSS_SELECTOR, "svg.bar[aria-label*='used today']").get_attribute("aria-label")
@@ -163,14 +156,12 @@ def test_a_capped_token_made_in_the_console_credits_and_shows_in_usage_and_ledge
     assert float(fill.get_attribute("width")) == 50.0  # a quarter of the 200-wide bar
     screenshot(browser, "console-token-detail")
 
-    browser.find_element(By.LINK_TEXT, "Ledger rows of this token").click()
-    check_page(browser)
+    navigate(browser, browser.find_element(By.LINK_TEXT, "Ledger rows of this token"))
     rows = browser.find_elements(By.CSS_SELECTOR, "table.ledger tbody tr")
     cells = [[cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")] for row in rows]
     assert len(cells) == 1, cells  # the refused deposit never reached Paywalls: no row for it
     assert cells[0][3:8] == ["deposit", "acme:browser_1", "25", "credited", reference]
-    rows[0].find_element(By.CSS_SELECTOR, "th a").click()
-    check_page(browser)
+    navigate(browser, rows[0].find_element(By.CSS_SELECTOR, "th a"))
     assert browser.find_element(By.ID, "field-user").text == "acme:browser_1"
     assert browser.find_element(By.ID, "field-outcome").text == "credited"
     assert reference in browser.find_element(By.ID, "field-metadata").text
@@ -198,7 +189,7 @@ def test_revoke_after_confirmation_and_the_token_gets_401(browser):
     token_id, token = admin_token(relay)
     sign_in(browser)
     visit(browser, f"/console/tokens/{token_id}/revoke")
-    browser.find_element(By.LINK_TEXT, "Cancel").click()  # the confirmation step: cancelling changes nothing
+    navigate(browser, browser.find_element(By.LINK_TEXT, "Cancel"))  # the confirmation step: cancel changes nothing
     assert deposit(relay.url, token, "acme:revoke", "1", unique("in")).status_code == 200
     confirm(browser, "revoke")
     assert browser.find_element(By.CSS_SELECTOR, ".status").text == "revoked"
