@@ -112,6 +112,22 @@ def test_bad_search_input_is_a_400_with_the_error_beside_its_field(app, query, f
     assert 'aria-invalid="true"' in html or field == "outcome"  # a fieldset names its error with aria-describedby
 
 
+@pytest.mark.parametrize("query", ["user=a%00b", "ref=%00", "token=tok%00", "user=%C0%AF", "ref=%ED%A0%80",
+                                   "user=" + "%F0%9F%98%80" * 40, "outcome=%00", "from=2026-11-01%00",
+                                   "ref=' OR 1=1 --", "user=%0D%0Aacme", "before=led_1%00"])
+def test_odd_bytes_in_a_search_never_reach_the_database_as_an_error(app, query):
+    """NUL (which PostgreSQL text cannot hold), invalid UTF-8, control characters, SQL: a clear page, never a 500."""
+    client = signed_in(app)
+    add(app)
+    answer = client.get("/console/ledger?" + query)
+    assert answer.status_code in (200, 400), answer.get_data(as_text=True)[:300]
+    assert answer.headers["Content-Type"].startswith("text/html")
+    export = client.get("/console/ledger/export?format=csv&" + query)
+    assert export.status_code in (200, 400)
+    if answer.status_code == 200:
+        assert row_ids(answer.get_data(as_text=True)) == []  # none of these is the stored row's value
+
+
 @pytest.mark.parametrize("cursor", ["led_0", "led_x", "42", "led_99999999999999999999"])
 def test_a_page_link_that_is_not_a_row_id_is_refused(app, cursor):
     client = signed_in(app)

@@ -164,6 +164,17 @@ def test_a_cursor_not_written_by_the_relay_is_refused(cursor):
         ledger.parse_cursor(cursor)
 
 
+def test_a_row_whose_metadata_holds_nul_does_not_break_the_search(app, make_token, sandbox):
+    """JSON metadata may carry \u0000 (PostgreSQL's json keeps it, jsonb refuses it): that row must not turn every
+    reference search into a database error. It is found by its other fields."""
+    from conftest import deposit as api_deposit
+    _, text = make_token()
+    assert api_deposit(app.test_client(), text, metadata={"reference": "a\u0000b"}).status_code == 200
+    normal = add(app, metadata={"reference": "in_ok"})
+    assert found(app, ledger.Search(reference="in_ok")) == [normal]
+    assert len(found(app, ledger.Search(user="acme:user_1"))) == 1
+
+
 def test_metadata_values_round_trip_through_json(app):
     """The match compares decoded strings, whatever escapes the stored JSON text uses."""
     value = "línea\n\t\"x\"</script>"

@@ -54,8 +54,10 @@ def read_filter(args) -> Filter:
     if since is not None and until is not None and until <= since and "to" not in errors:
         errors["to"] = "must be on or after From."
     for name, limit in (("user", 128), ("ref", 255), ("token", 16)):
-        if len(values[name]) > limit:
-            errors[name] = f"is at most {limit} characters long (the ledger stores no longer {FIELD_LABELS[name]})."
+        if "\x00" in values[name]:
+            errors[name] = "cannot contain the NUL character (U+0000): no stored value holds it."
+        elif len(values[name]) > limit:
+            errors[name] = f"is at most {limit} characters long: no stored value is longer."
     search = ledger_rows.Search(user=values["user"] or None, token_id=values["token"] or None,
                                 outcomes=tuple(values["outcome"]), since=since, until=until,
                                 reference=values["ref"] or None)
