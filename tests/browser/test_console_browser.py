@@ -11,7 +11,7 @@ import uuid
 import requests
 from selenium.webdriver.common.by import By
 
-from chromium import (browser, check_page, chromium, navigate, relay, screenshot, visit,  # noqa: F401
+from chromium import (browser, check_page, chromium, navigate, relay, screenshot, shown_once, visit,  # noqa: F401
                       wait_for_download, wait_for_element)
 from relay import ledger
 
@@ -75,7 +75,7 @@ def admin_token(relay, **spec) -> tuple[str, str]:
     answer = requests.post(relay.url + "/v1/admin/tokens", json=spec, timeout=15,
                            headers={"Authorization": f"Bearer {relay.admin_key}"})
     assert answer.status_code == 201, answer.text
-    return answer.json()["id"], answer.json()["token"]
+    return answer.json()["id"], shown_once(answer.json()["token"])
 
 
 def test_export_csv_of_a_search_downloads_its_rows(browser):
@@ -118,7 +118,7 @@ def create_in_console(driver, label: str, daily_cap: str, monthly_cap: str) -> s
     driver.find_element(By.ID, "monthly_cap").send_keys(monthly_cap)
     navigate(driver, driver.find_element(By.CSS_SELECTOR, "form.form button[type=submit]"))
     assert heading(driver) == "Token created", driver.find_element(By.TAG_NAME, "main").text
-    return driver.find_element(By.ID, "token-text").text.strip()
+    return shown_once(driver.find_element(By.ID, "token-text").text.strip())
 
 
 def confirm(driver, action: str):
@@ -133,7 +133,6 @@ def test_a_capped_token_made_in_the_console_credits_and_shows_in_usage_and_ledge
     sign_in(browser)
     label = "Zap: HubSpot signup bonus"
     token = create_in_console(browser, label, daily_cap="100", monthly_cap="1000")
-    assert token.startswith("pwr_") or len(token) > 20, token
     # The next step for Zapier and n8n, with this relay's URL; the copy button is there (shown by console.js).
     steps = browser.find_element(By.CSS_SELECTOR, "ul.steps").text
     assert "Zapier" in steps and "n8n" in steps and relay.url in steps
@@ -175,7 +174,7 @@ def test_rotate_gives_a_new_secret_once_and_the_old_token_gets_401(browser):
     sign_in(browser)
     visit(browser, f"/console/tokens/{token_id}")
     confirm(browser, "rotate")
-    new = browser.find_element(By.ID, "token-text").text.strip()
+    new = shown_once(browser.find_element(By.ID, "token-text").text.strip())
     assert new and new != old
     refused = deposit(relay.url, old, "acme:rotate", "2", unique("in"))
     assert refused.status_code == 401, refused.text
