@@ -273,3 +273,23 @@ def test_resolve_without_the_csrf_token_is_refused_and_resolves_nothing(unretrie
     with app.app_context(), db.read() as session:
         assert [row.outcome for row in session.scalars(select(LedgerEntry))] == ["ambiguous"]
     assert "acme:stranded" in client.get("/console/ledger/ambiguous").get_data(as_text=True)
+
+
+def test_a_key_stored_without_its_request_is_marked_for_a_person(app, make_token, sandbox):
+    """Keys stored before request bodies were kept cannot be re-sent: the page and Resolve now say so."""
+    from relay.models import IdempotencyKey
+    token_id, _ = make_token(label="Old Zap")
+    now = datetime.now(timezone.utc)
+    with app.app_context(), db.transaction() as session:
+        session.add(IdempotencyKey(scope=token_id, key="pwk1_" + "0" * 64, fingerprint="pwk1_" + "0" * 64,
+                                   token_id=token_id, operation="deposit", state="ambiguous", lease=1, generation=0,
+                                   nonce="n", request_body=None, reserved_micros=0, reserved_periods=[],
+                                   reserved_token_id=token_id, reserved_at=now, created_at=now, locked_at=now))
+    client = signed_in(app)
+    html = client.get("/console/ledger/ambiguous").get_data(as_text=True)
+    assert "needs a person" in html and "Old Zap" in html
+    client.post("/console/ledger/resolve", data={"csrf_token": csrf_of(client, "/console/ledger/ambiguous")})
+    after = client.get("/console/ledger/ambiguous").get_data(as_text=True)
+    assert "1 was stored before request bodies were kept and need a person" in after
+    assert "needs a person" in after  # still listed: nothing was sent
+    assert sandbox.state.snapshot()["deposits"] == []

@@ -203,8 +203,9 @@ def ledger_resolve():
     flash(f"Resolved {handled} key{'s' if handled != 1 else ''}: "
           + ", ".join(f"{counts[name]} {name.replace('_', ' ')}" for name in money.OUTCOMES) + ".")
     if counts["ambiguous"]:
-        flash(f"{counts['ambiguous']} are still ambiguous (Paywalls did not confirm): resolve again later.")
+        flash(f"{counts['ambiguous']} {'is' if counts['ambiguous'] == 1 else 'are'} still ambiguous (Paywalls did not "
+              "confirm): resolve again later.")
     if counts["unresolvable"]:
-        flash(f"{counts['unresolvable']} were stored before request bodies were kept and need a person: look each one "
-              "up in the Paywalls dashboard by user and amount.")
+        flash(f"{counts['unresolvable']} {'was' if counts['unresolvable'] == 1 else 'were'} stored before request bodies "
+              "were kept and need a person: look each one up in the Paywalls dashboard by user and amount.")
     return redirect(url_for("console.ledger_ambiguous"))
