@@ -109,6 +109,22 @@ def test_cookie_is_secure_under_production(make_app, sandbox):
     assert "Secure" in cookie_header(response)
 
 
+def test_under_https_a_post_from_another_origin_is_refused(make_app, sandbox):
+    """What SameSite=Strict already stops in a browser, the CSRF check stops again: a post over HTTPS must come
+    from a page of this relay (its Referer), with this session's token."""
+    app = make_app(RELAY_ENV="production")
+    client = app.test_client()
+    base = "https://relay.example"
+    token = csrf_of(client.get("/console/sign-in", base_url=base).get_data(as_text=True))
+    form = {"csrf_token": token, "admin_key": admin_key(app)}
+    for referer in (None, "https://evil.example/console/sign-in"):
+        headers = {"Referer": referer} if referer else {}
+        response = client.post("/console/sign-in", base_url=base, headers=headers, data=form)
+        assert response.status_code == 400, referer
+    assert client.post("/console/sign-in", base_url=base, data=form,
+                       headers={"Referer": f"{base}/console/sign-in"}).status_code == 302
+
+
 def test_session_ends_after_twelve_hours(app, console):
     clock = manual_clock(app)
     assert console.get("/console/").status_code == 200
@@ -208,6 +224,8 @@ def test_console_csp_has_no_unsafe_inline_and_the_api_keeps_none(app, console):
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+    assert page.headers["Referrer-Policy"] == "same-origin"  # Flask-WTF checks it on HTTPS posts
+    assert console.get("/healthz").headers["Referrer-Policy"] == "no-referrer"
     body = page.get_data(as_text=True)
     assert "<script>" not in body and " style=" not in body and "onclick" not in body
     assert console.get("/healthz").headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
@@ -632,6 +650,7 @@ def test_database_outage_is_a_503_page_and_the_session_survives_it(make_app, san
 # --- hostile input ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("next_path", ["/console/\r\nSet-Cookie: x=1", "/console/\x00", "/console/ tokens",
+                                       "/console/../v1/admin/tokens", "/console/%2e%2e/v1",
                                        "/console//evil.example", "/console/" + "a" * 3000])
 def test_a_hostile_next_is_dropped_not_obeyed(app, client, next_path):
     response = sign_in(client, admin_key(app), next_path=next_path)
@@ -686,3 +705,40 @@ def test_neither_the_admin_key_nor_a_wrong_guess_reaches_the_log(app, client, re
     logged = "\n".join(record.getMessage() + " " + str(record.__dict__) for record in relay_log.records)
     assert "/console/sign-in" in logged  # the requests were logged ...
     assert admin_key(app) not in logged and "admin-a-wrong-guess-123456" not in logged  # ... without the keys
+
+
+def test_times_are_shown_in_utc_whatever_zone_the_database_hands_back():
+    from relay.console import utc
+    kolkata = timezone(timedelta(hours=5, minutes=30))
+    assert utc(datetime(2026, 11, 30, 5, 30, tzinfo=kolkata)) == "2026-11-30 00:00:00"
+    assert utc(datetime(2026, 11, 30, 0, 0)) == "2026-11-30 00:00:00"  # SQLite: naive, stored as UTC
+    assert utc(None) == ""
+    from relay.console import iso_utc
+    assert iso_utc("2026-11-30T16:16:01.608246Z") == "2026-11-30 16:16:01" and iso_utc(None) == ""
+
+
+# --- several relay processes --------------------------------------------------------------------------------
+
+def test_sessions_and_sign_out_hold_across_gunicorn_workers(database_url, sandbox):
+    """Every worker agrees on who is signed in, and a sign-out in one worker ends the session in all of them."""
+    import requests
+    from conftest import base_settings, gunicorn_relay
+    from relay import migrate
+    migrate.upgrade(database_url)
+    settings = base_settings(database_url, sandbox.url)
+    with gunicorn_relay(settings, workers=3, threads=2) as (relay, _process):
+        browser = requests.Session()
+        page = browser.get(relay + "/console/sign-in", timeout=10).text
+        assert browser.post(relay + "/console/sign-in", data={"csrf_token": csrf_of(page),
+                                                              "admin_key": settings["RELAY_ADMIN_KEY"]},
+                            allow_redirects=False, timeout=10).status_code == 302
+        stolen = browser.cookies.get("relay_console")
+        pages = [browser.get(relay + "/console/tokens", allow_redirects=False, timeout=10) for _ in range(12)]
+        assert {page.status_code for page in pages} == {200}
+        token = csrf_of(pages[-1].text)
+        assert browser.post(relay + "/console/sign-out", data={"csrf_token": token}, allow_redirects=False,
+                            timeout=10).status_code == 302
+        thief = requests.Session()
+        thief.cookies.set("relay_console", stolen, path="/console")
+        after = [thief.get(relay + "/console/tokens", allow_redirects=False, timeout=10) for _ in range(12)]
+        assert {page.status_code for page in after} == {302}

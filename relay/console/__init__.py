@@ -8,7 +8,7 @@ import hashlib
 import logging
 import hmac
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import Blueprint, current_app, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
 from .. import validation
+from ..models import as_utc
 
 
 log = logging.getLogger("relay")
@@ -55,6 +56,19 @@ def init_app(app):
         app.secret_key = session_secret(settings["RELAY_ADMIN_KEY"])
     csrf.init_app(app)
     app.register_blueprint(bp)
+
+
+@bp.app_template_filter("utc")
+def utc(moment) -> str:
+    """A stored moment as UTC text. PostgreSQL hands timestamps back in the server's time zone, SQLite without one:
+    both are shown in UTC, as the pages say."""
+    return "" if moment is None else as_utc(moment).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@bp.app_template_filter("iso_utc")
+def iso_utc(text: str | None) -> str:
+    """tokens.describe's ISO 8601 moments, shown as the stored moments are."""
+    return "" if not text else utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
 def sandbox_admin_key(app) -> str:

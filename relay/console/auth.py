@@ -62,13 +62,14 @@ def current_session() -> ConsoleSession | None:
 
 
 # A path on this console, with an optional query of printable characters: no scheme, host, backslash, control
-# character or space. An open redirect would send a freshly signed-in operator anywhere; a CR/LF would break the
-# Location header.
-LOCAL_PATH = re.compile(r"/console(?:/[A-Za-z0-9._~%/:@!$&'()*+,;=-]*)?(?:\?[\x21-\x7e]*)?")
+# character, space, percent escape or dot segment (/console/../v1, /console/%2e%2e/v1). An open redirect would
+# send a freshly signed-in operator anywhere; a CR/LF would break the Location header.
+LOCAL_PATH = re.compile(r"/console(?:/[A-Za-z0-9._~/:@!$&'()*+,;=-]*)?(?:\?[\x21-\x7e]*)?")
 
 
 def _local_path(path: str | None) -> str | None:
-    if not path or len(path) > 2000 or not LOCAL_PATH.fullmatch(path) or "//" in path.split("?")[0]:
+    where = (path or "").split("?")[0]
+    if not path or len(path) > 2000 or not LOCAL_PATH.fullmatch(path) or "//" in where or "/." in where:
         return None
     return path.rstrip("?") or None
 

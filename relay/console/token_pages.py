@@ -3,7 +3,7 @@ confirmed actions rotate, revoke, disable and enable. Each change is audited in 
 
 import secrets
 
-from flask import abort, flash, g, redirect, render_template, request, session, url_for
+from flask import abort, flash, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 
 from .. import audit, caps, clock, db, messages, tokens
