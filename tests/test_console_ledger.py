@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select
 
-from conftest import SANDBOX_KEY, create_token, deposit
+from conftest import SANDBOX_KEY, create_token, deposit, needs_postgres, postgres_database
 from relay import cli, db, ledger
 from relay.models import LedgerEntry
 
@@ -78,6 +78,23 @@ def test_search_filters_and_pages_through_the_rows(app):
     assert row_ids(client.get(newer).get_data(as_text=True)) == mine[:50]
     assert row_ids(client.get("/console/ledger?user=nobody").get_data(as_text=True)) == []
     assert "No ledger row matches" in client.get("/console/ledger?user=nobody").get_data(as_text=True)
+
+
+@needs_postgres
+def test_times_are_utc_whatever_the_database_sessions_time_zone(make_app):
+    """PostgreSQL answers timestamptz in the session's TimeZone: the pages and the search stay UTC."""
+    from sqlalchemy import create_engine, text
+    with postgres_database() as url:
+        with create_engine(url, isolation_level="AUTOCOMMIT").connect() as connection:
+            name = connection.execute(text("SELECT current_database()")).scalar()
+            connection.execute(text(f'ALTER DATABASE "{name}" SET timezone TO \'Pacific/Kiritimati\''))
+        app = make_app(url)
+        row = add(app, created_at=datetime(2026, 11, 3, 23, 30, tzinfo=timezone.utc))
+        client = signed_in(app)
+        html = client.get("/console/ledger?from=2026-11-03&to=2026-11-03").get_data(as_text=True)
+        assert row_ids(html) == [f"led_{row}"] and "2026-11-03 23:30:00" in html
+        assert "2026-11-03T23:30:00Z" in client.get(f"/console/ledger/led_{row}").get_data(as_text=True)
+        app.extensions["relay.engine"].dispose()
 
 
 def test_the_to_day_is_included_and_from_after_to_is_refused(app):

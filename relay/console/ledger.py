@@ -14,7 +14,7 @@ from sqlalchemy import inspect, select
 from werkzeug.routing import BuildError
 
 from .. import claims, clock, dates, db, ledger as ledger_rows, money
-from ..models import LedgerEntry, Token
+from ..models import LedgerEntry, Token, as_utc
 from ..tokens import iso
 from . import bp
 
@@ -98,7 +98,12 @@ def ledger():
                                                            limit=PAGE_SIZE)
     status = 400 if chosen.errors else 200
     return render_template("console/ledger.html", filter=chosen, page=page, tokens=tokens,
-                           outcomes=ledger_rows.OUTCOMES, labels=FIELD_LABELS), status
+                           outcomes=ledger_rows.OUTCOMES, labels=FIELD_LABELS, when=when), status
+
+
+def when(moment: datetime) -> str:
+    """A row's time as the pages show it: UTC, whatever time zone the database session reports it in."""
+    return as_utc(moment).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @bp.get("/ledger/export")
@@ -138,7 +143,7 @@ def ledger_entry(entry_id: str):
         replays = ledger_rows.replays_of(read, entry)
         token = read.get(Token, entry.token_id)
     return render_template("console/ledger_entry.html", entry=entry, fields=stored_fields(entry), original=original,
-                           replays=replays, token_url=token_url(token.id) if token else None,
+                           replays=replays, token_url=token_url(token.id) if token else None, when=when,
                            entry_id=ledger_rows.entry_id)
 
 
