@@ -57,7 +57,8 @@ def relay(request, sandbox_server, tmp_path_factory):
     def serve(database_url):
         migrate.upgrade(database_url)
         settings = base_settings(database_url, sandbox_server.url, RELAY_ADMIN_KEY=admin_key)
-        with gunicorn_relay(settings, workers=2, threads=4, log_path=log_path) as (url, _process):
+        # Booting two workers while the rest of the suite loads the machine can take a while: a minute, not 20 s.
+        with gunicorn_relay(settings, workers=2, threads=4, log_path=log_path, boot_seconds=60) as (url, _process):
             yield Relay(url, admin_key, database_url, log_path)
         assert admin_key not in log_path.read_text(errors="replace"), "the admin key reached the relay's log"
 
