@@ -105,6 +105,8 @@ def test_the_to_day_is_included_and_from_after_to_is_refused(app):
     add(app, created_at=day - timedelta(microseconds=1))
     html = client.get("/console/ledger?from=2026-11-03&to=2026-11-03").get_data(as_text=True)
     assert row_ids(html) == [f"led_{inside}"]
+    spaced = client.get("/console/ledger?outcome=credited,%20replayed&from=2026-11-03&to=2026-11-03")
+    assert spaced.status_code == 200 and row_ids(spaced.get_data(as_text=True)) == [f"led_{inside}"]
     refused = client.get("/console/ledger?from=2026-11-04&to=2026-11-03")
     assert refused.status_code == 400
     assert field_error(refused.get_data(as_text=True), "to") == "To must be on or after From."
@@ -131,7 +133,8 @@ def test_bad_search_input_is_a_400_with_the_error_beside_its_field(app, query, f
 
 @pytest.mark.parametrize("query", ["user=a%00b", "ref=%00", "token=tok%00", "user=%C0%AF", "ref=%ED%A0%80",
                                    "user=" + "%F0%9F%98%80" * 40, "outcome=%00", "from=2026-11-01%00",
-                                   "ref=' OR 1=1 --", "user=%0D%0Aacme", "before=led_1%00"])
+                                   "ref=' OR 1=1 --", "user=%0D%0Aacme", "before=led_1%00", "to=9999-12-31",
+                                   "from=0001-01-01&to=0001-01-01", "to=9999-12-31T23:59:59-01:00"])
 def test_odd_bytes_in_a_search_never_reach_the_database_as_an_error(app, query):
     """NUL (which PostgreSQL text cannot hold), invalid UTF-8, control characters, SQL: a clear page, never a 500."""
     client = signed_in(app)
@@ -141,7 +144,7 @@ def test_odd_bytes_in_a_search_never_reach_the_database_as_an_error(app, query):
     assert answer.headers["Content-Type"].startswith("text/html")
     export = client.get("/console/ledger/export?format=csv&" + query)
     assert export.status_code in (200, 400)
-    if answer.status_code == 200:
+    if answer.status_code == 200 and "from=" not in query and "to=" not in query:
         assert row_ids(answer.get_data(as_text=True)) == []  # none of these is the stored row's value
 
 

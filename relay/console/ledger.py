@@ -7,7 +7,7 @@ downloads is byte for byte what the CLI writes for the same filter, spreadsheet-
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from flask import Response, abort, current_app, flash, redirect, render_template, request, stream_with_context, url_for
 from sqlalchemy import inspect, select
@@ -41,7 +41,7 @@ class Filter:
 
 def read_filter(args) -> Filter:
     values = {name: (args.get(name) or "").strip() for name in ("user", "token", "from", "to", "ref")}
-    values["outcome"] = [item for value in args.getlist("outcome") for item in value.split(",") if item.strip()]
+    values["outcome"] = [item.strip() for value in args.getlist("outcome") for item in value.split(",") if item.strip()]
     errors = {}
     unknown = [item for item in values["outcome"] if item not in ledger_rows.OUTCOMES]
     if unknown:
@@ -50,7 +50,8 @@ def read_filter(args) -> Filter:
     since = _moment(values["from"], "from", errors)
     until = _moment(values["to"], "to", errors)
     if until is not None and len(values["to"]) == 10:
-        until += timedelta(days=1)  # a day typed as "To" is included: the search ends at the next midnight (UTC)
+        # A day typed as "To" is included: the search ends at the next midnight (UTC); after 9999-12-31, nothing.
+        until = until + timedelta(days=1) if until.date() < date.max else None
     if since is not None and until is not None and until <= since and "to" not in errors:
         errors["to"] = "must be on or after From."
     for name, limit in (("user", 128), ("ref", 255), ("token", 16)):
