@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from . import audit, caps, clock, db, messages, tokens, validation
 from .messages import Problem
+from .models import Token
 
 bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
 
@@ -35,8 +36,9 @@ def _audit(session, action: str, token_id: str, changes: dict | None = None):
     audit.record(session, "admin_api", request.remote_addr, action, token_id, changes, at=clock.now())
 
 
-def _find(session, token_id: str):
-    token = tokens.get(session, token_id)
+def _find(session, token_id: str, lock: bool = False):
+    # A change locks the row first, so two admins changing one token at once are audited with true "from" values.
+    token = session.get(Token, token_id, with_for_update=True) if lock else tokens.get(session, token_id)
     if token is None:
         raise messages.not_found(f"Token {token_id}")
     return token
@@ -73,7 +75,7 @@ def update(token_id):
     spec = _spec()
     try:
         with db.transaction() as session:
-            token = _find(session, token_id)
+            token = _find(session, token_id, lock=True)
             before = audit.settings_of(token)
             tokens.update_token(session, token, spec, clock.now())
             changes = audit.changed(before, audit.settings_of(token))
@@ -87,7 +89,7 @@ def update(token_id):
 @bp.post("/tokens/<token_id>/revoke")
 def revoke(token_id):
     with db.transaction() as session:
-        token = _find(session, token_id)
+        token = _find(session, token_id, lock=True)
         if token.revoked_at is None:
             _audit(session, "token.revoked", token.id)
         tokens.revoke(token, clock.now())
@@ -97,7 +99,7 @@ def revoke(token_id):
 @bp.post("/tokens/<token_id>/rotate")
 def rotate(token_id):
     with db.transaction() as session:
-        token = _find(session, token_id)
+        token = _find(session, token_id, lock=True)
         text = tokens.rotate(token, clock.now())
         _audit(session, "token.rotated", token.id)
         return jsonify(**tokens.describe(token, clock.now()), token=text)

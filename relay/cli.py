@@ -15,6 +15,7 @@ from . import batches, caps, claims, dates, db, ledger, messages, migrate, money
 from .models import utcnow
 
 from . import audit  # token changes are audited (issue 17)
+from .models import Token
 
 DEMO_LABEL = "Sandbox demo"
 
@@ -67,13 +68,13 @@ def run(host, port):
     from . import logs
     logs.startup(settings, _database_url(), 1, "one per request")
     click.echo(f"Paywalls Relay listening on {url}")
+    _print_console(url, settings)
     if settings["SANDBOX"]:
         click.secho("SANDBOX MODE: no PAYWALLS_API_KEY, so calls go to the embedded simulated upstream. "
                     "No real balance changes.", fg="yellow", bold=True)
         _print_demo(url, _demo_token())
     else:
         click.echo(f"Upstream: {settings['PAYWALLS_BASE_URL']}")
-    _print_console(url, settings)
     sys.stdout.flush()
     server.serve_forever()
 
@@ -385,7 +386,8 @@ def _audit(session, action: str, token_id: str, changes: dict | None = None):
 
 def _with_token(token_id: str, change):
     with db.transaction() as session:
-        token = tokens.get(session, token_id)
+        # Locked first, so a change made at the same moment elsewhere is audited with true "from" values.
+        token = session.get(Token, token_id, with_for_update=True)
         if token is None:
             click.echo(f"error: no token with id {token_id}", err=True)
             sys.exit(1)

@@ -92,3 +92,33 @@ def test_changes_keep_only_setting_names():
 def test_unknown_via_or_action_is_a_bug(app, via, action):
     with app.app_context(), db.transaction() as write, pytest.raises(ValueError):
         audit.record(write, via, None, action)
+
+
+def test_concurrent_changes_are_audited_as_a_chain(app):
+    """Eight admins change one token's cap at the same moment: each entry's "from" is the "to" of the entry before,
+    so the log replays to the token's final value (the row is locked before it is read)."""
+    import threading
+    client = app.test_client()
+    token_id = client.post("/v1/admin/tokens", json={"label": "Contended", "daily_cap": "1"}, headers=admin(app)).get_json()["id"]
+    start = threading.Barrier(8)
+    answers = []
+
+    def change(n):
+        own = app.test_client()
+        start.wait()
+        answers.append(own.patch(f"/v1/admin/tokens/{token_id}", json={"daily_cap": str(100 + n)},
+                                 headers=admin(app)).status_code)
+    threads = [threading.Thread(target=change, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert answers == [200] * 8
+    chain = [row.changes["daily_cap"] for row in entries(app) if row.action == "token.updated"]
+    assert len(chain) == 8
+    value = "1"
+    for step in chain:
+        assert step["from"] == value
+        value = step["to"]
+    final = client.get(f"/v1/admin/tokens/{token_id}", headers=admin(app)).get_json()["limits"]["daily_cap"]
+    assert value == final

@@ -564,6 +564,27 @@ def test_overview_lists_the_latest_failures(app, console):
     assert "ambiguous" in failures and "504" in failures and "acme:z" in failures
 
 
+def test_failures_link_to_the_ledger_pages_once_they_exist(make_app, sandbox):
+    """The ledger's row and ambiguous pages are a separate part of the console: without them the overview shows
+    plain text, with them it links each failure to its row."""
+    from relay.models import LedgerEntry
+    app = make_app()
+    with app.app_context(), db.transaction() as write:
+        write.add(LedgerEntry(token_id="t", token_label="T", operation="deposit", outcome="ambiguous", user="acme:q"))
+    app.view_functions.pop("console.ledger_entry", None)
+    app.view_functions.pop("console.ledger_ambiguous", None)
+    client = app.test_client()
+    sign_in(client, admin_key(app))
+    page = client.get("/console/").get_data(as_text=True)
+    assert "led_" not in page and "the ledger's ambiguous view" in page
+    app.view_functions["console.ledger_entry"] = lambda entry_id: entry_id
+    app.view_functions["console.ledger_ambiguous"] = lambda: ""
+    app.url_map.add(app.url_rule_class("/console/ledger/<entry_id>", endpoint="console.ledger_entry"))
+    app.url_map.add(app.url_rule_class("/console/ledger/ambiguous", endpoint="console.ledger_ambiguous"))
+    page = client.get("/console/").get_data(as_text=True)
+    assert re.search(r'<a href="/console/ledger/led_\d+">', page) and 'href="/console/ledger/ambiguous"' in page
+
+
 def test_overview_says_when_paywalls_refuses_the_key(make_app, sandbox):
     app = make_app(PAYWALLS_API_KEY="sk-wrong-key-0123456789")
     client = app.test_client()

@@ -131,8 +131,8 @@ def test_quick_start_run_prints_what_the_readme_shows_and_its_curl_credits_once(
                                env=relay_env({}), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         printed = [process.stdout.readline().rstrip("\n") for _ in shown]
-        token = re.search(r"(pwr_[0-9A-Za-z]+)", printed[2]).group(1)
-        admin_key = re.search(r"(admin-sandbox-[0-9A-Za-z_-]+)\)$", printed[-1]).group(1)
+        token = re.search(r"(pwr_[0-9A-Za-z]+)", "\n".join(printed)).group(1)
+        admin_key = re.search(r"(admin-sandbox-[0-9A-Za-z_-]+)\)$", "\n".join(printed), re.M).group(1)
         for want, got in zip(shown, printed):
             assert got == want.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("pwr_...", token) \
                 .replace("admin-sandbox-...", admin_key)

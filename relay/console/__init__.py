@@ -5,16 +5,17 @@ JavaScript kept as files under relay/static/console, so the CSP needs no 'unsafe
 """
 
 import hashlib
-import logging
 import hmac
+import logging
 import secrets
 from datetime import datetime, timedelta
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, current_app, render_template, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
+from .. import ledger as ledger_rows
 from .. import validation
 from ..models import as_utc
 
@@ -69,6 +70,20 @@ def utc(moment) -> str:
 def iso_utc(text: str | None) -> str:
     """tokens.describe's ISO 8601 moments, shown as the stored moments are."""
     return "" if not text else utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+@bp.app_template_global()
+def console_url(endpoint: str, **values) -> str | None:
+    """The URL of a console page, or None while that page does not exist (the ledger pages are a separate part):
+    links to it then render as plain text instead of failing the page."""
+    if endpoint not in current_app.view_functions:
+        return None
+    return url_for(endpoint, **values)
+
+
+@bp.app_template_global()
+def ledger_row_url(row) -> str | None:
+    return console_url("console.ledger_entry", entry_id=ledger_rows.entry_id(row))
 
 
 def sandbox_admin_key(app) -> str:

@@ -7,7 +7,7 @@ from flask import abort, flash, redirect, render_template, request, session, url
 from sqlalchemy import select
 
 from .. import audit, caps, clock, db, messages, tokens
-from ..models import LedgerEntry
+from ..models import LedgerEntry, Token
 from . import bp, charts, forms
 from .auth import client_address
 
@@ -43,8 +43,10 @@ def _problem_errors(problem: messages.Problem) -> dict:
     return {field: problem.detail}
 
 
-def _find(read, token_id: str):
-    token = tokens.get(read, token_id[:64])
+def _find(session, token_id: str, lock: bool = False):
+    """The token, or a 404 page. A change locks its row first, so two operators changing one token at once are
+    audited with true "from" values."""
+    token = session.get(Token, token_id[:64], with_for_update=lock)
     if token is None:
         abort(404)
     return token
@@ -149,7 +151,7 @@ def token_update(token_id):
     spec = forms.spec_from(request.form, creating=False)
     try:
         with db.transaction() as write:
-            token = _find(write, token_id)
+            token = _find(write, token_id, lock=True)
             if token.revoked_at is not None:
                 abort(404)
             before = audit.settings_of(token)
@@ -195,7 +197,7 @@ def token_act(token_id, action):
     now = _now()
     text = None
     with db.transaction() as write:
-        token = _find(write, token_id)
+        token = _find(write, token_id, lock=True)
         status = tokens.describe(token, now)["status"]
         if action not in _actions_for(status):
             refused = f"This token is {status}: it cannot be {_done(action)}."
