@@ -86,8 +86,19 @@ def chromium(tmp_path_factory):
         options.add_argument(argument)
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
-    service = Service(executable_path=CHROMEDRIVER, log_output=str(downloads.parent / "chromedriver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
+    driver = None
+    for attempt in range(3):
+        # On a loaded machine Chromium can miss chromedriver's start-up deadline: start again, never leaving the
+        # driver process of a failed attempt behind.
+        service = Service(executable_path=CHROMEDRIVER,
+                          log_output=str(downloads.parent / f"chromedriver-{attempt}.log"))
+        try:
+            driver = webdriver.Chrome(options=options, service=service)
+            break
+        except WebDriverException:
+            service.stop()
+            if attempt == 2:
+                raise
     driver.set_page_load_timeout(30)
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     driver.downloads = downloads
