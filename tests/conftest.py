@@ -260,7 +260,7 @@ def relay_env(settings: dict) -> dict:
 
 
 @contextmanager
-def gunicorn_relay(settings: dict, workers: int = 1, threads: int = 8, log_path=None):
+def gunicorn_relay(settings: dict, workers: int = 1, threads: int = 8, log_path=None, boot_seconds: float = 20):
     """The relay under gunicorn (the production server) on a free port."""
     port = free_port()
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
@@ -270,7 +270,7 @@ def gunicorn_relay(settings: dict, workers: int = 1, threads: int = 8, log_path=
         env=relay_env(settings), cwd=os.path.dirname(os.path.dirname(__file__)), stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(url)
+        wait_until_up(url, boot_seconds)
         yield url, process
     finally:
         stop_process(process)
