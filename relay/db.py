@@ -62,8 +62,9 @@ def make_engine(url: str, writer: bool = True) -> Engine:
         pooled = {} if not database or database == ":memory:" or "mode=memory" in url else \
             {"pool_size": min(threads, 8), "max_overflow": threads, "pool_timeout": 30}
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pooled)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate if writer else _sqlite_begin_deferred)
+        event.listen(engine, "connect", _sqlite_pragmas)  # a pool event: no per-statement dispatch
+        # Errors raised here are wrapped like any statement's (DBAPIError), since SQLAlchemy calls do_begin itself.
+        engine.dialect.do_begin = _sqlite_begin_immediate if writer else _sqlite_begin_deferred
         return engine
     engine = create_engine(url, pool_size=min(threads, PG_POOL_SIZE), max_overflow=PG_MAX_OVERFLOW,
                            pool_timeout=PG_POOL_TIMEOUT)
@@ -134,25 +135,30 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
-GROUP_COMMIT = "relay_group_commit"  # an execution option: commit without syncing, write() syncs after
+# How a SQLite transaction begins: the dialect's own do_begin (a no-op for pysqlite) replaced on each engine's dialect,
+# not a "begin" event listener. Any engine event makes SQLAlchemy dispatch before/after events on every statement the
+# engine runs (nine per fresh deposit), which cost more than the BEGIN itself. What the connection needs to know per
+# transaction comes through this thread's _begin: set by write() and read_connection() just before they begin.
+_begin = threading.local()
 
 
-def _sqlite_begin_immediate(connection):
+def _sqlite_begin_immediate(dbapi_connection):
+    # group: a write() whose commit need not sync, since write() syncs after releasing the lock (group commit).
     # synchronous can only change outside a transaction: set it for this one (and remember, per connection).
-    mode = "NORMAL" if connection.get_execution_options().get(GROUP_COMMIT) else SQLITE_SYNCHRONOUS
-    if connection.info.get("synchronous") != mode:
-        connection.exec_driver_sql(f"PRAGMA synchronous={mode}")
-        connection.info["synchronous"] = mode
+    mode = "NORMAL" if getattr(_begin, "group", False) else SQLITE_SYNCHRONOUS
+    info = dbapi_connection.info
+    if info.get("synchronous") != mode:
+        dbapi_connection.execute(f"PRAGMA synchronous={mode}")
+        info["synchronous"] = mode
     # Writers queue up at BEGIN instead of failing on a lock upgrade mid-transaction.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    dbapi_connection.execute("BEGIN IMMEDIATE")
 
 
-SINGLE_READ = "relay_single_read"  # an execution option: one SELECT, no transaction around it
-
-
-def _sqlite_begin_deferred(connection):
-    if not connection.get_execution_options().get(SINGLE_READ):
-        connection.exec_driver_sql("BEGIN")
+def _sqlite_begin_deferred(dbapi_connection):
+    if getattr(_begin, "single_read", False):  # read_connection(): one SELECT, no transaction around it
+        _begin.single_read = False  # for that connection's first statement only
+        return
+    dbapi_connection.execute("BEGIN")
 
 
 def init_app(app, url: str):
@@ -204,8 +210,12 @@ def write():
         return
     with _writer_lock(group):
         with bound.connect() as connection:
-            connection = connection.execution_options(**{GROUP_COMMIT: True})
-            with connection.begin():
+            _begin.group = True
+            try:
+                transaction = connection.begin()  # BEGIN IMMEDIATE runs here, with synchronous=NORMAL
+            finally:
+                _begin.group = False
+            with transaction:
                 yield connection
     if not _unflushed.flag:
         _sync_file(group + "-wal")
@@ -297,8 +307,12 @@ def read_connection():
     with current_app.extensions["relay.reader"].connect() as connection:
         if connection.dialect.name == "postgresql":
             yield connection.execution_options(isolation_level="AUTOCOMMIT")
-        else:
-            yield connection.execution_options(**{SINGLE_READ: True})
+            return
+        _begin.single_read = True  # the SELECT's automatic begin sends no BEGIN (_sqlite_begin_deferred)
+        try:
+            yield connection
+        finally:
+            _begin.single_read = False
 
 
 def ping() -> bool:
