@@ -83,6 +83,35 @@ def test_the_writer_lock_still_excludes_a_forked_process(tmp_path):
         fcntl.flock(db._lock_file(path), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
+# --- SQLite: how transactions begin, without an engine event ------------------------------------------------------
+
+def test_a_sqlite_write_holds_the_write_lock_from_its_begin_and_a_lone_read_opens_no_transaction(make_app, tmp_path):
+    import sqlite3
+
+    app = make_app()
+    path = app.extensions["relay.engine"].url.database
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    with app.app_context():
+        with db.write() as connection:  # nothing executed yet: BEGIN IMMEDIATE alone must hold the lock
+            raw = connection.connection.driver_connection
+            assert raw.in_transaction
+            assert raw.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: write() syncs after the lock
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        assert not raw.in_transaction
+        other.execute("BEGIN IMMEDIATE")  # released at commit
+        other.execute("ROLLBACK")
+        with app.extensions["relay.engine"].begin() as connection:  # any other writer: synchronous=FULL
+            assert connection.connection.driver_connection.execute("PRAGMA synchronous").fetchone()[0] == 2
+        with db.read_connection() as connection:
+            connection.execute(text("SELECT 1"))
+            assert not connection.connection.driver_connection.in_transaction
+        with db.read() as session:  # the lone read's exemption does not leak to the next read
+            session.execute(text("SELECT 1"))
+            assert session.connection().connection.driver_connection.in_transaction
+    other.close()
+
+
 # --- the upstream request: a copy of one prepared per path -------------------------------------------------------
 
 def upstream_client() -> upstream.Upstream:
