@@ -279,16 +279,23 @@ _lock_files: dict = {}
 
 
 def _lock_file(path: str) -> int:
-    """This process's descriptor of `<database>.writer-lock`, opened once (an open and a close per write were two
-    of a deposit's syscalls). Per process: a descriptor inherited over fork() would share its flock with the
-    parent, so a gunicorn worker opens its own. Called under the path's thread lock."""
+    """This process's descriptor of `<database>.writer-lock`, kept open (an open and a close per write were two of
+    a deposit's syscalls; a stat remains, to follow the file if someone deleted or replaced it: processes locking
+    different files would no longer queue together). Per process: a descriptor inherited over fork() shares its
+    flock with the parent, so a gunicorn worker opens its own. Called under the path's thread lock."""
+    lock_path = path + ".writer-lock"
     held = _lock_files.get(path)
     if held is not None:
-        if held[0] == os.getpid():
-            return held[1]
-        os.close(held[1])  # the parent's, inherited: only the parent's own unlock or exit may release its lock
-    fd = os.open(path + ".writer-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    _lock_files[path] = (os.getpid(), fd)
+        pid, fd, inode = held
+        if pid == os.getpid():
+            try:
+                if os.stat(lock_path).st_ino == inode:
+                    return fd
+            except FileNotFoundError:
+                pass
+        os.close(fd)  # replaced, or the parent's (inherited): only the parent's own unlock or exit releases its lock
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    _lock_files[path] = (os.getpid(), fd, os.fstat(fd).st_ino)
     return fd
 
 

@@ -112,6 +112,20 @@ def test_a_sqlite_write_holds_the_write_lock_from_its_begin_and_a_lone_read_open
     other.close()
 
 
+def test_a_deleted_lock_file_is_followed_so_every_process_still_queues_on_one(tmp_path):
+    path = str(tmp_path / "relay.db")
+    with db._writer_lock(path):
+        pass
+    os.remove(path + ".writer-lock")  # an operator's clean-up while the relay runs
+    with db._writer_lock(path):
+        other = os.open(path + ".writer-lock", os.O_RDWR)  # what a process started now would lock
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+
+
 # --- the upstream request: a copy of one prepared per path -------------------------------------------------------
 
 def upstream_client() -> upstream.Upstream:
