@@ -2,11 +2,13 @@
 
 import fcntl
 import os
+import select
 import threading
+import time
 from contextlib import contextmanager
 
 from flask import current_app
-from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy import create_engine, event, exc, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -60,11 +62,61 @@ def make_engine(url: str, writer: bool = True) -> Engine:
         pooled = {} if not database or database == ":memory:" or "mode=memory" in url else \
             {"pool_size": min(threads, 8), "max_overflow": threads, "pool_timeout": 30}
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pooled)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate if writer else _sqlite_begin_deferred)
+        event.listen(engine, "connect", _sqlite_pragmas)  # a pool event: no per-statement dispatch
+        # Errors raised here are wrapped like any statement's (DBAPIError), since SQLAlchemy calls do_begin itself.
+        engine.dialect.do_begin = _sqlite_begin_immediate if writer else _sqlite_begin_deferred
         return engine
-    return create_engine(url, pool_size=min(threads, PG_POOL_SIZE), max_overflow=PG_MAX_OVERFLOW, pool_pre_ping=True,
-                         pool_timeout=PG_POOL_TIMEOUT)
+    engine = create_engine(url, pool_size=min(threads, PG_POOL_SIZE), max_overflow=PG_MAX_OVERFLOW,
+                           pool_timeout=PG_POOL_TIMEOUT)
+    watch_liveness(engine)
+    return engine
+
+
+# PostgreSQL: is a pooled connection still alive? pool_pre_ping answered with a round trip (SELECT 1) at every
+# checkout: three per fresh deposit, a quarter of its messages to the server. A connection the server has ended
+# (pg_terminate_backend, a restart, a crash, a failover) has something to read on its socket: the server's
+# "terminating connection" error, or the end of the stream. An idle connection between transactions never has
+# anything else to read here (the relay uses no LISTEN), so a readable socket costs one poll(), no round trip,
+# and only then is the connection pinged (and replaced, with every connection older than it, if the ping fails,
+# as pool_pre_ping did). A connection that sat idle longer than LIVENESS_PING_IDLE is pinged as before: a network
+# path that dropped it silently (a NAT or firewall timeout) shows nothing on the socket.
+LIVENESS_PING_IDLE = 10.0  # seconds
+_CHECKED_IN = "relay_checked_in"
+
+
+def watch_liveness(engine: Engine):
+    dialect = engine.dialect
+
+    def check_alive(dbapi_connection, record, _proxy):
+        idle_since = record.info.get(_CHECKED_IN)
+        if idle_since is None:  # connected just now (info is cleared with every new DBAPI connection)
+            return
+        if time.monotonic() - idle_since < LIVENESS_PING_IDLE and not _ended_by_server(dbapi_connection):
+            return
+        try:
+            dialect.do_ping(dbapi_connection)  # what pool_pre_ping sends
+        except Exception as error:
+            # As pool_pre_ping: this connection and every one opened before it are replaced (a restart ends them all).
+            raise exc.InvalidatePoolError("the database ended this connection") from error
+
+    event.listen(engine, "checkin", _note_checkin)
+    event.listen(engine, "checkout", check_alive)
+
+
+def _note_checkin(_dbapi_connection, record):
+    if record is not None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+
+def _ended_by_server(dbapi_connection) -> bool:
+    """Anything to read on an idle connection's socket: the server ended it (or sent what only a ping can tell)."""
+    try:
+        fd = dbapi_connection.fileno()
+    except Exception:  # closed or broken on the client's side already
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
 
 
 # FULL: SQLite syncs the WAL on every commit, so a ledger row the client was told about survives a power loss.
@@ -83,25 +135,30 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
-GROUP_COMMIT = "relay_group_commit"  # an execution option: commit without syncing, write() syncs after
+# How a SQLite transaction begins: the dialect's own do_begin (a no-op for pysqlite) replaced on each engine's dialect,
+# not a "begin" event listener. Any engine event makes SQLAlchemy dispatch before/after events on every statement the
+# engine runs (nine per fresh deposit), which cost more than the BEGIN itself. What the connection needs to know per
+# transaction comes through this thread's _begin: set by write() and read_connection() just before they begin.
+_begin = threading.local()
 
 
-def _sqlite_begin_immediate(connection):
+def _sqlite_begin_immediate(dbapi_connection):
+    # group: a write() whose commit need not sync, since write() syncs after releasing the lock (group commit).
     # synchronous can only change outside a transaction: set it for this one (and remember, per connection).
-    mode = "NORMAL" if connection.get_execution_options().get(GROUP_COMMIT) else SQLITE_SYNCHRONOUS
-    if connection.info.get("synchronous") != mode:
-        connection.exec_driver_sql(f"PRAGMA synchronous={mode}")
-        connection.info["synchronous"] = mode
+    mode = "NORMAL" if getattr(_begin, "group", False) else SQLITE_SYNCHRONOUS
+    info = dbapi_connection.info
+    if info.get("synchronous") != mode:
+        dbapi_connection.execute(f"PRAGMA synchronous={mode}")
+        info["synchronous"] = mode
     # Writers queue up at BEGIN instead of failing on a lock upgrade mid-transaction.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    dbapi_connection.execute("BEGIN IMMEDIATE")
 
 
-SINGLE_READ = "relay_single_read"  # an execution option: one SELECT, no transaction around it
-
-
-def _sqlite_begin_deferred(connection):
-    if not connection.get_execution_options().get(SINGLE_READ):
-        connection.exec_driver_sql("BEGIN")
+def _sqlite_begin_deferred(dbapi_connection):
+    if getattr(_begin, "single_read", False):  # read_connection(): one SELECT, no transaction around it
+        _begin.single_read = False  # for that connection's first statement only
+        return
+    dbapi_connection.execute("BEGIN")
 
 
 def init_app(app, url: str):
@@ -153,8 +210,12 @@ def write():
         return
     with _writer_lock(group):
         with bound.connect() as connection:
-            connection = connection.execution_options(**{GROUP_COMMIT: True})
-            with connection.begin():
+            _begin.group = True
+            try:
+                transaction = connection.begin()  # BEGIN IMMEDIATE runs here, with synchronous=NORMAL
+            finally:
+                _begin.group = False
+            with transaction:
                 yield connection
     if not _unflushed.flag:
         _sync_file(group + "-wal")
@@ -177,9 +238,14 @@ def _sync_file(path: str):
     except FileNotFoundError:
         return  # the WAL was checkpointed and removed, which syncs the database file first
     try:
-        os.fsync(fd)
+        # What SQLite's own synchronous=FULL calls on Linux: the data and what reading it back needs (the size),
+        # without the inode's timestamps, which fsync() also journals on every commit.
+        _datasync(fd)
     finally:
         os.close(fd)
+
+
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
 def _group_commit_path(bound: Engine) -> str | None:
@@ -201,12 +267,36 @@ def _writer_lock(path: str):
     and an flock on `<database>.writer-lock`, and are woken as soon as it is free. Other writers (CLI,
     admin) still meet SQLite's own locking: this is scheduling, not correctness."""
     with _thread_locks.setdefault(path, threading.Lock()):
-        fd = os.open(path + ".writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _lock_file(path)
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)  # releases the flock
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+_lock_files: dict = {}
+
+
+def _lock_file(path: str) -> int:
+    """This process's descriptor of `<database>.writer-lock`, kept open (an open and a close per write were two of
+    a deposit's syscalls; a stat remains, to follow the file if someone deleted or replaced it: processes locking
+    different files would no longer queue together). Per process: a descriptor inherited over fork() shares its
+    flock with the parent, so a gunicorn worker opens its own. Called under the path's thread lock."""
+    lock_path = path + ".writer-lock"
+    held = _lock_files.get(path)
+    if held is not None:
+        pid, fd, inode = held
+        if pid == os.getpid():
+            try:
+                if os.stat(lock_path).st_ino == inode:
+                    return fd
+            except FileNotFoundError:
+                pass
+        os.close(fd)  # replaced, or the parent's (inherited): only the parent's own unlock or exit releases its lock
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    _lock_files[path] = (os.getpid(), fd, os.fstat(fd).st_ino)
+    return fd
 
 
 @contextmanager
@@ -224,8 +314,12 @@ def read_connection():
     with current_app.extensions["relay.reader"].connect() as connection:
         if connection.dialect.name == "postgresql":
             yield connection.execution_options(isolation_level="AUTOCOMMIT")
-        else:
-            yield connection.execution_options(**{SINGLE_READ: True})
+            return
+        _begin.single_read = True  # the SELECT's automatic begin sends no BEGIN (_sqlite_begin_deferred)
+        try:
+            yield connection
+        finally:
+            _begin.single_read = False
 
 
 def ping() -> bool:

@@ -81,6 +81,7 @@ class Upstream:
         # Called with Retry-After (seconds or None) on every 429: a bulk run (relay/bulk.py) slows all its rows
         # down, not just the one that was told to wait.
         self.on_rate_limited: list = []
+        self._templates: dict = {}  # (method, path) -> a PreparedRequest without key or body (_prepare)
 
     def note_key(self, status: int | None):
         """Paywalls' verdict on the relay's own key, from any answer: an ERROR line when it turns to refused."""
@@ -129,13 +130,10 @@ class Upstream:
         return verdict
 
     def call(self, method: str, path: str, *, json=None, params=None, idempotency_key=None) -> Outcome:
-        headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json", "User-Agent": self.user_agent}
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
         # Prepared once for every attempt, without the session's merging (default headers, cookies, environment):
         # the relay sets every header itself, Paywalls' cookies are never sent back, and proxies were read once
         # in _session().
-        prepared = requests.Request(method, self.base_url + path, headers=headers, json=json, params=params).prepare()
+        prepared = self._prepare(method, path, json, params, idempotency_key)
         started = time.monotonic()
         deadline = started + self.budget
         outcome = Outcome("not_applied")
@@ -157,6 +155,28 @@ class Upstream:
             log.error("Paywalls answered %s to %s %s: PAYWALLS_BASE_URL (%s) must be the API's own https:// URL",
                       outcome.status, method, path, self.base_url)
         return outcome
+
+    def _prepare(self, method: str, path: str, json, params, idempotency_key: str | None) -> requests.PreparedRequest:
+        """The request for one call. A money call copies a request prepared once per path (URL, fixed headers) and
+        adds its key and body: preparing the URL and headers anew took a tenth of the relay's CPU per deposit."""
+        if params is not None:
+            headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json", "User-Agent": self.user_agent}
+            if idempotency_key:
+                headers["Idempotency-Key"] = idempotency_key
+            return requests.Request(method, self.base_url + path, headers=headers, json=json, params=params).prepare()
+        template = self._templates.get((method, path))
+        if template is None:
+            template = requests.Request(method, self.base_url + path, headers={
+                "Authorization": f"Bearer {self.key}", "Accept": "application/json", "User-Agent": self.user_agent,
+            }).prepare()
+            self._templates[(method, path)] = template
+        prepared = template.copy()
+        if idempotency_key:
+            header = ("Idempotency-Key", idempotency_key)
+            requests.utils.check_header_validity(header)  # as prepare() does: no CR/LF, no leading blanks
+            prepared.headers[header[0]] = header[1]
+        prepared.prepare_body(None, None, json)
+        return prepared
 
     def _attempt(self, prepared: requests.PreparedRequest, deadline, previous: Outcome) -> Outcome:
         # Once an attempt may have landed, the call stays ambiguous until a definite answer.
@@ -253,13 +273,19 @@ class _Watchdog:
             if self._pid != os.getpid():  # first use in this process (gunicorn forks workers)
                 self._pid, self._heap = os.getpid(), []
                 threading.Thread(target=self._run, daemon=True, name="upstream-watchdog").start()
+            # The watchdog sleeps until the earliest deadline: only an earlier one needs it now. Every call has the
+            # same budget, so that is rarely the case, and a call no longer wakes a second thread (a thread switch
+            # and a GIL hand-over per call). Finished watches are dropped when their deadline comes round.
+            earliest = self._heap[0][0] if self._heap else None
             heapq.heappush(self._heap, (deadline, next(self._order), watch))
-            self._cond.notify()
+            if earliest is None or deadline < earliest:
+                self._cond.notify()
         return watch
 
     def disarm(self, watch: _Watch):
         with self._cond:
             watch.done = True
+            watch.sock = None  # it stays in the heap until its deadline: keep no socket alive with it
         _calling.watch = None
 
     def _run(self):
