@@ -5,7 +5,7 @@ from decimal import Decimal
 from functools import cache
 
 from . import __version__
-from .validation import load_schema
+from .validation import SAFE_INTEGER, load_schema
 
 SCHEMA_FILES = ["common.json", "deposit-request.json", "charge-request.json", "deposit-response.json",
                 "balance-response.json", "charge-response.json", "me-response.json", "deposits-response.json",
@@ -271,6 +271,18 @@ def _events_paths() -> dict:
     }
 
 
+def metadata_schemas() -> dict:
+    """common.json's metadata with the relay's number rule (validation._walk_numbers) at every depth, so the
+    published contract does not admit an integer the relay refuses. No `type` on a value: minimum and maximum
+    bind only numbers, items only arrays and additionalProperties only objects."""
+    metadata = copy.deepcopy(load_schema("common.json")["$defs"]["metadata"])
+    value = {"$ref": "#/components/schemas/metadata_value"}
+    metadata["additionalProperties"] = value
+    return {"metadata": metadata,
+            "metadata_value": {"minimum": -SAFE_INTEGER, "maximum": SAFE_INTEGER, "items": value,
+                               "additionalProperties": value}}
+
+
 @cache
 def document(decimals: int = 2) -> dict:
     components = {}
@@ -284,6 +296,7 @@ def document(decimals: int = 2) -> dict:
             for name, definition in schema.get("$defs", {}).items():
                 components[name] = _inline(definition, file)
     components["amount"] = _inline(amount_schema(decimals), "common.json")
+    components.update(metadata_schemas())
     user_param = {"name": "user", "in": "query", "required": True, "schema": {"$ref": "#/components/schemas/user"}}
     return {
         "openapi": "3.1.0",
