@@ -66,8 +66,11 @@ def make_engine(url: str, writer: bool = True) -> Engine:
         # Errors raised here are wrapped like any statement's (DBAPIError), since SQLAlchemy calls do_begin itself.
         engine.dialect.do_begin = _sqlite_begin_immediate if writer else _sqlite_begin_deferred
         return engine
+    # Sessions in UTC, whatever the server's TimeZone: every page and export shows UTC times (the console's
+    # date formatting reads the datetimes as the driver returns them). A URL's own `options` wins.
+    utc = {} if "options" in make_url(url).query else {"connect_args": {"options": "-c TimeZone=UTC"}}
     engine = create_engine(url, pool_size=min(threads, PG_POOL_SIZE), max_overflow=PG_MAX_OVERFLOW,
-                           pool_timeout=PG_POOL_TIMEOUT)
+                           pool_timeout=PG_POOL_TIMEOUT, **utc)
     watch_liveness(engine)
     return engine
 
