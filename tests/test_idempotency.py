@@ -237,9 +237,14 @@ def test_50_concurrent_identical_deposits_two_processes_postgres(sandbox):
     assert_one_credit(responses, sandbox)
 
 
+LEASE = 15.0
+
+
 def _sigkill_then_retry(sandbox, url):
     text = migrated_token(url)
-    settings = base_settings(url, sandbox.url, RELAY_LOCK_TIMEOUT=6.0, RELAY_READ_TIMEOUT=1.0,
+    # The lease must outlast a worker's restart, which takes several seconds on a loaded machine: the early retry
+    # has to meet the dead worker's claim still fresh.
+    settings = base_settings(url, sandbox.url, RELAY_LOCK_TIMEOUT=LEASE, RELAY_READ_TIMEOUT=1.0,
                              RELAY_UPSTREAM_BUDGET=1.0, RELAY_RECORD_BUDGET=0.0)
     slow_sandbox(sandbox, seconds=1.5)
     body = {"user": "u1", "amount": "10", "metadata": INVOICE}
@@ -255,9 +260,9 @@ def _sigkill_then_retry(sandbox, url):
         wait_for(lambda: len(credits(sandbox)) == 1, seconds=5)  # the first attempt did land
         wait_for(lambda: _worker_pid(master.pid) not in (None, worker), seconds=15)
         early = requests.post(relay_url + "/v1/user/balance/deposit", json=body, headers=auth(text), timeout=30)
-        assert time.monotonic() - claimed_at < 6.0
+        assert time.monotonic() - claimed_at < LEASE
         assert early.status_code == 409  # the dead worker's claim is still fresh
-        time.sleep(max(0.0, claimed_at + 6.2 - time.monotonic()))
+        time.sleep(max(0.0, claimed_at + LEASE + 0.2 - time.monotonic()))
         retry = requests.post(relay_url + "/v1/user/balance/deposit", json=body, headers=auth(text), timeout=30)
     assert retry.status_code == 200, retry.text
     assert len(credits(sandbox)) == 1
