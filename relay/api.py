@@ -286,6 +286,8 @@ def recent_events():
         raise messages.validation([messages.field_error(name, messages.unknown_field(name, list(EVENTS_ARGS)))
                                    for name in sorted(unknown)])
     types = [part.strip() for value in request.args.getlist("type") for part in value.split(",") if part.strip()]
+    if len(types) > events.MAX_TYPE_FILTERS:
+        raise messages.invalid_query("type", messages.EVENT_TYPE_FILTERS.format(limit=events.MAX_TYPE_FILTERS))
     for name in types:
         if not events.TYPE_FILTER.fullmatch(name):
             raise messages.invalid_query("type", messages.EVENT_TYPE_FILTER.format(value=name[:120]))

@@ -222,6 +222,7 @@ def from_ledger(connection, settings: dict, token, operation: str, outcome: str,
 # --- reading recent events (GET /v1/relay/events) -------------------------------------------------------------------
 
 TYPE_FILTER = re.compile(r"\*|[a-z0-9_]+(?:\.[a-z0-9_]+)*(?:\.\*)?", re.IGNORECASE)
+MAX_TYPE_FILTERS = 50
 SCAN_LIMIT = 2000  # rows read at most to find `limit` events a user-limited token may see
 
 

@@ -600,3 +600,4 @@ def webhook_refused(reason: str) -> Problem:
 EVENT_TYPE_FILTER = ("type '{value}' is not an event type: use names such as paywall.balance.deposit.created, a family "
                      "such as paywall.balance.*, or * for every type (repeat type=, or separate with commas).")
 RESERVED_EVENT_ID = "id must not start with evt_relay_: those are the ids of the events the relay makes itself."
+EVENT_TYPE_FILTERS = "type names at most {limit} event types or families; paywall.balance.* covers every balance event."

@@ -249,12 +249,15 @@ def _events_paths() -> dict:
                 "application/json": {"schema": {"type": "object"}}}}, **PROBLEMS}}},
         "/v1/webhooks/paywalls": {"post": {
             "summary": "Paywalls' webhook deliveries (signed with the subscription's whsec_ secret); not for clients",
+            # Both headers are needed (a delivery without one is refused with 401), but they are not marked required:
+            # while the intake is off (no secret), every delivery gets the 404 that says so, with or without them.
             "parameters": [
-                {"name": "X-Paywalls-Signature", "in": "header", "required": True,
-                 "description": "Hex HMAC-SHA256 of the raw body, keyed with the secret's UTF-8 bytes (whsec_ included).",
+                {"name": "X-Paywalls-Signature", "in": "header",
+                 "description": "Needed: hex HMAC-SHA256 of the raw body, keyed with the secret's UTF-8 bytes "
+                                "(whsec_ included). Missing or wrong: 401.",
                  "schema": {"type": "string"}},
-                {"name": "X-Paywalls-Timestamp", "in": "header", "required": True,
-                 "description": "ISO 8601 or unix seconds; refused when more than 5 minutes off.",
+                {"name": "X-Paywalls-Timestamp", "in": "header",
+                 "description": "Needed: ISO 8601 or unix seconds; missing, or more than 5 minutes off: 401.",
                  "schema": {"type": "string"}}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"anyOf": [
                 {"$ref": "#/components/schemas/event"},

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 
-from . import clock, dates, db, events, messages
+from . import clock, dates, db, events, messages, validation
 from .models import WebhookSubscription
 
 log = logging.getLogger("relay.webhooks")
@@ -76,6 +76,14 @@ def parse_timestamp(text: str | None) -> datetime | None:
         return dates.parse(text)
     except dates.DateError:
         return None
+
+
+def _unique_keys(pairs):
+    """An object with a key twice is refused: which one counts would be each reader's guess."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("a key appears twice in one object")
+    return obj
 
 
 def _refuse_constant(name: str):
@@ -143,7 +151,7 @@ def stored_secrets(session, settings: dict) -> list[str]:
 @bp.post(PATH)
 def intake():
     settings = current_app.config["RELAY"]
-    raw = request.get_data(cache=False)
+    raw = validation.read_body()  # 16 KiB at most, however it is framed (chunked too): 413
     with db.read() as session:
         keys = [s for s in [settings.get("PAYWALLS_WEBHOOK_SECRET")] if s] + stored_secrets(session, settings)
     if not keys:
@@ -160,7 +168,7 @@ def intake():
     if not fresh(parse_timestamp(stamp), now):
         raise messages.webhook_refused("timestamp" if stamp else "timestamp_missing")
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
+        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise messages.malformed_body("The webhook body is not valid JSON.") from None
     event = events.normalize(body)

@@ -186,3 +186,68 @@ def test_a_bad_subscription_is_refused(sandbox, body):
 
 def test_the_subscription_api_needs_the_key(sandbox):
     assert requests.get(sandbox.url + "/webhooks/subscriptions", timeout=10).status_code == 401
+
+
+# --- `paywalls-relay run` (make run) and `paywalls-relay sandbox --webhook-url` wire the sandbox's webhooks -------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from conftest import free_port, relay_env, sqlite_url, stop_process  # noqa: E402
+
+BIN = os.path.join(os.path.dirname(sys.executable), "paywalls-relay")
+
+
+def read_line(process, needle, seconds=30):
+    deadline, seen = time.monotonic() + seconds, ""
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        seen += line
+        if needle in line:
+            return line
+    raise AssertionError(f"{needle!r} not printed; got:\n{seen}")
+
+
+def test_run_in_sandbox_mode_delivers_the_sandboxs_events_to_its_own_intake(tmp_path):
+    port = free_port()
+    process = subprocess.Popen([BIN, "run", "--port", str(port)], env=relay_env({"DATABASE_URL": sqlite_url(tmp_path)}),
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        token = read_line(process, "Demo token").strip().rsplit(" ", 1)[1]
+        assert "/v1/webhooks/paywalls" in read_line(process, "Sandbox webhooks")
+        base = f"http://127.0.0.1:{port}"
+        requests.post(base + "/v1/user/balance/deposit", json={"user": "acme:run_1", "amount": "10"},
+                      headers=auth(token), timeout=10).raise_for_status()
+
+        def listed():
+            return requests.get(base + "/v1/relay/events", headers=auth(token), timeout=10).json()["data"]
+
+        # A relay-made copy, were there one, was committed with the deposit's ledger row, before the deposit's
+        # answer: so once the sandbox's event is listed, both would be.
+        wait_for(lambda: listed())
+        [event] = listed()
+        assert event["type"] == "paywall.balance.deposit.created" and event["paywallId"] == "pw_sandbox"
+        assert event["data"]["externalUserId"] == "acme:run_1"
+    finally:
+        stop_process(process)
+
+
+def test_the_standalone_sandbox_delivers_to_webhook_url_signed_with_webhook_secret(tmp_path, receiver):
+    target, port = receiver(), free_port()
+    process = subprocess.Popen([BIN, "sandbox", "--port", str(port), "--webhook-url", target.url,
+                                "--webhook-secret", "whsec_standalone_test"], env=relay_env({}), cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        read_line(process, "Sandbox upstream listening")
+        requests.post(f"http://127.0.0.1:{port}/v1/user/balance/deposit", json={"user": "acme:sa", "amount": "1"},
+                      timeout=10).raise_for_status()
+        wait_for(lambda: target.got)
+        headers, raw = target.got[0]
+        assert webhooks.verify("whsec_standalone_test", raw, headers["X-Paywalls-Signature"])
+    finally:
+        stop_process(process)
+    refused = subprocess.run([BIN, "sandbox", "--webhook-url", target.url], env=relay_env({}), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--webhook-secret" in refused.stderr

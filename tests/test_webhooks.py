@@ -186,7 +186,9 @@ def test_a_body_changed_after_signing_is_refused(intake_app):
 @pytest.mark.parametrize("raw, status", [(b"{not json", 400), (b"[]", 422), (b'{"type": "x"}', 422),
                                          (b'{"delivery": {}, "event": {"id": "e"}}', 422), (b"\xff\xfe", 400),
                                          (b'{"id": "e", "type": "t", "data": {"amount": NaN}}', 400),
-                                         (b"[" * 5000 + b"]" * 5000, 400), (b"", 400)])
+                                         (b"[" * 5000 + b"]" * 5000, 400), (b"", 400),
+                                         (b'{"id": "e2", "type": "t", "id": "e3"}', 400),
+                                         (b'\xef\xbb\xbf{"id": "e4", "type": "t"}', 400)])
 def test_a_signed_body_that_is_no_event_is_refused_naming_the_field(intake_app, raw, status):
     answer = post(intake_app.test_client(), None, raw=raw)
     assert answer.status_code == status
@@ -357,3 +359,18 @@ def test_the_same_event_delivered_concurrently_is_stored_once(intake_app):
         statuses = sorted(pool.map(deliver, range(6)))
     assert statuses == [200] * 5 + [202]
     assert len(stored(intake_app)) == 1
+
+
+def test_a_body_over_16_kib_is_refused_however_it_is_framed(intake_app):
+    import io
+    raw = json.dumps({**EVENT, "data": {"x": "a" * 20000}}).encode()
+    headers = {"X-Paywalls-Signature": webhooks.sign(SECRET, raw),
+               "X-Paywalls-Timestamp": datetime.now(timezone.utc).isoformat()}
+    client = intake_app.test_client()
+    assert client.post("/v1/webhooks/paywalls", data=raw, headers=headers).status_code == 413
+    # As gunicorn hands over a chunked request: no Content-Length, a stream the server ends.
+    chunked = client.post("/v1/webhooks/paywalls", input_stream=io.BytesIO(raw), headers=headers,
+                          environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": "",
+                                             "HTTP_TRANSFER_ENCODING": "chunked"})
+    assert chunked.status_code == 413
+    assert stored(intake_app) == []
