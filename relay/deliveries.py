@@ -48,6 +48,7 @@ JITTER = 0.2  # each wait is stretched or shrunk by up to 20%, so targets that f
 GIVE_UP = timedelta(hours=24)
 POLL_SECONDS = 1.0  # an idle worker looks for work this often (an event stored in this process wakes it at once)
 FAN_OUT_BATCH = 200
+CANDIDATES_PER_SLOT = 8  # due deliveries read per free sender, to find ones of different hooks
 USER_AGENT = f"paywalls-relay/{__version__} (hooks)"
 DELIVERED = Counter("relay_hook_deliveries_total", "POSTs to hook targets, by result", ["result"])
 
@@ -144,17 +145,27 @@ def _due(now: datetime):
 
 
 def claim(connection, owner: str, now: datetime, lease_seconds: float, limit: int) -> list[Held]:
-    """Take up to `limit` due deliveries: pending, due, and not leased (or leased by a worker that died)."""
+    """Take up to `limit` due deliveries: pending, due, and not leased (or leased by a worker that died), at most one
+    per hook, and none of a hook with a delivery being sent: a slow or failing target holds one sender, not all of
+    them, so one broken workflow does not delay every other's events (and a hook's events go out one at a time)."""
+    busy = DELIVERIES.alias("busy")
+    sending = select(busy.c.hook_id).where(busy.c.state == "pending", busy.c.lease_until >= now)
     rows = connection.execute(_skip_locked(
-        select(DELIVERIES.c.id, DELIVERIES.c.lease).where(_due(now))
-        .order_by(DELIVERIES.c.next_attempt_at, DELIVERIES.c.id).limit(limit), connection)).all()
-    held = []
+        select(DELIVERIES.c.id, DELIVERIES.c.lease, DELIVERIES.c.hook_id)
+        .where(_due(now), DELIVERIES.c.hook_id.not_in(sending))
+        .order_by(DELIVERIES.c.next_attempt_at, DELIVERIES.c.id).limit(limit * CANDIDATES_PER_SLOT), connection)).all()
+    held, hooks_taken = [], set()
     for row in rows:
+        if len(held) == limit:
+            break
+        if row.hook_id in hooks_taken:
+            continue
         taken = connection.execute(
             update(DELIVERIES).where(DELIVERIES.c.id == row.id, DELIVERIES.c.lease == row.lease)
             .values(lease=row.lease + 1, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds)))
         if taken.rowcount == 1:
             held.append(Held(row.id, row.lease + 1))
+            hooks_taken.add(row.hook_id)
     return held
 
 
@@ -345,7 +356,7 @@ class Worker:
                     self._send(one)
                 if held or unfanned:
                     return 0
-                return min(self.poll, 0.1)  # due, but another worker holds it: look again shortly
+                return self.poll  # due, but of hooks being sent to (a sender finishing wakes the loop) or claimed elsewhere
             return 0 if unfanned else self._idle(due)
 
     def _idle(self, due: datetime | None) -> float:

@@ -754,3 +754,28 @@ def test_the_idle_poll_reads_events_through_the_partial_index(app):
         else:
             plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}"))
     assert "ix_events_pending_fanout" in plan, plan
+
+
+def test_one_slow_hook_holds_one_sender_and_others_go_first(app):
+    """Ten events due for a hook whose target is slow (or down), one for another hook: a claim of two takes one of
+    each, and while the first hook's delivery is being sent none of its others is claimed."""
+    token_id, _ = events_token(app)
+    slow, other = hook_row(app, token_id), hook_row(app, token_id)
+    for _ in range(10):
+        store_event(app)
+    fan_out(app)  # both hooks get all ten; make the other hook's due only after all of the slow one's
+    with app.app_context(), db.transaction() as session:
+        session.execute(update(Delivery).where(Delivery.hook_id == other).values(state="cancelled"))
+        first_other = session.scalars(select(Delivery.id).where(Delivery.hook_id == other).order_by(Delivery.id)).first()
+        session.execute(update(Delivery).where(Delivery.id == first_other)
+                        .values(state="pending", next_attempt_at=clock.now() + timedelta(seconds=0.5)))
+    with app.app_context(), db.write() as connection:
+        later = clock.now() + timedelta(seconds=1)
+        held = deliveries.claim(connection, "test", later, 30, 2)
+        assert {rows_by_id(app, one.delivery_id).hook_id for one in held} == {slow, other}
+        assert deliveries.claim(connection, "test", later, 30, 4) == []  # the slow hook is busy; the other has no more
+
+
+def rows_by_id(app, delivery_id):
+    with app.app_context(), db.read() as session:
+        return session.get(Delivery, delivery_id)
