@@ -11,11 +11,11 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { freePort, relayBin, tail } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -53,26 +53,6 @@ let n8n; // { node, bin, env }
 let n8nCustomEnv; // n8n with the node loaded through N8N_CUSTOM_EXTENSIONS
 
 // --- small helpers --------------------------------------------------------------------------
-
-function freePort() {
-	return new Promise((resolve, reject) => {
-		const server = net.createServer();
-		server.unref();
-		server.on('error', reject);
-		server.listen(0, '127.0.0.1', () => {
-			const { port } = server.address();
-			server.close(() => resolve(port));
-		});
-	});
-}
-
-function tail(file, lines = 40) {
-	try {
-		return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
-	} catch {
-		return '(no log)';
-	}
-}
 
 function start(name, cmd, args, options) {
 	const log = path.join(tmp, `${name}.log`);
@@ -174,15 +154,6 @@ async function startDevStack(bin) {
 		});
 	});
 	return JSON.parse(line);
-}
-
-function relayBin() {
-	if (process.env.PAYWALLS_RELAY_BIN) return process.env.PAYWALLS_RELAY_BIN;
-	const bin = path.join(REPO, '.venv', 'bin', 'paywalls-relay');
-	if (!fs.existsSync(bin)) {
-		execFileSync('make', ['-C', REPO, 'venv'], { stdio: ['ignore', 'inherit', 'inherit'] });
-	}
-	return bin;
 }
 
 /** Run an n8n CLI command; returns { status, out } (stdout and stderr together). */

@@ -16,10 +16,10 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort, relayBin, tail } from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PKG = path.resolve(HERE, '..');
@@ -37,33 +37,6 @@ let stack;
 let token;
 let n8n; // { node, bin, env, url, proc }
 let receiver; // { server, url, received }
-
-function freePort() {
-	return new Promise((resolve, reject) => {
-		const server = net.createServer();
-		server.unref();
-		server.on('error', reject);
-		server.listen(0, '127.0.0.1', () => {
-			const { port } = server.address();
-			server.close(() => resolve(port));
-		});
-	});
-}
-
-function tail(file, lines = 60) {
-	try {
-		return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
-	} catch {
-		return '(no log)';
-	}
-}
-
-function relayBin() {
-	if (process.env.PAYWALLS_RELAY_BIN) return process.env.PAYWALLS_RELAY_BIN;
-	const bin = path.join(REPO, '.venv', 'bin', 'paywalls-relay');
-	if (!fs.existsSync(bin)) execFileSync('make', ['-C', REPO, 'venv'], { stdio: ['ignore', 'inherit', 'inherit'] });
-	return bin;
-}
 
 /** `paywalls-relay dev-stack --json`; resolves with its one JSON line. */
 async function startDevStack() {
