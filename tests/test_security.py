@@ -58,6 +58,17 @@ def test_leak_check_sees_secrets_in_answers_and_logs(make_app, sandbox):
     assert leakcheck.leaks([("planted", "nothing to see")]) == []
 
 
+def test_the_scan_finds_a_secret_wherever_it_stands():
+    word_secret, other_secret = "pwrs_Abc123-_xyz7890QRS", "k3y.with+plus/and=0123456789"
+    secrets = {word_secret, other_secret, "unrelated_secret_0123456789"}
+    for text in (word_secret, f"glued{word_secret}glued", f"a={word_secret}&b", f"..{other_secret}..",
+                 "x" * 70000 + word_secret):
+        found = leakcheck.leaks([("planted", text)], secrets)
+        assert found and found[0].startswith("planted: contains a secret"), text[:40]
+    for text in (word_secret[:-1], word_secret[1:], other_secret.replace("+", " "), ""):
+        assert leakcheck.leaks([("planted", text)], secrets) == [], text
+
+
 def test_no_secret_in_any_answer_or_log_line_so_far():
     assert leakcheck.leaks() == []
 
