@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -55,24 +55,6 @@ def cpu_split(group: int) -> tuple[float, float]:
 def body(run: str, seq: int) -> bytes:
     return json.dumps({"user": f"bench:user_{seq % 97}", "amount": "1.50",
                        "metadata": {"run": run, "seq": str(seq)}}).encode()
-
-
-@contextmanager
-def served(name: str, code: Path, command: list[str], env: dict, health: str):
-    log = open(bench.WORK / f"{name}.log", "wb")
-    proc = subprocess.Popen(command, env=env, cwd=code, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        bench.wait_until(health)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 def cli(code: Path, env: dict, *args: str) -> str:
@@ -197,14 +179,14 @@ def main() -> int:
     with ExitStack() as stack:
         sandbox_port = bench.free_port()
         sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-        stack.enter_context(served("cpu-sandbox", bench.ROOT, bench.sandbox_command(sandbox_port), bench.clean_env(),
-                                   sandbox_url + "/_sandbox/state"))
+        stack.enter_context(bench.process("cpu-sandbox", bench.sandbox_command(sandbox_port), bench.clean_env(),
+                                          sandbox_url + "/_sandbox/state"))
         targets = []
         if not args.no_naive:
             port = bench.free_port()
             env = bench.clean_env(NAIVE_UPSTREAM=sandbox_url, PAYWALLS_API_KEY=bench.SANDBOX_KEY)
-            proc = stack.enter_context(served("cpu-naive", bench.ROOT, bench.gunicorn("bench.naive_proxy:app", port),
-                                              env, f"http://127.0.0.1:{port}/healthz"))
+            proc = stack.enter_context(bench.process("cpu-naive", bench.gunicorn("bench.naive_proxy:app", port),
+                                                     env, f"http://127.0.0.1:{port}/healthz"))
             targets.append(Target("naive", port, f"Bearer {bench.SANDBOX_KEY}", proc.pid, send_key=True))
         db_port = None
         for i, code in enumerate(codes):
@@ -218,8 +200,8 @@ def main() -> int:
             cli(code, env, "db", "upgrade")
             token = json.loads(cli(code, env, "tokens", "create", "--label", "cpu", "--ops", "deposit", "--json"))["token"]
             port = bench.free_port()
-            proc = stack.enter_context(served(f"cpu-relay-{i}", code, bench.gunicorn("relay.app:create_app()", port),
-                                              env, f"http://127.0.0.1:{port}/healthz"))
+            proc = stack.enter_context(bench.process(f"cpu-relay-{i}", bench.gunicorn("relay.app:create_app()", port),
+                                                     env, f"http://127.0.0.1:{port}/healthz", cwd=code))
             targets.append(Target(f"relay@{code}", port, f"Bearer {token}", proc.pid, send_key=False))
         for target in targets:  # warm every path (imports, pools, caches)
             target.fresh(200)

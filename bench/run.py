@@ -87,9 +87,9 @@ def wait_until(url: str, seconds: float = 30):
 
 
 @contextmanager
-def process(name: str, command: list[str], env: dict, health_url: str):
+def process(name: str, command: list[str], env: dict, health_url: str, cwd: Path = ROOT):
     log = open(WORK / f"{name}.log", "wb")
-    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         wait_until(health_url)
