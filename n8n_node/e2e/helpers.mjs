@@ -34,3 +34,23 @@ export function relayBin() {
 	if (!fs.existsSync(bin)) execFileSync('make', ['-C', REPO, 'venv'], { stdio: ['ignore', 'inherit', 'inherit'] });
 	return bin;
 }
+
+/** dev-stack's one JSON line (`dev-stack --json`), or a rejection with its log's tail if it prints none in 60 s. */
+export function devStackInfo(child, log) {
+	return new Promise((resolve, reject) => {
+		let buffer = '';
+		const timer = setTimeout(() => reject(new Error(`dev-stack printed nothing in 60 s:\n${tail(log)}`)), 60_000);
+		child.stdout.on('data', (chunk) => {
+			buffer += chunk;
+			const end = buffer.indexOf('\n');
+			if (end >= 0) {
+				clearTimeout(timer);
+				resolve(JSON.parse(buffer.slice(0, end)));
+			}
+		});
+		child.on('exit', (code, signal) => {
+			clearTimeout(timer);
+			reject(new Error(`dev-stack exited ${JSON.stringify({ code, signal })}:\n${tail(log)}`));
+		});
+	});
+}

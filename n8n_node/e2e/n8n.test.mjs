@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { freePort, relayBin, tail } from './helpers.mjs';
+import { devStackInfo, freePort, relayBin, tail } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -137,23 +137,7 @@ async function startDevStack(bin) {
 		child.exited = { code, signal };
 	});
 	children.push(child);
-	const line = await new Promise((resolve, reject) => {
-		let buffer = '';
-		const timer = setTimeout(() => reject(new Error(`dev-stack printed nothing in 60 s:\n${tail(log)}`)), 60_000);
-		child.stdout.on('data', (chunk) => {
-			buffer += chunk;
-			const end = buffer.indexOf('\n');
-			if (end >= 0) {
-				clearTimeout(timer);
-				resolve(buffer.slice(0, end));
-			}
-		});
-		child.on('exit', () => {
-			clearTimeout(timer);
-			reject(new Error(`dev-stack exited ${JSON.stringify(child.exited)}:\n${tail(log)}`));
-		});
-	});
-	return JSON.parse(line);
+	return devStackInfo(child, log);
 }
 
 /** Run an n8n CLI command; returns { status, out } (stdout and stderr together). */

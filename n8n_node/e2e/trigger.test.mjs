@@ -19,7 +19,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, relayBin, tail } from './helpers.mjs';
+import { devStackInfo, freePort, relayBin, tail } from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PKG = path.resolve(HERE, '..');
@@ -49,23 +49,7 @@ async function startDevStack() {
 	});
 	fs.closeSync(fd);
 	children.push(child);
-	const line = await new Promise((resolve, reject) => {
-		let buffer = '';
-		const timer = setTimeout(() => reject(new Error(`dev-stack printed nothing in 60 s:\n${tail(log)}`)), 60_000);
-		child.stdout.on('data', (chunk) => {
-			buffer += chunk;
-			const end = buffer.indexOf('\n');
-			if (end >= 0) {
-				clearTimeout(timer);
-				resolve(buffer.slice(0, end));
-			}
-		});
-		child.on('exit', (code) => {
-			clearTimeout(timer);
-			reject(new Error(`dev-stack exited ${code}:\n${tail(log)}`));
-		});
-	});
-	return JSON.parse(line);
+	return devStackInfo(child, log);
 }
 
 async function json(url, init) {
