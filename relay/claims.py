@@ -9,7 +9,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from . import caps, keys, messages
 from .db import dialect_name, insert_ignore_returning
@@ -70,10 +71,12 @@ _ROW = select(*_ROW_COLUMNS).where(KEYS.c.scope == bindparam("scope"), KEYS.c.ke
 _ROW_BY_ID = select(*_ROW_COLUMNS).where(KEYS.c.id == bindparam("row_id"))
 _CLIENT_KEY = select(CLIENT_KEYS.c.fingerprint, CLIENT_KEYS.c.event_id) \
     .where(CLIENT_KEYS.c.scope == bindparam("scope"), CLIENT_KEYS.c.key == bindparam("key"))
-# KEY SHARE: waits for a token edit in progress (which holds FOR UPDATE), never for a claim's touch().
+# Read without a row lock: a lock on the token's row (FOR KEY SHARE) made one busy token a hot row on PostgreSQL, a
+# multixact and a rewritten tuple per claim (bench/cpu-per-deposit.md). What orders a claim against the edits it
+# must not overlap is the keys table's lock instead (tokens.hold_claims): this runs after the claim's first
+# statement on the keys table, which waits while such an edit holds it, so it reads the edit's committed values.
 _TOKEN_IDENTITY = select(TOKENS.c.namespace, TOKENS.c.dedupe_on, TOKENS.c.daily_cap_micros,
-                         TOKENS.c.monthly_cap_micros).where(TOKENS.c.id == bindparam("tid")) \
-    .with_for_update(read=True, key_share=True)
+                         TOKENS.c.monthly_cap_micros).where(TOKENS.c.id == bindparam("tid"))
 _TAKE_OVER = update(KEYS).where(KEYS.c.id == bindparam("row_id")).values(
     state="in_flight", locked_at=bindparam("now"), lease=bindparam("next_lease"),
     reserved_micros=bindparam("micros"), reserved_periods=bindparam("periods"),
@@ -222,6 +225,32 @@ def _check_identity(connection, token):
     if current is None or current.namespace != token.namespace or list(current.dedupe_on) != list(token.dedupe_on) \
             or caps.capped(current) != caps.capped(token):
         raise messages.token_changed()
+
+
+# How long a token edit waits for the claims in flight before it gives up. New claims on every token queue behind
+# a waiting edit, so it must be short; the claims it waits for are short transactions (no call to Paywalls).
+EDIT_WAIT = "3s"
+
+
+def hold_new_claims(connection):
+    """For the rest of a token edit's transaction, no claim on any token writes or locks a key, and the claims that
+    already do have ended: the edit then counts a scope's keys (an identity change) or the calls in flight (a first
+    cap) knowing that no claim stored under the old settings can appear after it. A claim reads its token only
+    after its first statement on the keys table (_check_identity), so one held up here reads the edit's values.
+
+    EXCLUSIVE mode conflicts with a claim's INSERT (ROW EXCLUSIVE) and its FOR UPDATE on a key (ROW SHARE), never
+    with a plain read. It replaces a share lock on the token's row taken by every claim: the edits that need it are
+    rare, the claims that paid for it were not. SQLite needs nothing: its writers run one at a time."""
+    if dialect_name(connection) != "postgresql":
+        return
+    connection.execute(text(f"SET LOCAL lock_timeout = '{EDIT_WAIT}'"))
+    try:
+        connection.execute(text(f"LOCK TABLE {KEYS.name} IN EXCLUSIVE MODE"))
+    except OperationalError as error:
+        if getattr(error.orig, "sqlstate", None) == "55P03":  # lock_not_available: the calls in flight did not end
+            raise messages.token_edit_waited() from None
+        raise
+    connection.execute(text("SET LOCAL lock_timeout = DEFAULT"))
 
 
 def _age(moment: datetime | None, now: datetime) -> float:

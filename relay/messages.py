@@ -327,6 +327,12 @@ def token_changed() -> Problem:
                    {"Retry-After": "1"})
 
 
+def token_edit_waited() -> Problem:
+    return Problem(503, "unavailable", "Calls in flight kept the token edit waiting",
+                   "This change must wait until the calls being recorded right now have ended, and they did not end "
+                   "within a few seconds. Nothing was changed. Retry in a few seconds.", {"Retry-After": "5"})
+
+
 def namespace_rule_differs(namespace: str, rule: list[str], tokens: list[str]) -> Problem:
     return Problem(409, "namespace-rule-differs", "Tokens of one namespace must dedupe on the same fields",
                    f"Namespace {namespace} holds tokens ({', '.join(tokens[:5])}) that identify an event by "

@@ -121,7 +121,7 @@ def authenticate(session, header: str | None, now: datetime) -> Token:
 
 # SKIP LOCKED: when another call on the token is recording its use right now, this one leaves it at that, instead
 # of queueing on the token's row until that call commits (PostgreSQL: every call in flight at the minute's turn
-# waited on one Lock:transactionid, make bench). FOR NO KEY UPDATE never blocks a claim's KEY SHARE read.
+# waited on one Lock:transactionid, make bench).
 _TOUCH = update(Token.__table__).where(Token.__table__.c.id == select(Token.__table__.c.id).where(
     Token.__table__.c.id == bindparam("tid")).with_for_update(key_share=True, skip_locked=True).scalar_subquery()) \
     .values(last_used_at=bindparam("now"))
@@ -395,7 +395,8 @@ def update_token(session, token: Token, spec: dict, now: datetime | None = None)
     values = parse_spec(spec, now or utcnow(), creating=False)
     changing = [name for name in IDENTITY if name in values and _identity(name, values[name]) != _identity(name, getattr(token, name))]
     if changing:
-        session.refresh(token, with_for_update=True)  # a claim creating a key under the old identity waits
+        claims.hold_new_claims(session.connection())  # no claim stores a key under the old identity after the count
+        session.refresh(token, with_for_update=True)
         count, newest = claims.stored_keys(session.connection(), keys.scope_of(token))
         if count:
             raise messages.identity_locked(token.id, changing, count, iso(newest))
@@ -403,7 +404,9 @@ def update_token(session, token: Token, spec: dict, now: datetime | None = None)
                                 values.get("dedupe_on", token.dedupe_on), token.id)
     if not caps.capped(token) and (values.get("daily_cap_micros") is not None
                                    or values.get("monthly_cap_micros") is not None):
-        # Its calls reserved nothing until now: its usage rows start from the ledger, while claims wait.
+        # Its calls reserved nothing until now: its usage rows start from the ledger and the calls in flight, while
+        # new claims wait.
+        claims.hold_new_claims(session.connection())
         session.refresh(token, with_for_update=True)
         if not caps.capped(token):
             caps.start_capping(session.connection(), token, now or utcnow())

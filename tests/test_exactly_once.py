@@ -5,13 +5,14 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, TimeoutError
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
 
-from conftest import auth, create_token as new_token, credits, deposit, key_rows, ledger_rows, manual_clock
+from conftest import (auth, create_token as new_token, credits, deposit, key_rows, ledger_rows, manual_clock,
+                      needs_postgres)
 from relay import claims, config, db, keys, money, tokens
 
 RENEWAL = {"reason": "subscription_renewal", "reference": "in_1Q2w3E4r"}
@@ -197,6 +198,126 @@ def test_a_new_event_is_never_stored_under_an_identity_edited_meanwhile(relay, s
         money.perform(stale, "deposit", body, money.identify(stale, "deposit", body, None), "r")
     assert getattr(refused.value, "name", None) == "token-changed"
     assert credits(sandbox) == []
+
+
+def _claim_in(app, token, body, now, holding: threading.Event, release: threading.Event):
+    """Phase 1 of a deposit in its own transaction, kept open until `release`: a claim caught mid-commit."""
+    fingerprint = keys.fingerprint("deposit", body)
+    with app.app_context(), db.write() as connection:
+        result = claims.claim(connection, token, "deposit", fingerprint, None, fingerprint, json.dumps(body),
+                              1_000_000, now, 30)
+        holding.set()
+        assert release.wait(15)
+        return result
+
+
+def _edit(app, token_id, spec, holding: threading.Event | None = None, release: threading.Event | None = None):
+    """A token edit as the admin API makes it (token row locked first), optionally kept open until `release`."""
+    from relay.models import Token
+    with app.app_context(), db.transaction() as session:
+        tokens.update_token(session, session.get(Token, token_id, with_for_update=True), spec)
+        if holding is not None:
+            holding.set()
+            assert release.wait(15)
+
+
+def _authenticated(app, text):
+    now = datetime.now(timezone.utc)
+    with app.app_context(), db.read_connection() as connection:
+        return tokens.authenticate(connection, f"Bearer {text}", now), now
+
+
+def _still_waiting(future, seconds=0.6) -> bool:
+    try:
+        future.result(timeout=seconds)
+    except TimeoutError:
+        return True
+    except Exception:  # noqa: BLE001 - it ended (with a refusal): it did not wait
+        return False
+    return False
+
+
+def test_an_identity_edit_waits_for_a_claim_storing_the_first_key_then_is_refused(relay, sandbox):
+    """Claims read their token without locking its row (no hot row for a busy token). The edit must still see the
+    key a claim is committing: it waits for it, counts it, and refuses."""
+    token_id, text = new_token(relay)
+    token, now = _authenticated(relay, text)
+    holding, release = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        claim = pool.submit(_claim_in, relay, token, {"user": "u1", "amount": "1"}, now, holding, release)
+        assert holding.wait(10)
+        edit = pool.submit(_edit, relay, token_id, {"namespace": "moved"})
+        assert _still_waiting(edit), "the edit did not wait for the claim in flight"
+        release.set()
+        assert isinstance(claim.result(10), claims.Claim)
+        with pytest.raises(Exception) as refused:
+            edit.result(10)
+    assert getattr(refused.value, "name", None) == "token-identity-locked"
+
+
+def test_a_claim_waits_for_an_identity_edit_in_progress_then_starts_over(relay, sandbox):
+    token_id, text = new_token(relay)
+    token, now = _authenticated(relay, text)  # read before the edit: the old namespace
+    holding, release = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        edit = pool.submit(_edit, relay, token_id, {"namespace": "moved"}, holding, release)
+        assert holding.wait(10)
+        claim = pool.submit(_claim_in, relay, token, {"user": "u1", "amount": "1"}, now, threading.Event(),
+                            threading.Event())
+        assert _still_waiting(claim), "the claim went ahead under an identity being changed"
+        release.set()
+        edit.result(10)
+        with pytest.raises(Exception) as refused:
+            claim.result(10)
+    assert getattr(refused.value, "name", None) == "token-changed"
+    with relay.app_context(), db.read() as session:
+        assert key_rows(session) == []
+
+
+def test_a_first_cap_counts_a_call_whose_claim_was_committing(relay, sandbox):
+    token_id, text = new_token(relay)
+    token, now = _authenticated(relay, text)
+    holding, release = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        claim = pool.submit(_claim_in, relay, token, {"user": "u1", "amount": "1"}, now, holding, release)
+        assert holding.wait(10)
+        edit = pool.submit(_edit, relay, token_id, {"daily_cap": "100"})
+        assert _still_waiting(edit), "the cap was set while a claim that reserved nothing was committing"
+        release.set()
+        claim.result(10)
+        edit.result(10)
+    # The call in flight holds its amount in the new cap's day, though it reserved nothing when it claimed.
+    assert usage(relay, token_id, "d:" + now.strftime("%Y-%m-%d")) == (0, 1_000_000)
+
+
+@pytest.mark.postgres
+@needs_postgres
+def test_an_edit_that_claims_in_flight_keep_waiting_gives_up_and_changes_nothing(make_app, sandbox, monkeypatch):
+    from conftest import postgres_database
+    monkeypatch.setattr(claims, "EDIT_WAIT", "300ms")
+    with postgres_database() as url:
+        app = make_app(url, RELAY_UPSTREAM_RETRIES=0)
+        token_id, text = new_token(app)
+        token, now = _authenticated(app, text)
+        holding, release = threading.Event(), threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            claim = pool.submit(_claim_in, app, token, {"user": "u1", "amount": "1"}, now, holding, release)
+            assert holding.wait(10)
+            admin = {"Authorization": f"Bearer {app.config['RELAY']['RELAY_ADMIN_KEY']}"}
+            started = time.monotonic()
+            answer = app.test_client().patch(f"/v1/admin/tokens/{token_id}", json={"daily_cap": "5"}, headers=admin)
+            waited = time.monotonic() - started
+            release.set()
+            claim.result(10)
+        assert answer.status_code == 503 and problem_type(answer) == "unavailable"
+        assert "Nothing was changed" in answer.get_json()["detail"] and answer.headers["Retry-After"] == "5"
+        assert 0.25 < waited < 5
+        with app.app_context(), db.read() as session:
+            assert tokens.get(session, token_id).daily_cap_micros is None
+        # Once the calls in flight have ended, the same edit goes through.
+        assert app.test_client().patch(f"/v1/admin/tokens/{token_id}", json={"daily_cap": "5"},
+                                       headers=admin).status_code == 200
+        app.extensions["relay.engine"].dispose()
 
 
 # --- a lease that cannot be stolen -----------------------------------------------------------------------------

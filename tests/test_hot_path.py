@@ -65,6 +65,56 @@ def test_a_connection_the_server_ended_is_replaced_before_it_is_used(monkeypatch
         assert second != first
 
 
+@needs_postgres
+def test_a_claim_on_an_uncapped_token_writes_and_locks_no_shared_row(make_app, sandbox):
+    """Two calls on one busy token in flight at once: neither locks the token's row (a FOR KEY SHARE per claim made a
+    multixact and rewrote the row on every call), and neither writes a usage row."""
+    import threading
+    from datetime import datetime, timezone
+
+    from conftest import create_token, deposit
+    from relay import claims, keys, tokens
+    with postgres_database() as url:
+        app = make_app(url)
+        token_id, text_ = create_token(app)
+        assert deposit(app.test_client(), text_).status_code == 200  # its use is recorded: no touch for a minute
+        now = datetime.now(timezone.utc)
+        with app.app_context(), db.read_connection() as connection:
+            token = tokens.authenticate(connection, f"Bearer {text_}", now)
+        held, release, results = [], threading.Event(), []
+
+        def claim(user):
+            body = {"user": user, "amount": "1"}
+            fingerprint = keys.fingerprint("deposit", body)
+            with app.app_context(), db.write() as connection:
+                results.append(claims.claim(connection, token, "deposit", fingerprint, None, fingerprint, "{}",
+                                            1_000_000, now, 30))
+                held.append(1)
+                release.wait(10)
+        threads = [threading.Thread(target=claim, args=(f"u{n}",)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_for(lambda: len(held) == 2)
+            probe = create_engine(url)
+            with probe.connect() as connection:
+                # FOR UPDATE NOWAIT fails at once if any transaction holds a lock on the row, even a key share.
+                connection.execute(text("SET lock_timeout = '100ms'"))
+                locked = connection.execute(text("SELECT id FROM tokens WHERE id = :id FOR UPDATE NOWAIT"),
+                                            {"id": token_id}).scalar()
+                usage_rows = connection.execute(text("SELECT count(*) FROM usage")).scalar()
+                connection.rollback()
+            probe.dispose()
+        finally:
+            release.set()
+            for thread in threads:
+                thread.join(10)
+        assert locked == token_id
+        assert usage_rows == 0
+        assert [type(result).__name__ for result in results] == ["Claim", "Claim"]
+
+
+
 # --- SQLite: the writer queue's lock file, opened once per process ---------------------------------------------
 
 def test_the_writer_lock_still_excludes_a_forked_process(tmp_path):
