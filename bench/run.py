@@ -10,7 +10,8 @@ RELAY_TEST_DATABASE_URL is set) it measures, in one run:
     interleaved, with the CPU each path's own server spent per request; replays at 16 connections; a storm
     of 100 identical deposits (exactly 1 upstream call);
   * IO-bound: the upstream answering after 300 ms (64 connections), 1000 ms (128), 100 ms (64 and 256):
-    direct against relay, and the relay's total RSS at 256 connections;
+    direct, the naive proxy (for reference: what a pass-through with no safety work keeps up with on this
+    machine) and the relay, and the relay's total RSS at 256 connections;
   * PostgreSQL: one token against the same load spread over 16 tokens (uncapped, then capped), sampling
     pg_stat_activity for Lock:transactionid waits;
   * two relay processes on one database: fresh deposits through both, and the storm split across them;
@@ -360,11 +361,23 @@ def io_scenario(database: str, database_url: str, sandboxes: dict, duration: flo
         env = relay_env(database_url, sandbox.url)
         token = new_token(env)
         run = uuid.uuid4().hex[:8]
-        with relay("relay", env) as relay_url:
+        naive_port = free_port()
+        naive_name = f"naive-{latency}"
+        # The naive proxy in front of the same slow upstream: what a pass-through with no safety work at all keeps
+        # up with on this machine, the floor under the relay's IO-bound figures.
+        with relay("relay", env) as relay_url, process(
+                naive_name, gunicorn("bench.naive_proxy:app", naive_port),
+                clean_env(NAIVE_UPSTREAM=sandbox.url, PAYWALLS_API_KEY=SANDBOX_KEY),
+                f"http://127.0.0.1:{naive_port}/healthz") as naive_proc:
+            GROUPS[naive_name] = naive_proc.pid
             wrk(relay_url, connections=connections, duration=2, run=run + "w", auth=f"Bearer {token}")  # warm pools
             sandbox.reset()
             direct = counting_cpu("sandbox-" + str(latency), lambda: wrk(
                 sandbox.url, connections=connections, duration=duration, run=run + "d",
+                auth=f"Bearer {SANDBOX_KEY}", send_key=True))
+            sandbox.reset()
+            naive = counting_cpu(naive_name, lambda: wrk(
+                f"http://127.0.0.1:{naive_port}", connections=connections, duration=duration, run=run + "n",
                 auth=f"Bearer {SANDBOX_KEY}", send_key=True))
             sandbox.reset()
             peak = [0.0]
@@ -382,8 +395,9 @@ def io_scenario(database: str, database_url: str, sandboxes: dict, duration: flo
                 stop.set()
                 watcher.join()
             relayed["rss_mb"] = peak[0]
-        rows[(latency, connections)] = {"direct": direct, "relay": relayed}
+        rows[(latency, connections)] = {"direct": direct, "naive": naive, "relay": relayed}
         say(database, f"direct {latency} ms c={connections}", direct, f"non-2xx {non_2xx(direct)}")
+        say(database, f"naive  {latency} ms c={connections}", naive, f"non-2xx {non_2xx(naive)}")
         say(database, f"relay  {latency} ms c={connections}", relayed,
             f"non-2xx {non_2xx(relayed)}  RSS {peak[0]:.0f} MB")
     return rows
@@ -683,9 +697,14 @@ def table(database: str, rows: dict) -> list[str]:
         lines.append(f"| {database} | 0 ms | {labels[key[0]]} | {key[1]} | {r['rps']:.0f} | {ms(r['p50_us'])} | "
                      f"{ms(r['p99_us'])} | {r.get('cpu_ms', 0):.2f} | |")
     for latency, connections, _target in IO_SCENARIOS:
-        for name in ("direct", "relay"):
+        for name in ("direct", "naive", "relay"):
+            if name not in io[(latency, connections)]:
+                continue
             r = io[(latency, connections)][name]
             note = f"non-2xx {non_2xx(r)}"
+            if name == "naive":
+                note += (f"; naive/direct {r['rps'] / io[(latency, connections)]['direct']['rps']:.2f}x, p99 "
+                         f"{r['p99_us'] / io[(latency, connections)]['direct']['p99_us']:.2f}x direct's")
             if name == "relay":
                 note += f"; relay RSS {r['rss_mb']:.0f} MB; relay/direct {r['rps'] / io[(latency, connections)]['direct']['rps']:.2f}x"
                 if r.get("cpu_ms"):
@@ -714,7 +733,7 @@ def report(results: dict, settings: dict) -> tuple[str, bool]:
              f"- load average (1, 5, 15 min) before: {settings['load_before']}; after: {settings['load_after']}",
              f"- load generator: {settings['wrk']}, bodies from bench/deposit.lua; 0 ms figures are the median of "
              f"{settings['rounds']} interleaved runs of {settings['duration']:g} s (direct, naive, relay in turn); "
-             f"IO-bound runs last {settings['io_duration']:g} s, direct then relay",
+             f"IO-bound runs last {settings['io_duration']:g} s, direct, naive proxy, then relay",
              f"- sandbox upstreams: standalone, gunicorn 1 worker x {SANDBOX_THREADS} threads, answering after 0, 100, "
              "300 or 1000 ms (`--latency-ms`); naive proxy and relay: gunicorn with gunicorn.conf.py and no tuning "
              "variables (gthread, 2 workers x 256 threads), all on 127.0.0.1",
