@@ -50,7 +50,7 @@ POLL_SECONDS = 1.0  # an idle worker looks for work this often (an event stored 
 # A woken worker waits this long before it looks, so one pass fans out every event stored meanwhile. Woken at once
 # for each event, it ran four reads and a write transaction per deposit (on SQLite a disk flush, under the lock every
 # deposit queues on): a third of a busy relay's CPU, most of it with no hook at all (bench/profile-*.txt).
-COALESCE_SECONDS = 0.2
+COALESCE_SECONDS = 0.5
 FAN_OUT_BATCH = 200
 CANDIDATES_PER_SLOT = 8  # due deliveries read per free sender, to find ones of different hooks
 USER_AGENT = f"paywalls-relay/{__version__} (hooks)"
