@@ -78,8 +78,8 @@ def main() -> int:
     with ExitStack() as stack:
         port = bench.free_port()
         sandbox_url = f"http://127.0.0.1:{port}"
-        stack.enter_context(cpu.served("ir-sandbox", bench.ROOT, bench.sandbox_command(port), bench.clean_env(),
-                                       sandbox_url + "/_sandbox/state"))
+        stack.enter_context(bench.process("ir-sandbox", bench.sandbox_command(port), bench.clean_env(),
+                                          sandbox_url + "/_sandbox/state"))
         for code in (Path(c).resolve() for c in args.code):
             if args.database_url:
                 url = stack.enter_context(bench.postgres_database(args.database_url))
