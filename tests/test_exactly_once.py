@@ -237,22 +237,34 @@ def _still_waiting(future, seconds=0.6) -> bool:
     return False
 
 
+def _edit_during_a_claim(app, token_id, text, spec) -> tuple[bool, object, Exception | None, datetime]:
+    """A claim caught mid-commit, then an edit of its token: (whether the edit waited for the claim, what the claim
+    returned, the edit's refusal or None, the claim's time)."""
+    token, now = _authenticated(app, text)
+    holding, release = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        claim = pool.submit(_claim_in, app, token, {"user": "u1", "amount": "1"}, now, holding, release)
+        assert holding.wait(10)
+        edit = pool.submit(_edit, app, token_id, spec)
+        waited = _still_waiting(edit)
+        release.set()
+        claimed = claim.result(10)
+        try:
+            edit.result(10)
+            refused = None
+        except Exception as error:  # noqa: BLE001 - the refusal is what the test reads
+            refused = error
+    return waited, claimed, refused, now
+
+
 def test_an_identity_edit_waits_for_a_claim_storing_the_first_key_then_is_refused(relay, sandbox):
     """Claims read their token without locking its row (no hot row for a busy token). The edit must still see the
     key a claim is committing: it waits for it, counts it, and refuses."""
     token_id, text = new_token(relay)
-    token, now = _authenticated(relay, text)
-    holding, release = threading.Event(), threading.Event()
-    with ThreadPoolExecutor(2) as pool:
-        claim = pool.submit(_claim_in, relay, token, {"user": "u1", "amount": "1"}, now, holding, release)
-        assert holding.wait(10)
-        edit = pool.submit(_edit, relay, token_id, {"namespace": "moved"})
-        assert _still_waiting(edit), "the edit did not wait for the claim in flight"
-        release.set()
-        assert isinstance(claim.result(10), claims.Claim)
-        with pytest.raises(Exception) as refused:
-            edit.result(10)
-    assert getattr(refused.value, "name", None) == "token-identity-locked"
+    waited, claimed, refused, _now = _edit_during_a_claim(relay, token_id, text, {"namespace": "moved"})
+    assert waited, "the edit did not wait for the claim in flight"
+    assert isinstance(claimed, claims.Claim)
+    assert getattr(refused, "name", None) == "token-identity-locked"
 
 
 def test_a_claim_waits_for_an_identity_edit_in_progress_then_starts_over(relay, sandbox):
@@ -276,16 +288,9 @@ def test_a_claim_waits_for_an_identity_edit_in_progress_then_starts_over(relay, 
 
 def test_a_first_cap_counts_a_call_whose_claim_was_committing(relay, sandbox):
     token_id, text = new_token(relay)
-    token, now = _authenticated(relay, text)
-    holding, release = threading.Event(), threading.Event()
-    with ThreadPoolExecutor(2) as pool:
-        claim = pool.submit(_claim_in, relay, token, {"user": "u1", "amount": "1"}, now, holding, release)
-        assert holding.wait(10)
-        edit = pool.submit(_edit, relay, token_id, {"daily_cap": "100"})
-        assert _still_waiting(edit), "the cap was set while a claim that reserved nothing was committing"
-        release.set()
-        claim.result(10)
-        edit.result(10)
+    waited, _claimed, refused, now = _edit_during_a_claim(relay, token_id, text, {"daily_cap": "100"})
+    assert waited, "the cap was set while a claim that reserved nothing was committing"
+    assert refused is None
     # The call in flight holds its amount in the new cap's day, though it reserved nothing when it claimed.
     assert usage(relay, token_id, "d:" + now.strftime("%Y-%m-%d")) == (0, 1_000_000)
 
