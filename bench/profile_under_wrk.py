@@ -5,7 +5,8 @@ whole request under the production configuration, as `make bench` serves it.
 
 Writes PREFIX-fresh-<pid>.<txt|svg> and PREFIX-replay-<pid>.<txt|svg>, one per worker (py-spy --gil: only the
 thread holding the GIL is sampled, so the shares are of CPU time; --nonblocking, so the workers are not paused).
-bench/profile_shares.py reads the raw ones.
+bench/profile_shares.py reads the raw ones. Needs py-spy, a profiler outside the relay's dependencies:
+`.venv/bin/pip install py-spy==0.4.3` (the version of the profiles in bench/).
 """
 import argparse
 import shutil
