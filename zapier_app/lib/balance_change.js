@@ -10,19 +10,8 @@
 // with its own message naming amount, and nothing is sent to Paywalls.
 
 const contract = require('./generated/relay-contract');
-const { requireObjectBody, contractError, clientError } = require('./errors');
-const { relayRequest } = require('./relay');
-
-function requestFor(z, op, inputData) {
-  try {
-    return contract.buildRequest(op, inputData || {});
-  } catch (error) {
-    if (error instanceof contract.ContractError) {
-      throw contractError(z, error);
-    }
-    throw error;
-  }
-}
+const { requireObjectBody, clientError } = require('./errors');
+const { relayRequest, requestFor } = require('./relay');
 
 async function send(z, bundle, op) {
   const request = requestFor(z, op, bundle.inputData);

@@ -2,7 +2,8 @@
 
 // The connection's Relay URL, and every call to the relay.
 
-const { clientError } = require('./errors');
+const contract = require('./generated/relay-contract');
+const { clientError, contractError } = require('./errors');
 
 // The Relay URL, normalised: surrounding spaces, trailing slashes and a pasted "/v1" suffix
 // are dropped; a bare host gets https://. {url} or {problem, value} (a problems.json name).
@@ -50,4 +51,17 @@ async function relayRequest(z, bundle, options) {
   }
 }
 
-module.exports = { normalizeBaseUrl, relayRequest };
+// The request relay-contract.js builds from a step's inputs; a refusal (ContractError) becomes the
+// step's Zapier error before anything is sent.
+function requestFor(z, op, inputData) {
+  try {
+    return contract.buildRequest(op, inputData || {});
+  } catch (error) {
+    if (error instanceof contract.ContractError) {
+      throw contractError(z, error);
+    }
+    throw error;
+  }
+}
+
+module.exports = { normalizeBaseUrl, relayRequest, requestFor };

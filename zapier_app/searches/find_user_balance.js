@@ -3,20 +3,15 @@
 // GET /v1/user/balance?user= -> {"balance": "...", "balanceFormatted": "..."}
 
 const contract = require('../lib/generated/relay-contract');
-const { requireObjectBody, contractError } = require('../lib/errors');
-const { relayRequest } = require('../lib/relay');
+const { requireObjectBody } = require('../lib/errors');
+const { relayRequest, requestFor } = require('../lib/relay');
 const fields = require('../lib/fields');
 
 const OP = 'balance';
 const spec = fields.definition(OP);
 
 const perform = async (z, bundle) => {
-  let request;
-  try {
-    request = contract.buildRequest(OP, bundle.inputData || {});
-  } catch (error) {
-    throw error instanceof contract.ContractError ? contractError(z, error) : error;
-  }
+  const request = requestFor(z, OP, bundle.inputData);
   const response = await relayRequest(z, bundle, { url: request.path, method: request.method, params: request.query });
   const data = requireObjectBody(z, response);
   const output = contract.buildReadOutput(OP, request, data, {

@@ -6,8 +6,8 @@
 // items n8n's List Deposits gives).
 
 const contract = require('../lib/generated/relay-contract');
-const { requireObjectBody, unexpectedBodyError, contractError } = require('../lib/errors');
-const { relayRequest } = require('../lib/relay');
+const { requireObjectBody, unexpectedBodyError } = require('../lib/errors');
+const { relayRequest, requestFor } = require('../lib/relay');
 const fields = require('../lib/fields');
 
 const OP = 'deposits';
@@ -25,12 +25,7 @@ const reasonFilter = {
 };
 
 const perform = async (z, bundle) => {
-  let request;
-  try {
-    request = contract.buildRequest(OP, bundle.inputData || {});
-  } catch (error) {
-    throw error instanceof contract.ContractError ? contractError(z, error) : error;
-  }
+  const request = requestFor(z, OP, bundle.inputData);
   const response = await relayRequest(z, bundle, {
     url: request.path,
     method: request.method,

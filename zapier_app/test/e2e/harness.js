@@ -124,4 +124,21 @@ class Harness {
   }
 }
 
-module.exports = { Harness, RELAY_BIN };
+// The JSON message of a step's z.errors.Error / ThrottledError (with the error's name), for a
+// step that must fail.
+async function failure(promise) {
+  try {
+    await promise;
+  } catch (error) {
+    let parsed;
+    try {
+      parsed = JSON.parse(error.message);
+    } catch (_e) {
+      parsed = { message: error.message };
+    }
+    return { name: error.name, ...parsed };
+  }
+  throw new Error('expected the step to fail, but it succeeded');
+}
+
+module.exports = { Harness, RELAY_BIN, failure };

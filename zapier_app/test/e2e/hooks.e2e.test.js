@@ -11,7 +11,7 @@ const zapier = require('zapier-platform-core');
 
 const App = require('../../index');
 const EVENTS = require('../../../schemas/events-contract.json');
-const { Harness } = require('./harness');
+const { Harness, failure } = require('./harness');
 
 jest.setTimeout(90000);
 
@@ -65,21 +65,6 @@ const forUser = (user) => (body) => body.data && (body.data.externalUserId === u
 async function relayHooks() {
   const response = await fetch(`${harness.relayUrl}/v1/relay/hooks`, { headers: { Authorization: `Bearer ${token.token}` } });
   return (await response.json()).data;
-}
-
-async function failure(promise) {
-  try {
-    await promise;
-  } catch (error) {
-    let parsed;
-    try {
-      parsed = JSON.parse(error.message);
-    } catch (_e) {
-      parsed = { message: error.message };
-    }
-    return parsed;
-  }
-  throw new Error('expected the step to fail, but it succeeded');
 }
 
 beforeAll(async () => {

@@ -9,7 +9,7 @@ const zapier = require('zapier-platform-core');
 const App = require('../../index');
 const { deriveKey } = require('../../lib/generated/relay-contract');
 const { renderProblem } = require('../../lib/errors');
-const { Harness } = require('./harness');
+const { Harness, failure } = require('./harness');
 
 jest.setTimeout(60000);
 
@@ -26,22 +26,6 @@ let narrow; // deposit only, at most 5 per call, metadata.invoice_id required
 let limited; // 1 request per minute
 
 const auth = (token = main) => ({ baseUrl: harness.relayUrl, token: token.token });
-
-// Reads the JSON message of z.errors.Error / ThrottledError.
-const failure = async (promise) => {
-  try {
-    await promise;
-  } catch (error) {
-    let parsed;
-    try {
-      parsed = JSON.parse(error.message);
-    } catch (_e) {
-      parsed = { message: error.message };
-    }
-    return { name: error.name, ...parsed };
-  }
-  throw new Error('expected the step to fail, but it succeeded');
-};
 
 const depositsOf = (state, user) => state.deposits.filter((d) => d.user === user);
 
