@@ -160,9 +160,9 @@ def ledger_usage(connection, token_id: str, start: datetime, end: datetime) -> t
 def start_capping(connection, token, moment: datetime):
     """A token that had no caps gets one: its day's and month's usage rows are written from the ledger and its
     calls in flight, since those calls reserved nothing. Run while claims are held (claims.hold_new_claims, from
-    tokens.update_token), so no claim that read the token uncapped is still writing. A call in flight now ends without touching the rows (it reserved none): its
-    amount stays counted as held, so until the period ends usage may count a call that then failed, never miss
-    one that was applied."""
+    tokens.update_token), so no claim that read the token uncapped is still writing. A call in flight now ends
+    without touching the rows (it reserved none): its amount stays counted as held, so until the period ends usage
+    may count a call that then failed, never miss one that was applied."""
     for kind, period in periods(moment).items():
         start, end = bounds(moment)[kind]
         applied, held = ledger_usage(connection, token.id, start, end)

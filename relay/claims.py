@@ -73,7 +73,7 @@ _CLIENT_KEY = select(CLIENT_KEYS.c.fingerprint, CLIENT_KEYS.c.event_id) \
     .where(CLIENT_KEYS.c.scope == bindparam("scope"), CLIENT_KEYS.c.key == bindparam("key"))
 # Read without a row lock: a lock on the token's row (FOR KEY SHARE) made one busy token a hot row on PostgreSQL, a
 # multixact and a rewritten tuple per claim (bench/cpu-per-deposit.md). What orders a claim against the edits it
-# must not overlap is the keys table's lock instead (tokens.hold_claims): this runs after the claim's first
+# must not overlap is the keys table's lock instead (hold_new_claims): this runs after the claim's first
 # statement on the keys table, which waits while such an edit holds it, so it reads the edit's committed values.
 _TOKEN_IDENTITY = select(TOKENS.c.namespace, TOKENS.c.dedupe_on, TOKENS.c.daily_cap_micros,
                          TOKENS.c.monthly_cap_micros).where(TOKENS.c.id == bindparam("tid"))

@@ -394,22 +394,22 @@ def update_token(session, token: Token, spec: dict, now: datetime | None = None)
     would be a new event, and credited again."""
     values = parse_spec(spec, now or utcnow(), creating=False)
     changing = [name for name in IDENTITY if name in values and _identity(name, values[name]) != _identity(name, getattr(token, name))]
-    if changing:
-        claims.hold_new_claims(session.connection())  # no claim stores a key under the old identity after the count
+    first_cap = not caps.capped(token) and (values.get("daily_cap_micros") is not None
+                                            or values.get("monthly_cap_micros") is not None)
+    if changing or first_cap:
+        # No claim stores a key under the old identity after the count below, and none that read the token uncapped
+        # is still writing when its usage rows are rebuilt.
+        claims.hold_new_claims(session.connection())
         session.refresh(token, with_for_update=True)
+    if changing:
         count, newest = claims.stored_keys(session.connection(), keys.scope_of(token))
         if count:
             raise messages.identity_locked(token.id, changing, count, iso(newest))
         _one_rule_per_namespace(session, values.get("namespace", token.namespace),
                                 values.get("dedupe_on", token.dedupe_on), token.id)
-    if not caps.capped(token) and (values.get("daily_cap_micros") is not None
-                                   or values.get("monthly_cap_micros") is not None):
-        # Its calls reserved nothing until now: its usage rows start from the ledger and the calls in flight, while
-        # new claims wait.
-        claims.hold_new_claims(session.connection())
-        session.refresh(token, with_for_update=True)
-        if not caps.capped(token):
-            caps.start_capping(session.connection(), token, now or utcnow())
+    if first_cap and not caps.capped(token):
+        # Its calls reserved nothing until now: its usage rows start from the ledger and the calls in flight.
+        caps.start_capping(session.connection(), token, now or utcnow())
     for column, value in values.items():
         setattr(token, column, value)
     return token
