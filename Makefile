@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-python test-zapier test-n8n bench venv clean
+.PHONY: run test test-python test-contract test-zapier test-n8n bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -16,10 +16,15 @@ $(VENV)/.installed: pyproject.toml
 run: venv
 	$(BIN)/paywalls-relay run
 
-test: test-python test-zapier test-n8n
+test: test-python test-contract test-zapier test-n8n
 
 test-python: venv
 	$(BIN)/pytest
+
+# The shared client implementation (key derivation, validation, events) on its own, against the shared vectors:
+# the packages copy it (their suites test the copies), and a change here must be tested before it is copied.
+test-contract:
+	@if command -v node >/dev/null; then node --test schemas/clients/; else echo "node not found: make test needs Node 20 or later" >&2; exit 1; fi
 
 test-zapier: venv
 	@if [ -f zapier_app/package.json ]; then cd zapier_app && npm ci --no-audit --no-fund && npm test; fi
