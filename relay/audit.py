@@ -13,9 +13,12 @@ from . import tokens, validation
 from .models import AuditEntry, utcnow
 
 VIA = ("console", "cli", "admin_api")
-# Actions on tokens, then the console's own (sign-ins are audited: a guessed admin key shows up here).
+# Actions on tokens, then the console's own (sign-ins are audited: a guessed admin key shows up here), then the one
+# operator action that sends money calls: `ledger resolve` re-sends stranded keys to Paywalls.
 ACTIONS = ("token.created", "token.updated", "token.rotated", "token.revoked", "token.disabled", "token.enabled",
-           "console.signed_in", "console.signed_out", "console.sign_in_failed")
+           "console.signed_in", "console.signed_out", "console.sign_in_failed", "ledger.resolved")
+# What a `ledger.resolved` entry keeps: how many keys ended in each outcome (money.resolve's counts). Numbers only.
+RESOLVE_COUNTS = ("applied", "declined", "rejected", "not_applied", "misdirected", "ambiguous", "unresolvable")
 MAX_VALUE_CHARS = 500
 
 
@@ -23,10 +26,13 @@ def _settings() -> frozenset:
     return frozenset(validation.load_schema(tokens.SETTINGS_SCHEMA)["properties"])
 
 
-def clean(changes: dict | None) -> dict | None:
-    """Only token setting names survive, each value cut to a readable length."""
+def clean(changes: dict | None, action: str | None = None) -> dict | None:
+    """Only token setting names survive, each value cut to a readable length; for `ledger.resolved`, only counts."""
     if not changes:
         return None
+    if action == "ledger.resolved":
+        return {name: changes[name] for name in RESOLVE_COUNTS
+                if type(changes.get(name)) is int and changes[name] > 0} or None
     allowed = _settings()
     kept = {}
     for name, value in changes.items():
@@ -46,9 +52,15 @@ def record(session, via: str, origin: str | None, action: str, token_id: str | N
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {ACTIONS}")
     entry = AuditEntry(at=at or utcnow(), via=via, origin=(origin or "")[:200] or None, action=action,
-                       token_id=token_id, changes=clean(changes))
+                       token_id=token_id, changes=clean(changes, action))
     session.add(entry)
     return entry
+
+
+def resolved(counts: dict) -> bool:
+    """A `ledger resolve` run that handled at least one key (one that found nothing to do leaves no entry: a schedule
+    running it every few minutes would bury the log)."""
+    return any(counts.get(name, 0) > 0 for name in RESOLVE_COUNTS)
 
 
 def settings_of(token) -> dict:

@@ -88,6 +88,41 @@ def test_changes_keep_only_setting_names():
     assert audit.clean({"token": "pwr_x"}) is None
 
 
+def test_a_resolve_entry_keeps_only_its_counts():
+    """`ledger.resolved` keeps how many keys ended in each outcome: numbers, never a key, a body or a secret."""
+    cleaned = audit.clean({"applied": 2, "ambiguous": 1, "declined": 0, "skipped": 3, "rejected": "pwr_secret",
+                           "not_applied": True, "label": "x", "key": "pwk1_abc"}, "ledger.resolved")
+    assert cleaned == {"applied": 2, "ambiguous": 1}
+    assert audit.clean({"skipped": 4, "applied": 0}, "ledger.resolved") is None
+    assert audit.resolved({"applied": 0, "skipped": 5, "unresolvable": 0}) is False
+    assert audit.resolved({"unresolvable": 1}) is True
+
+
+def test_cli_ledger_resolve_is_audited_when_it_sends_something(operator_env, sandbox):
+    from conftest import deposit
+    from relay.app import create_app
+
+    def run(*args):
+        result = CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    token = json.loads(run("tokens", "create", "--label", "resolve", "--json"))["token"]
+    app = create_app({"RELAY_UPSTREAM_RETRIES": 0})
+    sandbox.state.faults.append({"kind": "drop_after_credit", "count": 1, "endpoint": "deposit"})
+    assert deposit(app.test_client(), token, user="acme:stranded", amount="7").status_code == 502
+    app.extensions["relay.engine"].dispose()
+    assert json.loads(run("ledger", "resolve", "--json"))["applied"] == 1
+    assert json.loads(run("ledger", "resolve", "--json"))["applied"] == 0  # nothing left: no entry
+    engine = create_engine(operator_env)
+    with Session(engine) as session:
+        rows = list(session.scalars(select(AuditEntry).where(AuditEntry.action == "ledger.resolved")))
+    engine.dispose()
+    assert [(r.via, r.changes) for r in rows] == [("cli", {"applied": 1})]
+    assert "@" in rows[0].origin
+    assert [d["user"] for d in sandbox.state.snapshot()["deposits"]] == ["acme:stranded"]
+
+
 @pytest.mark.parametrize("via, action", [("shell", "token.created"), ("cli", "token.deleted")])
 def test_unknown_via_or_action_is_a_bug(app, via, action):
     with app.app_context(), db.transaction() as write, pytest.raises(ValueError):

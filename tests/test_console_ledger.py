@@ -15,7 +15,7 @@ from sqlalchemy import insert, select
 
 from conftest import SANDBOX_KEY, create_token, deposit, needs_postgres, postgres_database
 from relay import cli, db, ledger
-from relay.models import LedgerEntry
+from relay.models import AuditEntry, LedgerEntry
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -281,6 +281,17 @@ def test_ambiguous_calls_are_listed_with_what_to_do_and_resolved_from_the_consol
     with app.app_context(), db.read() as session:
         outcomes = [row.outcome for row in session.scalars(select(LedgerEntry).order_by(LedgerEntry.id))]
     assert outcomes == ["ambiguous", "credited"]
+    # It sent a money call: the audit log says who, from where, and what came of it.
+    with app.app_context(), db.read() as session:
+        entries = list(session.scalars(select(AuditEntry)))
+    resolved = [entry for entry in entries if entry.action == "ledger.resolved"]
+    assert [(entry.via, entry.origin, entry.token_id, entry.changes) for entry in resolved] == [
+        ("console", "127.0.0.1", None, {"applied": 1})]
+    # A second click finds nothing stranded: nothing is sent, and nothing is added to the log.
+    client.post("/console/ledger/resolve", data={"csrf_token": csrf_of(client, "/console/ledger/ambiguous")})
+    with app.app_context(), db.read() as session:
+        assert [entry.action for entry in session.scalars(select(AuditEntry))].count("ledger.resolved") == 1
+    assert "ledger.resolved" in client.get("/console/audit?action=ledger.resolved").get_data(as_text=True)
 
 
 def test_resolve_without_the_csrf_token_is_refused_and_resolves_nothing(unretried, sandbox):

@@ -13,10 +13,11 @@ from flask import Response, abort, current_app, flash, redirect, render_template
 from sqlalchemy import inspect, select
 from werkzeug.routing import BuildError
 
-from .. import claims, clock, dates, db, ledger as ledger_rows, money
+from .. import audit, claims, clock, dates, db, ledger as ledger_rows, money
 from ..models import LedgerEntry, Token, as_utc
 from ..tokens import iso
 from . import bp
+from .auth import client_address
 
 PAGE_SIZE = 50
 AMBIGUOUS_SHOWN = 200
@@ -205,6 +206,9 @@ def _stranded_view(row, labels: dict) -> dict:
 def ledger_resolve():
     """`paywalls-relay ledger resolve` from the console, a few keys per click."""
     counts = money.resolve(RESOLVE_LIMIT)
+    if audit.resolved(counts):
+        with db.transaction() as write:
+            audit.record(write, "console", client_address(), "ledger.resolved", changes=counts, at=clock.now())
     handled = sum(counts[name] for name in money.OUTCOMES)
     flash(f"Resolved {handled} key{'s' if handled != 1 else ''}: "
           + ", ".join(f"{counts[name]} {name.replace('_', ' ')}" for name in money.OUTCOMES) + ".")
