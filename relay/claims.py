@@ -182,9 +182,15 @@ def _take_over(connection, token, row, micros: int, now: datetime) -> Claim:
         reserved_at = as_utc(row.reserved_at or row.created_at)
         if owner != token.id:
             # Another token of the namespace takes it over: the reservation moves to this token's caps (or the
-            # claim is refused, and it stays where it was).
-            taken = caps.reserve(connection, token, row.reserved_micros, reserved_at)
-            caps.release(connection, owner, row.reserved_micros, periods)
+            # claim is refused, and it stays where it was: the release rolls back with the refusal). The two
+            # tokens' usage rows are locked in the order of their ids, whichever token claims: two takeovers in
+            # opposite directions, each in its own order, deadlocked on PostgreSQL.
+            if token.id < owner:
+                taken = caps.reserve(connection, token, row.reserved_micros, reserved_at)
+                caps.release(connection, owner, row.reserved_micros, periods)
+            else:
+                caps.release(connection, owner, row.reserved_micros, periods)
+                taken = caps.reserve(connection, token, row.reserved_micros, reserved_at)
             owner, periods = token.id, taken
         micros = row.reserved_micros
     else:

@@ -153,6 +153,73 @@ def test_a_namespace_takeover_moves_the_reservation_or_is_refused(relay, sandbox
     assert [(row.outcome, row.token_id) for row in money_rows(relay)] == [("ambiguous", a_id), ("credited", c_id)]
 
 
+def test_a_refused_takeover_moves_nothing_whichever_token_locks_first(relay, sandbox):
+    """A takeover locks the two tokens' usage rows in the order of their ids, so it releases the holder's reservation
+    before reserving on its own caps when its id is the higher one: a refusal then must undo that release too."""
+    holder_id, holder = new_token(relay, namespace="shared", daily_cap="100")
+    body = {"user": "u1", "amount": "50", "metadata": {"reference": "r1"}}
+    fault(sandbox, kind="drop_after_credit")
+    assert deposit(relay.test_client(), holder, body).status_code == 502
+    today = "d:" + datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    lower = higher = None
+    while lower is None or higher is None:  # token ids are random: one of each side of the holder's
+        token_id, text = new_token(relay, namespace="shared", daily_cap="30")
+        if token_id < holder_id:
+            lower = lower or text
+        else:
+            higher = higher or text
+    for claimer in (lower, higher):
+        refused = deposit(relay.test_client(), claimer, body)
+        assert refused.status_code == 403 and refused.get_json()["limit"] == "daily_cap"
+        assert usage(relay, holder_id, today) == (0, 50_000_000)
+    assert len(credits(sandbox)) == 1
+
+
+@needs_postgres
+def test_two_takeovers_in_opposite_directions_do_not_deadlock(make_app, sandbox, monkeypatch):
+    """Token A takes over an unconfirmed event B holds, while B takes over one A holds: each moves a reservation from
+    the other's usage rows to its own. Taken in the order the claim met them, A's rows then B's against B's then A's,
+    the two transactions deadlocked, and PostgreSQL answered one caller with an error after a second. Both now lock
+    the two tokens' rows in one order, so one waits for the other and both take over."""
+    from conftest import postgres_database
+    from relay import caps
+    with postgres_database() as url:
+        app = make_app(url, RELAY_UPSTREAM_RETRIES=0)
+        a_id, a = new_token(app, namespace="shared", daily_cap="100")
+        b_id, b = new_token(app, namespace="shared", daily_cap="100")
+        client = app.test_client()
+        held_by_a = {"user": "u1", "amount": "10", "metadata": {"reference": "r1"}}
+        held_by_b = {"user": "u2", "amount": "20", "metadata": {"reference": "r2"}}
+        fault(sandbox, kind="drop_after_credit", count=2)
+        assert deposit(client, a, held_by_a).status_code == 502
+        assert deposit(client, b, held_by_b).status_code == 502
+        # Both claims make their first move on the usage rows, then meet here before their second: the interleaving
+        # that deadlocked. A claim that cannot get here (it waits for the other's rows) goes on after the timeout.
+        meet, moves = threading.Barrier(2, timeout=3), threading.local()
+
+        def meeting(real):
+            def move(*args, **kwargs):
+                result = real(*args, **kwargs)
+                moves.count = getattr(moves, "count", 0) + 1
+                if moves.count == 1:
+                    try:
+                        meet.wait()
+                    except threading.BrokenBarrierError:
+                        pass
+                return result
+            return move
+        monkeypatch.setattr(caps, "reserve", meeting(caps.reserve))
+        monkeypatch.setattr(caps, "release", meeting(caps.release))
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda call: deposit(app.test_client(), *call),
+                                    [(b, held_by_a), (a, held_by_b)]))
+        assert [answer.status_code for answer in answers] == [200, 200], [answer.get_json() for answer in answers]
+        today = "d:" + datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        assert usage(app, a_id, today) == (20_000_000, 0) and usage(app, b_id, today) == (10_000_000, 0)
+        assert len(credits(sandbox)) == 2
+        app.extensions["relay.engine"].dispose()
+
+
 # --- token edits never reopen old events ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("change", [{"namespace": "other"}, {"dedupe_on": ["user", "metadata.reference"]}])
