@@ -37,9 +37,6 @@ def subscribe():
     event_types = body.get("event_types", ["*"])
     if isinstance(event_types, list) and "*" in event_types and len(event_types) > 1 and not any(e["field"] == "event_types" for e in errors):
         errors.append(messages.field_error("event_types", messages.HOOK_STAR_ALONE))
-    if isinstance(body.get("filter"), dict) and set(body["filter"]) - {"user"}:
-        # schema_errors names unknown keys of the top level only
-        errors.append(messages.field_error("filter", messages.schema_message("filter", "*", "")))
     if errors:
         raise messages.validation(errors)
     filter_user = (body.get("filter") or {}).get("user")

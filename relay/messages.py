@@ -131,6 +131,10 @@ def unknown_field(name: str, known: list[str]) -> str:
            "Put extra data inside metadata."
 
 
+def unknown_nested_field(name: str, parent: str, known: list[str]) -> str:
+    return f"{name} is not a field of {parent} (did you mean one of: {', '.join(known)}?)."
+
+
 def too_many_decimals(allowed: int) -> str:
     if allowed == 0:
         return "amount must be a whole number on this relay (RELAY_AMOUNT_DECIMALS=0)."

@@ -182,14 +182,21 @@ def _field_name(path) -> str:
 
 
 def schema_errors(name: str, instance: dict) -> list[dict]:
-    schema = load_schema(name)
-    known = list(schema.get("properties", {}))
     errors = {}
     for error in validator(name).iter_errors(instance):
         if error.validator == "additionalProperties":
-            for extra in sorted(set(instance) - set(known)):
-                errors[extra] = field_error(extra, messages.unknown_field(extra, known))
-            continue
+            # Named where it failed: an unknown key of a nested object (filter.usr) is refused with its path, not
+            # looked for among the top level's keys (where it found none, and the body passed).
+            path, known = list(error.absolute_path), list(error.schema.get("properties", {}))
+            patterns = list(error.schema.get("patternProperties", {}))
+            extras = [extra for extra in sorted(set(error.instance) - set(known))
+                      if not any(re.search(pattern, extra) for pattern in patterns)]
+            for extra in extras:
+                field = _field_name([*path, extra])
+                errors[field] = field_error(field, messages.unknown_nested_field(field, _field_name(path), known)
+                                            if path else messages.unknown_field(field, known))
+            if extras:
+                continue  # else a schema this cannot read: refused below with jsonschema's own words, never passed
         if error.validator == "required":
             missing = error.message.split("'")[1]
             field = _field_name([*error.absolute_path, missing])

@@ -81,6 +81,20 @@ def test_unknown_field_is_rejected_with_a_hint(client, token, sandbox):
     assert sandbox.state.snapshot()["calls"] == {}
 
 
+def test_an_unknown_key_of_a_nested_object_is_named_with_its_path():
+    """Unknown keys were looked for at the top level only: a nested object's own (a hook's filter.usr, meant as
+    filter.user) found none there, no error was reported, and the body passed with the filter ignored."""
+    from relay import validation
+    errors = validation.schema_errors("hook-request.json",
+                                      {"target_url": "https://example.com/", "filter": {"usr": "acme:u1"}})
+    assert [error["field"] for error in errors] == ["filter.usr"]
+    assert "filter.usr is not a field of filter" in errors[0]["message"] and "user" in errors[0]["message"]
+    top = validation.schema_errors("hook-request.json", {"target_url": "https://example.com/", "filtr": {}})
+    assert [error["field"] for error in top] == ["filtr"]
+    assert validation.schema_errors("hook-request.json", {"target_url": "https://example.com/",
+                                                          "filter": {"user": "acme:u1"}}) == []
+
+
 @pytest.mark.parametrize("metadata", ["x", [1], 5])
 def test_metadata_must_be_an_object(client, token, metadata):
     body = assert_problem(client.post(DEPOSIT, json={"user": "u1", "amount": "1", "metadata": metadata},
