@@ -348,11 +348,16 @@ class Worker:
             now = clock.now()
             with db.read_connection() as connection:
                 unfanned, due = pending_work(connection, now)
+            backlog = False
             if unfanned:
                 with db.write() as connection:
-                    fan_out(connection, clock.now())
+                    handled = fan_out(connection, clock.now())
                 with db.read_connection() as connection:
                     unfanned, due = pending_work(connection, clock.now())
+                # Only a full batch goes on at once. Events stored during the pass woke this worker already: they
+                # wait out COALESCE_SECONDS with the next ones, else under steady load the worker looped from pass
+                # to pass, a few events each (a tenth of the relay's CPU on PostgreSQL, bench/cpu-per-deposit.md).
+                backlog = unfanned and handled >= FAN_OUT_BATCH
             if due is not None and due <= clock.now():
                 free = self.concurrency - self._in_flight
                 if free <= 0:
@@ -361,10 +366,10 @@ class Worker:
                     held = claim(connection, self.owner, clock.now(), self.settings["RELAY_HOOKS_LEASE"], free)
                 for one in held:
                     self._send(one)
-                if held or unfanned:
+                if held or backlog:
                     return 0
                 return self.poll  # due, but of hooks being sent to (a sender finishing wakes the loop) or claimed elsewhere
-            return 0 if unfanned else self._idle(due)
+            return 0 if backlog else self._idle(due)
 
     def _idle(self, due: datetime | None) -> float:
         if due is None:

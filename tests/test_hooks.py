@@ -2,10 +2,11 @@
 the fan-out and the delivery worker (relay/deliveries.py), against real HTTP receivers started by the tests."""
 
 import ipaddress
-import threading
 import json
 import pathlib
 import random
+import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -407,6 +408,55 @@ def test_a_burst_of_events_is_fanned_out_in_a_few_passes_not_one_per_event(app, 
     finally:
         one.stop(10)
     assert len([handled for handled in passes if handled]) <= 3, passes
+
+
+def test_events_stored_during_a_pass_wait_for_the_next_coalesced_one(app, monkeypatch):
+    """Under steady load an event is stored while each pass runs. The worker went from pass to pass at once, a few
+    events each, never waiting: a tenth of the relay's CPU on PostgreSQL. Only a full batch goes on at once now."""
+    from relay import events
+    passes = []
+    real_fan_out, real_pending_work = deliveries.fan_out, deliveries.pending_work
+
+    def counted(connection, now, limit=deliveries.FAN_OUT_BATCH):
+        passes.append(real_fan_out(connection, now, limit))
+        return passes[-1]
+
+    def slow(connection, now):
+        threading.Event().wait(0.03)  # a pass long enough for the next events to arrive during it (outside its
+        return real_pending_work(connection, now)  # write transaction: on SQLite it would hold the events back)
+    monkeypatch.setattr(deliveries, "fan_out", counted)
+    monkeypatch.setattr(deliveries, "pending_work", slow)
+    one = deliveries.Worker(app, poll=30, coalesce=0.3).start()
+    try:
+        for _ in range(100):  # 1.5 s of events, one every 15 ms, each waking the worker as events.store does
+            store_event(app)
+            events.wake.set()
+            threading.Event().wait(0.015)
+        wait_for(lambda: sum(passes) == 100)
+    finally:
+        one.stop(10)
+    assert len([handled for handled in passes if handled]) <= 8, passes
+
+
+def test_a_backlog_bigger_than_a_batch_is_fanned_out_without_waiting(app, monkeypatch):
+    from relay import events
+    monkeypatch.setattr(deliveries, "FAN_OUT_BATCH", 5)
+    for _ in range(23):
+        store_event(app)
+    passes, real = [], deliveries.fan_out
+
+    def counted(connection, now, limit=deliveries.FAN_OUT_BATCH):
+        passes.append((time.monotonic(), real(connection, now, limit)))
+        return passes[-1][1]
+    monkeypatch.setattr(deliveries, "fan_out", counted)
+    one = deliveries.Worker(app, poll=30, coalesce=5).start()
+    try:
+        events.wake.set()
+        wait_for(lambda: sum(handled for _, handled in passes) == 23, seconds=20)
+    finally:
+        one.stop(10)
+    assert [handled for _, handled in passes] == [5, 5, 5, 5, 3]
+    assert passes[-1][0] - passes[0][0] < 2  # one after another, not a coalescing wait (5 s) between them
 
 
 # --- delivering ---------------------------------------------------------------------------------------------------------
