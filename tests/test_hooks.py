@@ -387,55 +387,51 @@ def test_an_event_fanned_out_twice_is_delivered_once(app):
         assert [e["id"] for e in receiver.events()] == [event["id"]]
 
 
+def counting_passes(monkeypatch) -> list:
+    """(when, events handled) of every fan-out pass from here on."""
+    passes, real = [], deliveries.fan_out
+
+    def counted(connection, now, limit=deliveries.FAN_OUT_BATCH):
+        passes.append((time.monotonic(), real(connection, now, limit)))
+        return passes[-1][1]
+    monkeypatch.setattr(deliveries, "fan_out", counted)
+    return passes
+
+
+def events_while_running(app, passes, count: int, every: float, **worker):
+    """A worker driven only by wakes, and `count` events stored `every` seconds apart, each waking it as events.store
+    does; returns once they are all fanned out. The number of passes that handled any."""
+    from relay import events
+    one = deliveries.Worker(app, poll=30, **worker).start()
+    try:
+        for _ in range(count):
+            store_event(app)
+            events.wake.set()
+            threading.Event().wait(every)
+        wait_for(lambda: sum(handled for _, handled in passes) == count)
+    finally:
+        one.stop(10)
+    return len([handled for _, handled in passes if handled])
+
+
 def test_a_burst_of_events_is_fanned_out_in_a_few_passes_not_one_per_event(app, monkeypatch):
     """Each stored event wakes the worker; waking it into a pass per event cost a third of a busy relay's CPU (four
     reads and a write transaction per deposit). A woken worker waits COALESCE_SECONDS, so a burst is one pass."""
-    from relay import events
-    passes = []
-    real = deliveries.fan_out
-
-    def counted(connection, now, limit=deliveries.FAN_OUT_BATCH):
-        passes.append(real(connection, now, limit))
-        return passes[-1]
-    monkeypatch.setattr(deliveries, "fan_out", counted)
-    one = deliveries.Worker(app, poll=30).start()  # only the wakes drive it
-    try:
-        for _ in range(20):  # 20 deposits' events, 10 ms apart, each waking the worker as events.store does
-            store_event(app)
-            events.wake.set()
-            threading.Event().wait(0.01)
-        wait_for(lambda: sum(passes) == 20)
-    finally:
-        one.stop(10)
-    assert len([handled for handled in passes if handled]) <= 3, passes
+    passes = counting_passes(monkeypatch)
+    assert events_while_running(app, passes, 20, 0.01) <= 3, passes  # 20 deposits' events, 10 ms apart
 
 
 def test_events_stored_during_a_pass_wait_for_the_next_coalesced_one(app, monkeypatch):
     """Under steady load an event is stored while each pass runs. The worker went from pass to pass at once, a few
     events each, never waiting: a tenth of the relay's CPU on PostgreSQL. Only a full batch goes on at once now."""
-    from relay import events
-    passes = []
-    real_fan_out, real_pending_work = deliveries.fan_out, deliveries.pending_work
-
-    def counted(connection, now, limit=deliveries.FAN_OUT_BATCH):
-        passes.append(real_fan_out(connection, now, limit))
-        return passes[-1]
+    passes, real_pending_work = counting_passes(monkeypatch), deliveries.pending_work
 
     def slow(connection, now):
         threading.Event().wait(0.03)  # a pass long enough for the next events to arrive during it (outside its
         return real_pending_work(connection, now)  # write transaction: on SQLite it would hold the events back)
-    monkeypatch.setattr(deliveries, "fan_out", counted)
     monkeypatch.setattr(deliveries, "pending_work", slow)
-    one = deliveries.Worker(app, poll=30, coalesce=0.3).start()
-    try:
-        for _ in range(100):  # 1.5 s of events, one every 15 ms, each waking the worker as events.store does
-            store_event(app)
-            events.wake.set()
-            threading.Event().wait(0.015)
-        wait_for(lambda: sum(passes) == 100)
-    finally:
-        one.stop(10)
-    assert len([handled for handled in passes if handled]) <= 8, passes
+    # 1.5 s of events, one every 15 ms: the old loop made 27 passes of 3 or 4.
+    assert events_while_running(app, passes, 100, 0.015, coalesce=0.3) <= 8, passes
 
 
 def test_a_backlog_bigger_than_a_batch_is_fanned_out_without_waiting(app, monkeypatch):
@@ -443,12 +439,7 @@ def test_a_backlog_bigger_than_a_batch_is_fanned_out_without_waiting(app, monkey
     monkeypatch.setattr(deliveries, "FAN_OUT_BATCH", 5)
     for _ in range(23):
         store_event(app)
-    passes, real = [], deliveries.fan_out
-
-    def counted(connection, now, limit=deliveries.FAN_OUT_BATCH):
-        passes.append((time.monotonic(), real(connection, now, limit)))
-        return passes[-1][1]
-    monkeypatch.setattr(deliveries, "fan_out", counted)
+    passes = counting_passes(monkeypatch)
     one = deliveries.Worker(app, poll=30, coalesce=5).start()
     try:
         events.wake.set()
