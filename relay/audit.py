@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from . import tokens, validation
+from . import db, money, tokens, validation
 from .models import AuditEntry, utcnow
 
 VIA = ("console", "cli", "admin_api")
@@ -18,7 +18,7 @@ VIA = ("console", "cli", "admin_api")
 ACTIONS = ("token.created", "token.updated", "token.rotated", "token.revoked", "token.disabled", "token.enabled",
            "console.signed_in", "console.signed_out", "console.sign_in_failed", "ledger.resolved")
 # What a `ledger.resolved` entry keeps: how many keys ended in each outcome (money.resolve's counts). Numbers only.
-RESOLVE_COUNTS = ("applied", "declined", "rejected", "not_applied", "misdirected", "ambiguous", "unresolvable")
+RESOLVE_COUNTS = (*money.OUTCOMES, "unresolvable")
 MAX_VALUE_CHARS = 500
 
 
@@ -61,6 +61,14 @@ def resolved(counts: dict) -> bool:
     """A `ledger resolve` run that handled at least one key (one that found nothing to do leaves no entry: a schedule
     running it every few minutes would bury the log)."""
     return any(counts.get(name, 0) > 0 for name in RESOLVE_COUNTS)
+
+
+def record_resolve(via: str, origin: str | None, counts: dict, at: datetime | None = None):
+    """The entry of a `ledger resolve` run (money.resolve's counts), in a transaction of its own, if it handled any
+    key: the command's and the console's."""
+    if resolved(counts):
+        with db.transaction() as session:
+            record(session, via, origin, "ledger.resolved", changes=counts, at=at)
 
 
 def settings_of(token) -> dict:

@@ -577,9 +577,7 @@ def ledger_resolve(limit, as_json):
     what it answers is recorded in the ledger and the caps. Run it on a schedule, e.g. every 10 minutes.
     """
     counts = money.resolve(limit)
-    if audit.resolved(counts):
-        with db.transaction() as session:
-            audit.record(session, "cli", cli_origin(), "ledger.resolved", changes=counts)
+    audit.record_resolve("cli", cli_origin(), counts)
     if as_json:
         click.echo(json.dumps(counts))
         return

@@ -206,9 +206,7 @@ def _stranded_view(row, labels: dict) -> dict:
 def ledger_resolve():
     """`paywalls-relay ledger resolve` from the console, a few keys per click."""
     counts = money.resolve(RESOLVE_LIMIT)
-    if audit.resolved(counts):
-        with db.transaction() as write:
-            audit.record(write, "console", client_address(), "ledger.resolved", changes=counts, at=clock.now())
+    audit.record_resolve("console", client_address(), counts, at=clock.now())
     handled = sum(counts[name] for name in money.OUTCOMES)
     flash(f"Resolved {handled} key{'s' if handled != 1 else ''}: "
           + ", ".join(f"{counts[name]} {name.replace('_', ' ')}" for name in money.OUTCOMES) + ".")

@@ -1,6 +1,6 @@
 'use strict';
 
-// Shared bits of the unit tests (the e2e tests have their own in test/e2e/).
+// Shared bits of the unit tests, and the step-error reader the e2e tests use too (their own bits are in test/e2e/).
 
 const BASE_URL = 'https://relay.test';
 const TOKEN = 'pwr_unit_test_token';
@@ -17,18 +17,23 @@ const problem = (name, status, extra = {}) => ({
 
 const PROBLEM_HEADERS = { 'Content-Type': 'application/problem+json' };
 
-// z.errors.Error and ThrottledError carry a JSON message; this reads it back.
+// z.errors.Error and ThrottledError carry a JSON message; this reads it back, with the error's name.
+const stepError = (error) => {
+  let parsed;
+  try {
+    parsed = JSON.parse(error.message);
+  } catch (_e) {
+    parsed = { message: error.message };
+  }
+  return { name: error.name, ...parsed };
+};
+
+// The error of a call that must fail.
 const errorOf = async (promise) => {
   try {
     await promise;
   } catch (error) {
-    let parsed = {};
-    try {
-      parsed = JSON.parse(error.message);
-    } catch (_e) {
-      parsed = { message: error.message };
-    }
-    return { name: error.name, ...parsed };
+    return stepError(error);
   }
   throw new Error('expected the call to fail, but it succeeded');
 };
@@ -37,4 +42,4 @@ const errorOf = async (promise) => {
 const flatHeaders = (headers) =>
   Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : v]));
 
-module.exports = { BASE_URL, TOKEN, authData, problem, PROBLEM_HEADERS, errorOf, flatHeaders };
+module.exports = { BASE_URL, TOKEN, authData, problem, PROBLEM_HEADERS, errorOf, stepError, flatHeaders };

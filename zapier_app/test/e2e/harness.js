@@ -124,21 +124,4 @@ class Harness {
   }
 }
 
-// The JSON message of a step's z.errors.Error / ThrottledError (with the error's name), for a
-// step that must fail.
-async function failure(promise) {
-  try {
-    await promise;
-  } catch (error) {
-    let parsed;
-    try {
-      parsed = JSON.parse(error.message);
-    } catch (_e) {
-      parsed = { message: error.message };
-    }
-    return { name: error.name, ...parsed };
-  }
-  throw new Error('expected the step to fail, but it succeeded');
-}
-
-module.exports = { Harness, RELAY_BIN, failure };
+module.exports = { Harness, RELAY_BIN };

@@ -11,7 +11,8 @@ const zapier = require('zapier-platform-core');
 
 const App = require('../../index');
 const EVENTS = require('../../../schemas/events-contract.json');
-const { Harness, failure } = require('./harness');
+const { Harness } = require('./harness');
+const { errorOf } = require('../helpers');
 
 jest.setTimeout(90000);
 
@@ -183,7 +184,7 @@ describe('instant triggers against a live relay', () => {
   });
 
   it('a token without the events operation is told which operation to ask for', async () => {
-    const error = await failure(
+    const error = await errorOf(
       appTester(trigger('balance_depleted').performSubscribe, { authData: auth(noEvents), inputData: {}, targetUrl: receiver.url('/x') }),
     );
     expect(error.code).toBe('forbidden');

@@ -16,6 +16,7 @@ const App = require('../../index');
 const { renderProblem } = require('../../lib/errors');
 const { problemName, deriveKey } = require('../../lib/generated/relay-contract');
 const { Harness } = require('./harness');
+const { stepError } = require('../helpers');
 
 jest.setTimeout(120000);
 
@@ -65,13 +66,7 @@ const run = async (op, token, inputs) => {
   try {
     return { output: await appTester(PERFORMS[op], { authData: { baseUrl: harness.relayUrl, token: token.token }, inputData: inputs }) };
   } catch (error) {
-    let parsed;
-    try {
-      parsed = JSON.parse(error.message);
-    } catch (_e) {
-      parsed = { message: error.message };
-    }
-    return { error: { name: error.name, ...parsed } };
+    return { error: stepError(error) };
   }
 };
 

@@ -9,7 +9,8 @@ const zapier = require('zapier-platform-core');
 const App = require('../../index');
 const { deriveKey } = require('../../lib/generated/relay-contract');
 const { renderProblem } = require('../../lib/errors');
-const { Harness, failure } = require('./harness');
+const { Harness } = require('./harness');
+const { errorOf } = require('../helpers');
 
 jest.setTimeout(60000);
 
@@ -62,7 +63,7 @@ describe('connection', () => {
   });
 
   it('refuses a wrong token with the reconnect message', async () => {
-    const error = await failure(
+    const error = await errorOf(
       appTester(App.authentication.test, { authData: { baseUrl: harness.relayUrl, token: 'pwr_not_a_real_token' } }),
     );
     expect(error.message).toMatch(/^Paywalls Relay refused the relay token: it is missing, invalid, expired or revoked/);
@@ -144,7 +145,7 @@ describe('Deposit Credits', () => {
 
   it('a bad amount surfaces the relay field message, and nothing reaches Paywalls', async () => {
     const before = (await harness.state()).calls.deposit || 0;
-    const error = await failure(
+    const error = await errorOf(
       appTester(deposit, { authData: auth(), inputData: { user: 'acme:e2e_bad', amount: '$10', reference: 'r1' } }),
     );
     expect(error.name).toBe('AppError');
@@ -157,7 +158,7 @@ describe('Deposit Credits', () => {
   });
 
   it('a bad user names the User field', async () => {
-    const error = await failure(
+    const error = await errorOf(
       appTester(deposit, { authData: auth(), inputData: { user: 'jane@example.com', amount: '1', reference: 'r_mail' } }),
     );
     expect(error.message).toMatch(/User: user may contain only letters/);
@@ -172,7 +173,7 @@ describe('Deposit Credits', () => {
     expect(first.idempotency_key).toBe(
       deriveKey('deposit', { user, amount: '4', metadata: { reference: 'in_ref_only' } }, ['user', 'metadata.reference']),
     );
-    const error = await failure(
+    const error = await errorOf(
       appTester(deposit, {
         authData: auth(),
         inputData: { user, amount: '5', reference: 'in_ref_only', dedupe_on: 'reference' },
@@ -190,7 +191,7 @@ describe('Deposit Credits', () => {
     const inputData = { user, amount: '7', reference: 'in_ambiguous' };
     // More failures than the relay retries: it gives up with 502 upstream-ambiguous.
     await harness.sandbox('POST', '/_sandbox/faults', { kind: 'status', status: 503, count: 50 });
-    const error = await failure(appTester(deposit, { authData: auth(), inputData }));
+    const error = await errorOf(appTester(deposit, { authData: auth(), inputData }));
     await harness.sandbox('POST', '/_sandbox/reset');
     expect(error.status).toBe(502);
     expect(error.message).toMatch(/may or may not have been applied/);
@@ -211,7 +212,7 @@ describe('Deposit Credits', () => {
 
 describe('token limits', () => {
   it('403 max_amount names the per-call maximum', async () => {
-    const error = await failure(
+    const error = await errorOf(
       appTester(deposit, { authData: auth(narrow), inputData: { user: 'acme:e2e_narrow', amount: '6', reference: 'n1' } }),
     );
     expect(error.code).toBe('forbidden');
@@ -219,7 +220,7 @@ describe('token limits', () => {
   });
 
   it('metadata the token requires is named as its Extra Metadata row', async () => {
-    const error = await failure(
+    const error = await errorOf(
       appTester(deposit, { authData: auth(narrow), inputData: { user: 'acme:e2e_narrow', amount: '1', reference: 'n0' } }),
     );
     expect(error.code).toBe('validation');
@@ -228,7 +229,7 @@ describe('token limits', () => {
   });
 
   it('403 operation names the missing operation', async () => {
-    const error = await failure(
+    const error = await errorOf(
       appTester(charge, { authData: auth(narrow), inputData: { user: 'acme:e2e_narrow', amount: '1', reference: 'n2' } }),
     );
     expect(error.message).toMatch(/not allowed to charge users.*"charge" operation/);
@@ -236,7 +237,7 @@ describe('token limits', () => {
 
   it('429 becomes a ThrottledError with the Retry-After delay', async () => {
     await appTester(balance, { authData: auth(limited), inputData: { user: 'acme:e2e_rate' } });
-    const error = await failure(appTester(balance, { authData: auth(limited), inputData: { user: 'acme:e2e_rate' } }));
+    const error = await errorOf(appTester(balance, { authData: auth(limited), inputData: { user: 'acme:e2e_rate' } }));
     expect(error.name).toBe('ThrottledError');
     expect(error.delay).toBeGreaterThan(0);
     expect(error.message).toMatch(/Too many requests for this relay token/);
@@ -247,7 +248,7 @@ describe('token limits', () => {
     const inputData = { user: 'acme:e2e_revoked', amount: '1', reference: 'rv1' };
     await appTester(deposit, { authData: auth(doomed), inputData });
     await harness.revokeToken(doomed.id);
-    const error = await failure(
+    const error = await errorOf(
       appTester(deposit, { authData: auth(doomed), inputData: { ...inputData, reference: 'rv2' } }),
     );
     expect(error.code).toBe('unauthorized');
