@@ -263,7 +263,15 @@ def test_goodwill_flow(env, relay, sandbox):
 
 # --- Reconciliation ---------------------------------------------------------------------------------------------------
 
-def test_reconciliation_commands_and_claims(env, relay, sandbox):
+def test_reconciliation_commands_and_claims(env, relay, sandbox, monkeypatch):
+    # The README exports November 2026 and "yesterday": the relay and the CLI live on 30 November 2026 here, so the
+    # commands mean what they say whatever day the tests run (on the real clock this failed from 1 December on).
+    from datetime import datetime, timezone
+
+    from conftest import manual_clock
+    moment = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    manual_clock(relay.application, moment)
+    monkeypatch.setattr(cli, "utcnow", lambda: moment)
     token = create("--ops deposit,ledger", "Zap: finance")["token"]
     deposit_as_zapier(relay, token, "acme:u1", "20", "subscription_renewal", "in_1Q2w3E4r", key="zap-1")
     deposit_as_zapier(relay, token, "acme:u1", "20", "subscription_renewal", "in_1Q2w3E4r", key="zap-2")
