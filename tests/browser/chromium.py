@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 import leakcheck
@@ -216,7 +215,25 @@ def navigate(driver, element):
     the navigation it starts has finished, and a check run meanwhile would read the old page."""
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 20, poll_frequency=0.05).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 20, poll_frequency=0.05).until(lambda _: gone(old))
     WebDriverWait(driver, 20, poll_frequency=0.05).until(
         lambda d: d.execute_script("return document.readyState") == "complete")
     check_page(driver)
+
+
+# ChromeDriver sometimes answers a call on an element of a page just replaced with this inspector error instead of
+# "stale element reference" (SeleniumHQ/selenium#15401), so Selenium's own staleness_of raised it now and then.
+REPLACED_DOCUMENT = "Node with given id does not belong to the document"
+
+
+def gone(element) -> bool:
+    """Whether the element's page has been replaced: stale, in either of the two ways ChromeDriver says so."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if REPLACED_DOCUMENT in str(error.msg):
+            return True
+        raise
+    return False
