@@ -4,11 +4,12 @@ its own key and body, and the watchdog still cuts every call at its own deadline
 
 import fcntl
 import os
+import threading
 import time
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 from conftest import needs_postgres, postgres_database, wait_for
 from relay import db, upstream
@@ -40,6 +41,30 @@ def test_a_busy_pool_reuses_connections_without_a_ping(monkeypatch):
         pids = {backend_pid(engine)[0] for _ in range(20)}
         engine.dispose()
     assert pings == [] and len(pids) == 1  # one pooled connection, reused twenty times, never pinged
+
+
+@needs_postgres
+def test_callers_in_waves_reuse_the_pools_connections_instead_of_opening_new_ones():
+    """A slow upstream answers a whole wave of callers at once: three waves of 15 connections held together open
+    15 server sessions, not 15 more for every wave (10 + 10 overflow closed 5 after each wave and reopened them)."""
+    with postgres_database() as url:
+        engine = db.make_engine(url)
+        opened = []
+        event.listen(engine.pool, "connect", lambda *_: opened.append(1))
+        for _wave in range(3):
+            together = threading.Barrier(15)
+
+            def caller():
+                with engine.connect() as connection:
+                    together.wait(timeout=20)  # all 15 hold one at the same time
+                    connection.execute(text("SELECT 1"))
+            callers = [threading.Thread(target=caller) for _ in range(15)]
+            for thread in callers:
+                thread.start()
+            for thread in callers:
+                thread.join()
+        engine.dispose()
+    assert len(opened) == 15
 
 
 @needs_postgres
