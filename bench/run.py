@@ -111,12 +111,15 @@ def gunicorn(app: str, port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", *extra, app]
 
 
-def sandbox_command(port: int, latency_ms: int = 0) -> list[str]:
-    # Its state is in memory, so one process; threads so that every waiting call has one.
+def sandbox_command(port: int, latency_ms: int = 0, jitter_ms: int = 0) -> list[str]:
+    # Its state is in memory, so one process; threads so that every waiting call has one. gthread keeps
+    # worker_connections - threads connections alive, and none at its default of 1000 connections: every call,
+    # direct or from the relay, then opened a new TCP connection, which Paywalls (HTTP/1.1 keep-alive) does not ask.
     return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
             "--worker-class", "gthread", "--threads", str(SANDBOX_THREADS), "--keep-alive", "5",
+            "--worker-connections", str(SANDBOX_THREADS + 2048),
             "--backlog", "2048", "--log-level", "warning",
-            f"relay.sandbox:create_sandbox_app({SANDBOX_KEY!r}, latency_ms={latency_ms})"]
+            f"relay.sandbox:create_sandbox_app({SANDBOX_KEY!r}, latency_ms={latency_ms}, jitter_ms={jitter_ms})"]
 
 
 # --- wrk ------------------------------------------------------------------------------------------------------
