@@ -50,6 +50,14 @@ def postgres_cpu_seconds() -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def process_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def machine_cpu_seconds() -> float:
     values = [int(v) for v in open("/proc/stat").readline().split()[1:]]
     return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
@@ -118,7 +126,10 @@ def main() -> int:
         if args.database_url:
             database_url = stack.enter_context(bench.postgres_database(args.database_url))
         else:
-            database_url = f"sqlite:///{bench.WORK}/waves-{uuid.uuid4().hex[:8]}.db"
+            path = bench.WORK / f"waves-{uuid.uuid4().hex[:8]}.db"
+            database_url = f"sqlite:///{path}"
+            for suffix in ("", "-wal", "-shm", ".writer-lock", ".migrate-lock"):
+                stack.callback(Path(f"{path}{suffix}").unlink, missing_ok=True)
         env = bench.relay_env(database_url, sandbox_url)
         env.update(dict(pair.split("=", 1) for pair in args.env))
         bench.migrate(env)
@@ -140,12 +151,14 @@ def main() -> int:
         sessions = backends.sessions() if backends else 0
         if sampler:
             sampler.start()
+        workers = {pid: process_cpu_seconds(pid) for pid in bench.group_pids(bench.GROUPS["relay"])}
         before = (bench.cpu_seconds(bench.GROUPS["relay"]), postgres_cpu_seconds(),
                   bench.cpu_seconds(bench.GROUPS["sandbox"]), machine_cpu_seconds())
         relayed = bench.wrk(relay_url, connections=args.connections, duration=args.duration, run=run + "r",
                             auth=f"Bearer {token}")
         after = (bench.cpu_seconds(bench.GROUPS["relay"]), postgres_cpu_seconds(),
                  bench.cpu_seconds(bench.GROUPS["sandbox"]), machine_cpu_seconds())
+        workers = sorted(process_cpu_seconds(pid) - spent for pid, spent in workers.items())
         if sampler:
             backends.stop.set()
             sampler.join()
@@ -161,6 +174,8 @@ def main() -> int:
         cpu = [1000 * (b - a) / n for a, b in zip(before, after)]
         print(f"  CPU ms per request: relay {cpu[0]:.2f}, PostgreSQL {cpu[1]:.2f}, sandbox {cpu[2]:.2f}, "
               f"whole machine {cpu[3]:.2f}")
+        print(f"  the relay's CPU by process (s): {', '.join(f'{seconds:.2f}' for seconds in workers)} "
+              "(sorted; keep-alive connections stay with the worker that accepted them)")
         print(f"  the relay's share of a request (its time minus Paywalls'): "
               f"{relay_share_ms(times, deposit_times(relay_url)):.1f} ms")
         if backends:
