@@ -5,6 +5,7 @@ import os
 
 from flask import Flask, current_app, g, request
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from . import admin, api, batches, clock, config, db, deliveries, health, hooks, logs, messages, migrate, proxies, sandbox, \
@@ -105,6 +106,7 @@ def register_errors(app: Flask):
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)
+    @app.errorhandler(PoolTimeout)  # every connection of the pool busy for PG_POOL_TIMEOUT: nothing was done
     def database_down(_error):
         log.exception("database unavailable")
         return messages.database_unavailable().response(request_id=g.get("request_id"))

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from conftest import (auth, create_token as new_token, credits, deposit, key_rows, ledger_rows, manual_clock,
-                      needs_postgres)
+                      needs_postgres, postgres_database)
 from relay import claims, config, db, keys, money, tokens
 
 RENEWAL = {"reason": "subscription_renewal", "reference": "in_1Q2w3E4r"}
@@ -472,6 +472,47 @@ def test_a_failed_record_is_retried_then_left_for_ledger_resolve(make_app, datab
         assert {row.state for row in key_rows(session)} == {"done"}
     replay = deposit(client, text, metadata={"n": 2})
     assert replay.headers["Idempotent-Replayed"] == "true" and replay.status_code == 200
+
+
+def test_a_record_that_waits_too_long_for_a_pooled_connection_is_retried(make_app, database_url, sandbox,
+                                                                          monkeypatch):
+    """Every pooled connection busy past the pool's timeout is no DBAPIError, but after the call to Paywalls it is the
+    same thing: retried within RELAY_RECORD_BUDGET, not answered with a 500 and left for `ledger resolve`."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+    app = make_app(database_url, RELAY_UPSTREAM_RETRIES=0, RELAY_RECORD_BUDGET=1.0)
+    _, text = new_token(app)
+    real_end = claims.end_attempt
+    failures = {"left": 2}
+
+    def busy(*args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise PoolTimeout("QueuePool limit of size 20 overflow 0 reached, connection timed out, timeout 15.00")
+        return real_end(*args, **kwargs)
+
+    monkeypatch.setattr(claims, "end_attempt", busy)
+    answer = deposit(app.test_client(), text)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert failures["left"] == 0 and len(credits(sandbox)) == 1 and len(money_rows(app, "credited")) == 1
+
+
+@needs_postgres
+def test_a_deposit_that_finds_every_pooled_connection_busy_is_a_503_and_calls_no_one(make_app, sandbox, monkeypatch):
+    """A real pool of one connection, held: the deposit waits out the pool's timeout, answers 503 with Retry-After
+    (safe to retry: nothing was claimed), and Paywalls is not called."""
+    monkeypatch.setattr(db, "PG_POOL_SIZE", 1)
+    monkeypatch.setattr(db, "PG_POOL_TIMEOUT", 0.3)
+    with postgres_database() as url:
+        app = make_app(url)
+        _, text = new_token(app)
+        with app.app_context(), db.engine().connect() as held:
+            held.exec_driver_sql("SELECT 1")
+            answer = deposit(app.test_client(), text)
+        assert answer.status_code == 503 and problem_type(answer) == "unavailable", answer.get_data(as_text=True)
+        assert answer.headers["Retry-After"] == "5"
+        assert credits(sandbox) == []
+        again = deposit(app.test_client(), text)  # the connection is back: the retry credits, once
+        assert again.status_code == 200 and len(credits(sandbox)) == 1
 
 
 def test_ledger_resolve_from_the_cli(make_app, database_url, sandbox, monkeypatch):
