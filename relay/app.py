@@ -4,8 +4,6 @@ import logging
 import os
 
 from flask import Flask, current_app, g, request
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from . import admin, api, batches, clock, config, db, deliveries, health, hooks, logs, messages, migrate, proxies, sandbox, \
@@ -104,12 +102,11 @@ def register_errors(app: Flask):
     def http_error(error: HTTPException):
         return messages.http_error(error.code or 500, error.name).response(request_id=g.get("request_id"))
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(DBAPIError)
-    @app.errorhandler(PoolTimeout)  # every connection of the pool busy for PG_POOL_TIMEOUT: nothing was done
     def database_down(_error):
         log.exception("database unavailable")
         return messages.database_unavailable().response(request_id=g.get("request_id"))
+    for failure in db.FAILURES:
+        app.register_error_handler(failure, database_down)
 
     @app.errorhandler(Exception)
     def unexpected(_error):

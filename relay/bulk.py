@@ -44,7 +44,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy.exc import DBAPIError
 
 from . import amounts, caps, claims, clock, contract, db, ledger, messages, money, tokens, validation
 from .models import as_utc
@@ -544,7 +543,7 @@ def run(token, op: str, rows: list[Row], problems: list[dict], batch: str, concu
                 result = money.perform(token, op, row.body, row.identity, f"bulk:{batch}:{row.line}")
             except messages.Problem as refusal:
                 result = money.Answer(refusal.status, json.dumps(refusal.body()), row.identity.shown_key, False)
-            except DBAPIError as error:  # nothing recorded: the claim (if any) stays in flight, retried after it
+            except db.FAILURES as error:  # nothing recorded: the claim (if any) stays in flight, retried after it
                 log.warning("bulk row %s: database error %s", row.line, type(error).__name__)
                 return "ambiguous", True, "", messages.database_unavailable().detail, started
             except Exception:  # a bug must not end the run with rows in flight; the row is retried, never re-credited

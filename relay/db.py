@@ -54,6 +54,11 @@ def describe_url(url: str) -> dict:
 # opened: the same peak, and 11 % less CPU per deposit on the machine. Opened lazily: a quiet process keeps few.
 PG_POOL_SIZE, PG_MAX_OVERFLOW, PG_POOL_TIMEOUT = 20, 0, 15
 
+# What the request path treats as "the database failed": an error from the driver, or every pooled connection
+# still busy after PG_POOL_TIMEOUT (SQLAlchemy's own TimeoutError, not a DBAPIError). Before a claim nothing was
+# done (503, safe to retry); after the call to Paywalls the record is retried like any other database error.
+FAILURES = (exc.DBAPIError, exc.TimeoutError)
+
 
 def make_engine(url: str, writer: bool = True) -> Engine:
     url = normalize_url(url)

@@ -20,8 +20,6 @@ import logging
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import amounts, caps, claims, clock, db, events, keys, ledger, messages, metrics, tokens
 from .claims import Claim, Replay
@@ -258,7 +256,7 @@ def record(token, op: str, body: dict, claimed: Claim, outcome, client_key: str 
                       extra={"fields": {"message": "lease lost", "idempotency_key": claimed.key,
                                         "outcome": result, "request_id": request_id}})
             break
-        except (DBAPIError, PoolTimeout):  # the database failed, or every pooled connection stayed busy
+        except db.FAILURES:
             if time.monotonic() + pause >= deadline:
                 # The key stays in flight with its reservation: after the lease, a retry or `ledger resolve`
                 # re-sends the same upstream key and records what Paywalls answers.
