@@ -194,6 +194,17 @@ def migrate(env: dict):
 
 
 @contextmanager
+def sqlite_database(name: str):
+    """A SQLite database file under bench/.work, removed afterwards with the relay's files beside it."""
+    path = WORK / f"{name}-{uuid.uuid4().hex[:8]}.db"
+    try:
+        yield f"sqlite:///{path}"
+    finally:
+        for suffix in ("", "-wal", "-shm", ".writer-lock", ".migrate-lock"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+@contextmanager
 def postgres_database(server_url: str):
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -246,16 +257,18 @@ def group_pids(group: int) -> list[int]:
     return pids
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (0 once it has exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(group: int) -> float:
     """User + system CPU time of every process in a process group (the gunicorn master and its workers)."""
-    ticks = 0
-    for pid in group_pids(group):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(process_cpu_seconds(pid) for pid in group_pids(group))
 
 
 def rss_mb(group: int) -> float:
@@ -827,12 +840,8 @@ def main() -> int:
                                                       naive_env, naive_url + "/healthz")).pid
         for database in databases:
             if database == "sqlite":
-                path = WORK / f"relay-{uuid.uuid4().hex[:8]}.db"
-                try:
-                    results["SQLite"] = measure("SQLite", f"sqlite:///{path}", sandboxes, naive_url, args)
-                finally:
-                    for suffix in ("", "-wal", "-shm", ".writer-lock", ".migrate-lock"):
-                        Path(f"{path}{suffix}").unlink(missing_ok=True)
+                with sqlite_database("relay") as url:
+                    results["SQLite"] = measure("SQLite", url, sandboxes, naive_url, args)
             elif database == "postgres":
                 with postgres_database(pg_url) as url:
                     results["PostgreSQL"] = measure("PostgreSQL", url, sandboxes, naive_url, args)

@@ -38,24 +38,15 @@ import run as bench  # noqa: E402
 def postgres_cpu_seconds() -> float:
     """User + system CPU of every PostgreSQL process (a backend that exited takes its share with it: read the
     sessions count beside this)."""
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    total = 0.0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
-            text = stat.read_text()
+            name = comm.read_text()
         except OSError:
             continue
-        if text.split("(", 1)[1].rsplit(")", 1)[0].startswith("postgres"):
-            fields = text.rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if name.startswith("postgres"):
+            total += bench.process_cpu_seconds(int(comm.parent.name))
+    return total
 
 
 def machine_cpu_seconds() -> float:
@@ -126,10 +117,7 @@ def main() -> int:
         if args.database_url:
             database_url = stack.enter_context(bench.postgres_database(args.database_url))
         else:
-            path = bench.WORK / f"waves-{uuid.uuid4().hex[:8]}.db"
-            database_url = f"sqlite:///{path}"
-            for suffix in ("", "-wal", "-shm", ".writer-lock", ".migrate-lock"):
-                stack.callback(Path(f"{path}{suffix}").unlink, missing_ok=True)
+            database_url = stack.enter_context(bench.sqlite_database("waves"))
         env = bench.relay_env(database_url, sandbox_url)
         env.update(dict(pair.split("=", 1) for pair in args.env))
         bench.migrate(env)
@@ -151,14 +139,14 @@ def main() -> int:
         sessions = backends.sessions() if backends else 0
         if sampler:
             sampler.start()
-        workers = {pid: process_cpu_seconds(pid) for pid in bench.group_pids(bench.GROUPS["relay"])}
+        workers = {pid: bench.process_cpu_seconds(pid) for pid in bench.group_pids(bench.GROUPS["relay"])}
         before = (bench.cpu_seconds(bench.GROUPS["relay"]), postgres_cpu_seconds(),
                   bench.cpu_seconds(bench.GROUPS["sandbox"]), machine_cpu_seconds())
         relayed = bench.wrk(relay_url, connections=args.connections, duration=args.duration, run=run + "r",
                             auth=f"Bearer {token}")
         after = (bench.cpu_seconds(bench.GROUPS["relay"]), postgres_cpu_seconds(),
                  bench.cpu_seconds(bench.GROUPS["sandbox"]), machine_cpu_seconds())
-        workers = sorted(process_cpu_seconds(pid) - spent for pid, spent in workers.items())
+        workers = sorted(bench.process_cpu_seconds(pid) - spent for pid, spent in workers.items())
         if sampler:
             backends.stop.set()
             sampler.join()
