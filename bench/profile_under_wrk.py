@@ -1,7 +1,9 @@
-"""py-spy on the relay's gunicorn workers while wrk sends fresh deposits, then replays, at 16 connections: the
-whole request under the production configuration, as `make bench` serves it.
+"""py-spy on the relay's gunicorn workers while wrk sends fresh deposits, then replays, at 16 connections (or
+--connections, against a sandbox answering after --latency-ms): the whole request under the production
+configuration, as `make bench` serves it.
 
-    .venv/bin/python bench/profile_under_wrk.py [--database-url URL] [--format raw|flamegraph] PREFIX
+    .venv/bin/python bench/profile_under_wrk.py [--database-url URL] [--format raw|flamegraph]
+                                                 [--latency-ms MS --connections N] PREFIX
 
 Writes PREFIX-fresh-<pid>.<txt|svg> and PREFIX-replay-<pid>.<txt|svg>, one per worker (py-spy --gil: only the
 thread holding the GIL is sampled, so the shares are of CPU time; --nonblocking, so the workers are not paused).
@@ -30,6 +32,8 @@ def main() -> int:
     parser.add_argument("--database-url", help="PostgreSQL server URL (a fresh database); SQLite if absent")
     parser.add_argument("--format", default="raw", choices=("raw", "flamegraph"))
     parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--latency-ms", type=int, default=0, help="the sandbox answers after this delay")
+    parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     suffix = "svg" if args.format == "flamegraph" else "txt"
@@ -37,7 +41,7 @@ def main() -> int:
     with ExitStack() as stack:
         port = bench.free_port()
         sandbox_url = f"http://127.0.0.1:{port}"
-        stack.enter_context(bench.process("profile-sandbox", bench.sandbox_command(port), bench.clean_env(),
+        stack.enter_context(bench.process("profile-sandbox", bench.sandbox_command(port, args.latency_ms), bench.clean_env(),
                                           sandbox_url + "/_sandbox/state"))
         database = stack.enter_context(bench.postgres_database(args.database_url)) if args.database_url else \
             f"sqlite:///{bench.WORK}/profile-{uuid.uuid4().hex[:8]}.db"
@@ -46,7 +50,7 @@ def main() -> int:
         token = bench.new_token(env)
         run = uuid.uuid4().hex[:8]
         relay_url = stack.enter_context(bench.relay("relay", env))
-        bench.wrk(relay_url, connections=16, duration=3, run=run + "w", auth=f"Bearer {token}")
+        bench.wrk(relay_url, connections=args.connections, duration=3, run=run + "w", auth=f"Bearer {token}")
         http = requests.Session()  # the replay pool, as run.py's CPU scenario makes it
         for seq in range(bench.REPLAY_POOL):
             body = {"user": f"bench:user_{seq % 97}", "amount": "1.50", "metadata": {"run": run + "r", "seq": str(seq)}}
@@ -59,7 +63,7 @@ def main() -> int:
                                        "--duration", "600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                      for pid in workers]
             time.sleep(1.5)
-            result = bench.counting_cpu("relay", lambda: bench.wrk(relay_url, connections=16, duration=args.seconds,
+            result = bench.counting_cpu("relay", lambda: bench.wrk(relay_url, connections=args.connections, duration=args.seconds,
                                                                    mode=mode, run=bodies, auth=f"Bearer {token}"))
             for one in spies:
                 one.send_signal(signal.SIGINT)
