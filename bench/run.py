@@ -451,6 +451,7 @@ def sandbox_group(latency: int, jitter: int) -> str:
     return "direct" if latency == 0 and jitter == 0 else f"sandbox-{latency}-{jitter}"
 
 
+@contextmanager
 def lock_sampler(database_url: str):
     """Samples pg_stat_activity every 50 ms: how many of the bench database's backends wait on a row lock."""
     from sqlalchemy import create_engine, text
