@@ -41,8 +41,8 @@ def main() -> int:
     with ExitStack() as stack:
         port = bench.free_port()
         sandbox_url = f"http://127.0.0.1:{port}"
-        stack.enter_context(bench.process("profile-sandbox", bench.sandbox_command(port, args.latency_ms), bench.clean_env(),
-                                          sandbox_url + "/_sandbox/state"))
+        stack.enter_context(bench.process("profile-sandbox", bench.sandbox_command(port, args.latency_ms),
+                                          bench.clean_env(), sandbox_url + "/_sandbox/state"))
         database = stack.enter_context(bench.postgres_database(args.database_url)) if args.database_url else \
             f"sqlite:///{bench.WORK}/profile-{uuid.uuid4().hex[:8]}.db"
         env = bench.relay_env(database, sandbox_url)
@@ -63,8 +63,9 @@ def main() -> int:
                                        "--duration", "600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                      for pid in workers]
             time.sleep(1.5)
-            result = bench.counting_cpu("relay", lambda: bench.wrk(relay_url, connections=args.connections, duration=args.seconds,
-                                                                   mode=mode, run=bodies, auth=f"Bearer {token}"))
+            result = bench.counting_cpu("relay", lambda: bench.wrk(relay_url, connections=args.connections,
+                                                                   duration=args.seconds, mode=mode, run=bodies,
+                                                                   auth=f"Bearer {token}"))
             for one in spies:
                 one.send_signal(signal.SIGINT)
                 one.wait(30)

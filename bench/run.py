@@ -420,7 +420,7 @@ def io_scenario(database: str, database_url: str, sandboxes: dict, duration: flo
                     relay_url, connections=connections, duration=duration, run=tag + "r", auth=f"Bearer {token}"))))
         measured = {name: median_result(results) for name, results in each.items()}
         rows[(latency, jitter, connections)] = measured
-        what = f"{latency}{'+' + str(jitter) if jitter else ''} ms c={connections}"
+        what = f"{delay_label(latency, jitter)} c={connections}"
         say(database, f"direct {what}", measured["direct"], f"non-2xx {non_2xx(measured['direct'])}")
         say(database, f"naive  {what}", measured["naive"], f"non-2xx {non_2xx(measured['naive'])}")
         say(database, f"relay  {what}", measured["relay"],
@@ -445,6 +445,16 @@ def with_peak_rss(name: str, result_of) -> dict:
         watcher.join()
     result["rss_mb"] = peak[0]
     return result
+
+
+def sandbox_delays() -> list[tuple[int, int]]:
+    """(delay ms, random part ms) of each sandbox a run starts: one answering at once, one per IO-bound delay."""
+    return sorted({(0, 0)} | {(latency, jitter) for latency, jitter, _c, _t in IO_SCENARIOS})
+
+
+def delay_label(latency: int, jitter: int) -> str:
+    """How a sandbox's delay reads in the output and the table: "300 ms", or "250-350 ms" with a random part."""
+    return f"{latency}-{latency + jitter} ms" if jitter else f"{latency} ms"
 
 
 def sandbox_group(latency: int, jitter: int) -> str:
@@ -709,7 +719,8 @@ def targets(database: str, rows: dict) -> list[tuple[str, str, bool]]:
         p99 = relayed["p99_us"] / direct["p99_us"]
         bad = non_2xx(relayed)
         # Each round's own ratio too: a median of three that hides one bad round should not read as steady.
-        rounds = "; rounds " + ", ".join(f"{r['p99_us'] / d['p99_us']:.2f}x" for r, d in zip(relayed["each"], direct["each"]))
+        rounds = "; rounds " + ", ".join(f"{r['p99_us'] / d['p99_us']:.2f}x"
+                                         for r, d in zip(relayed["each"], direct["each"]))
         out += [
             (f"IO-bound {latency} ms, {connections} connections: relay >= {MIN_IO_VS_DIRECT:g}x direct req/s",
              f"{ratio:.2f}x", ratio >= MIN_IO_VS_DIRECT),
@@ -755,7 +766,7 @@ def table(database: str, rows: dict) -> list[str]:
                      f"{ms(r['p99_us'])} | {r.get('cpu_ms', 0):.2f} | |")
     for latency, jitter, connections, _target in IO_SCENARIOS:
         paths = io[(latency, jitter, connections)]
-        delay = f"{latency}-{latency + jitter} ms" if jitter else f"{latency} ms"
+        delay = delay_label(latency, jitter)
         for name in ("direct", "naive", "relay"):
             r = paths[name]
             note = f"non-2xx {non_2xx(r)}"
@@ -786,6 +797,7 @@ def table(database: str, rows: dict) -> list[str]:
 
 
 def report(results: dict, settings: dict) -> tuple[str, bool]:
+    delays = [delay_label(latency, jitter) for latency, jitter in sandbox_delays()]
     lines = ["# Benchmark results", "",
              "Written by `make bench` (bench/run.py); the README quotes these figures.", "",
              f"- date: {settings['date']}",
@@ -795,9 +807,10 @@ def report(results: dict, settings: dict) -> tuple[str, bool]:
              f"{settings['rounds']} interleaved runs of {settings['duration']:g} s (direct, naive, relay in turn); "
              f"IO-bound runs last {settings['io_duration']:g} s, direct, naive proxy, then relay, in "
              f"{settings['io_rounds']} interleaved rounds (medians) for a target's rows and once for the others",
-             f"- sandbox upstreams: standalone, gunicorn 1 worker x {SANDBOX_THREADS} threads, answering after 0, 100, "
-             "300 or 1000 ms (`--latency-ms`), or after 250 ms plus a random 0-100 ms (`--jitter-ms`); naive proxy and relay: gunicorn with gunicorn.conf.py and no tuning "
-             "variables (gthread, 2 workers x 256 threads), all on 127.0.0.1",
+             f"- sandbox upstreams: standalone, gunicorn 1 worker x {SANDBOX_THREADS} threads, answering after "
+             f"{', '.join(delays)} (`--latency-ms`, plus a random part with `--jitter-ms`); naive proxy and relay: "
+             "gunicorn with gunicorn.conf.py and no tuning variables (gthread, 2 workers x 256 threads), all on "
+             "127.0.0.1",
              "- 'CPU ms/req' is the CPU time (user + system) the path's own server spent per answered request: the "
              "sandbox for direct, the proxy alone for naive, the relay alone for the relay; every process shares the "
              "machine's CPUs. 'CPU ceiling' is the request rate at which the relay alone would use every CPU", "",
@@ -865,7 +878,7 @@ def main() -> int:
     results = {}
     with ExitStack() as stack:
         sandboxes = {}
-        for latency, jitter in sorted({(0, 0)} | {(latency, jitter) for latency, jitter, _c, _t in IO_SCENARIOS}):
+        for latency, jitter in sandbox_delays():
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             name = sandbox_group(latency, jitter)
